@@ -1,0 +1,18 @@
+"""Parley: a full-duplex spoken dialogue agent.
+
+The subpackages live in the repository's top-level folders (``agent/``, ``speech_io/``,
+``tokenizers/``, ``llm/``, ``configs/``), mapped into this namespace by ``pyproject.toml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__version__ = "0.1.0"
+
+# Run from a source checkout without an install (``python run_agent.py`` in a fresh clone),
+# the subpackages sit beside this folder rather than inside it: let the import system look
+# there too. An installed wheel has them inside, and this does nothing.
+_checkout = Path(__file__).resolve().parent.parent
+if (_checkout / "run_agent.py").is_file() and (_checkout / "agent").is_dir():
+    __path__.append(str(_checkout))  # type: ignore[name-defined]  # noqa: F821
