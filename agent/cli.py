@@ -1,0 +1,104 @@
+"""``python run_agent.py``: parse, load the configuration, build, run.
+
+User mistakes (a bad file, a bad value, a missing checkpoint part) end with one line on
+stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from parley.errors import ParleyError
+
+
+def _log(msg: str) -> None:
+    print(f"[parley] {msg}", file=sys.stderr, flush=True)
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="YAML config file overriding the defaults (engine, agent settings)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=["transformers"],
+        default=None,
+        help="LM engine (default: transformers, in process)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def _add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="checkpoint directory (default: the tiny random checkpoint, built once and cached)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_agent.py",
+        description="Parley: a full-duplex spoken dialogue agent.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    make = sub.add_parser(
+        "make-checkpoint",
+        help="build a seeded random checkpoint from a preset, optionally with real parts",
+        description="Write a Parley checkpoint directory. Random weights are deterministic.",
+    )
+    make.add_argument("--preset", default="tiny", help="preset name or YAML file (default: tiny)")
+    make.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    make.add_argument("--seed", type=int, default=0, help="seed for random weights (default: 0)")
+    make.add_argument(
+        "--encoder-from", type=Path, metavar="HF_WHISPER_DIR", help="take the encoder from here"
+    )
+    make.add_argument(
+        "--lm-from", type=Path, metavar="HF_CAUSAL_LM_DIR", help="take the decoder LM from here"
+    )
+    make.add_argument("--force", action="store_true", help="replace a non-empty --out")
+
+    demo = sub.add_parser(
+        "demo",
+        help="stream one utterance through the whole speak path and time each stage",
+        description=(
+            "Stream a user utterance in real-time-sized frames through features, encoder, "
+            "adapter, LM and vocoder; write the reply audio and a JSON log of stage times."
+        ),
+    )
+    _add_checkpoint_arg(demo)
+    demo.add_argument("--input", type=Path, metavar="WAV", help="user utterance (default: sample)")
+    demo.add_argument(
+        "--output", type=Path, default=Path("reply.wav"), metavar="WAV", help="reply audio"
+    )
+    demo.add_argument("--events", type=Path, metavar="JSON", help="write stage times here")
+    _add_config_args(demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "make-checkpoint":
+            from parley.agent.commands import make_checkpoint
+
+            return make_checkpoint(args, _log)
+        if args.command == "demo":
+            from parley.agent.commands import demo
+
+            return demo(args, _log)
+    except ParleyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")

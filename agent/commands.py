@@ -1,0 +1,88 @@
+"""What each CLI command does, given its parsed arguments."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from parley.agent.runtime import default_checkpoint, load_runtime_config, open_checkpoint
+from parley.config import load_config
+from parley.tokenizers.vocab import TokenClass
+
+Log = Callable[[str], None]
+
+SAMPLE_UTTERANCE = "samples/what_time.wav"
+
+
+def make_checkpoint(args: argparse.Namespace, log: Log) -> int:
+    from parley.llm.builder import build_checkpoint
+
+    cfg = load_config(args.preset).model
+    build_checkpoint(
+        args.out,
+        cfg,
+        seed=args.seed,
+        encoder_from=args.encoder_from,
+        lm_from=args.lm_from,
+        log=log,
+        overwrite=args.force,
+    )
+    return 0
+
+
+def _sample_path() -> Path:
+    return Path(str(resources.files("parley.configs").joinpath(SAMPLE_UTTERANCE)))
+
+
+def demo(args: argparse.Namespace, log: Log) -> int:
+    from parley.agent.speak import SpeakPipeline
+    from parley.llm.engines import create_engine
+    from parley.speech_io.audio import load_audio, write_wav
+
+    cfg = load_runtime_config(args)
+    path = args.checkpoint or default_checkpoint(log)
+    checkpoint = open_checkpoint(path, cfg, log)
+    rate = checkpoint.manifest.model.features.sample_rate
+    source = args.input or _sample_path()
+    audio = load_audio(source, rate)
+    log(f"input: {source} ({len(audio) / rate:.2f} s)")
+
+    engine = create_engine(checkpoint, cfg.engine)
+    pipeline = SpeakPipeline(checkpoint, engine, cfg.agent)
+    result = asyncio.run(pipeline.run_turn(audio))
+
+    write_wav(args.output, result.audio, result.sample_rate)
+    speech = sum(
+        1 for t in result.token_ids if checkpoint.manifest.vocab.classify(t) is TokenClass.SPEECH
+    )
+    print(f"reply text ({len(result.token_ids)} tokens, {speech} speech): {result.text!r}")
+    print(f"reply audio: {args.output} ({len(result.audio) / result.sample_rate:.2f} s)")
+    print("stage times after the user's audio ended:")
+    for name, ms in result.latencies_ms().items():
+        print(f"  {name:<20} {ms:9.1f} ms")
+    if checkpoint.random_weights:
+        print("note: this checkpoint has random weights, so the reply is noise, not speech.")
+    if args.events:
+        log_data = {
+            "checkpoint": str(path),
+            "input": str(source),
+            "events": [{"event": e.name, "t_s": round(e.t, 6)} for e in result.events],
+            "after_audio_in_end_ms": result.latencies_ms(),
+            "reply": {
+                "text": result.text,
+                "token_ids": result.token_ids,
+                "audio_s": round(len(result.audio) / result.sample_rate, 4),
+            },
+            "random_weights": checkpoint.random_weights,
+        }
+        args.events.parent.mkdir(parents=True, exist_ok=True)
+        args.events.write_text(json.dumps(log_data, indent=2) + "\n")
+    if not np.isfinite(result.audio).all():
+        raise AssertionError("vocoder produced non-finite audio")
+    return 0

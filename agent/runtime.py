@@ -1,0 +1,61 @@
+"""Shared start-up for the commands: config from flags, the default checkpoint, threads."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from parley.config import ParleyConfig, load_config
+from parley.errors import CheckpointError
+
+DEFAULT_PRESET = "tiny"
+DEFAULT_SEED = 0
+
+
+def cache_dir() -> Path:
+    """Where Parley keeps what it builds: ``$PARLEY_CACHE_DIR``, else the user cache dir."""
+    if os.environ.get("PARLEY_CACHE_DIR"):
+        return Path(os.environ["PARLEY_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "parley"
+
+
+def load_runtime_config(args: argparse.Namespace) -> ParleyConfig:
+    """Defaults, the tiny preset's runtime settings or ``--config``, env, then flags."""
+    overrides: dict = {"engine": {}}
+    if getattr(args, "engine", None):
+        overrides["engine"]["name"] = args.engine
+    if getattr(args, "threads", None) is not None:
+        overrides["engine"]["threads"] = args.threads
+    return load_config(getattr(args, "config", None) or DEFAULT_PRESET, overrides)
+
+
+def default_checkpoint(log: Callable[[str], None]) -> Path:
+    """The cached tiny random checkpoint, built on first use."""
+    from parley.llm.builder import build_checkpoint
+    from parley.llm.checkpoint import read_manifest
+
+    path = cache_dir() / "checkpoints" / f"{DEFAULT_PRESET}-seed{DEFAULT_SEED}"
+    try:
+        read_manifest(path)
+        return path
+    except CheckpointError as exc:
+        log(f"building the {DEFAULT_PRESET} random checkpoint in {path} ({exc})")
+    build_checkpoint(
+        path, load_config(DEFAULT_PRESET).model, seed=DEFAULT_SEED, log=log, overwrite=True
+    )
+    return path
+
+
+def open_checkpoint(path: Path, cfg: ParleyConfig, log: Callable[[str], None]):
+    """Load a checkpoint for ``cfg``'s engine, with torch's threads set as configured."""
+    from parley.llm.checkpoint import load_checkpoint
+
+    if cfg.engine.threads:
+        torch.set_num_threads(cfg.engine.threads)
+    log(f"loading checkpoint {path}")
+    return load_checkpoint(path, dtype=cfg.engine.dtype)

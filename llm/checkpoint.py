@@ -1,0 +1,156 @@
+"""The Parley checkpoint directory: write it, check it, load it.
+
+::
+
+    parley.json           root config: format version, model config, vocabulary layout
+    encoder/              HF Whisper layout (config.json, model.safetensors)
+    adapter.safetensors   frame stacking + MLP into the LM's embedding space
+    lm/                   a plain HF causal-LM directory with the speech and special tokens
+    vocoder/              speech tokenizer and streaming token vocoder
+
+Every part is checked on load; a missing or mismatched file or tensor is a
+:class:`~parley.errors.CheckpointError` that names it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from parley.config import CHECKPOINT_FORMAT_VERSION, ModelConfig
+from parley.errors import CheckpointError
+from parley.llm.adapter import Adapter
+from parley.llm.encoder import BlockCausalEncoder
+from parley.llm.encoder_io import load_encoder
+from parley.llm.weights import load_state, read_tensors
+from parley.tokenizers.codec_io import load_codec
+from parley.tokenizers.speech_tokenizer import SpeechTokenizer
+from parley.tokenizers.vocab import VocabLayout
+from parley.tokenizers.vocoder import TokenVocoder
+
+ROOT_CONFIG = "parley.json"
+REQUIRED_FILES = (
+    ROOT_CONFIG,
+    "encoder/config.json",
+    "encoder/model.safetensors",
+    "adapter.safetensors",
+    "lm/config.json",
+    "lm/tokenizer.json",
+    "vocoder/config.json",
+)
+
+
+class Manifest(BaseModel):
+    """The checkpoint's root config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["parley-checkpoint"] = "parley-checkpoint"
+    format_version: int = CHECKPOINT_FORMAT_VERSION
+    model: ModelConfig
+    vocab: VocabLayout
+    lm_hidden: int
+    seed: int | None = None
+    sources: dict[str, str] = {}
+
+
+@dataclass
+class Checkpoint:
+    """Every part of a loaded checkpoint, ready to run."""
+
+    path: Path
+    manifest: Manifest
+    encoder: BlockCausalEncoder
+    adapter: Adapter
+    lm: PreTrainedModel
+    tokenizer: object
+    vocoder: TokenVocoder
+    speech_tokenizer: SpeechTokenizer
+
+    @property
+    def random_weights(self) -> bool:
+        """True when no part came from trained weights: such a model speaks noise."""
+        return all(v == "random" for v in self.manifest.sources.values())
+
+
+def read_manifest(path: Path) -> Manifest:
+    """The root config of the checkpoint at ``path``, checked."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint directory not found: {path}")
+    missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
+    if missing:
+        raise CheckpointError(f"{path}: missing checkpoint file(s): {', '.join(missing)}")
+    try:
+        raw = json.loads((path / ROOT_CONFIG).read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path / ROOT_CONFIG}: not valid JSON ({exc})") from None
+    version = raw.get("format_version") if isinstance(raw, dict) else None
+    if version != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path / ROOT_CONFIG}: format_version {version!r}; this Parley reads "
+            f"version {CHECKPOINT_FORMAT_VERSION}"
+        )
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise CheckpointError(f"{path / ROOT_CONFIG}: {key}: {first['msg']}") from None
+
+
+def load_checkpoint(path: Path, dtype: str = "float32") -> Checkpoint:
+    """Load and cross-check every part of the checkpoint at ``path``."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    cfg = manifest.model
+
+    whisper, wcfg = load_encoder(path / "encoder")
+    if wcfg.num_mel_bins != cfg.features.n_mels or wcfg.d_model != cfg.encoder.d_model:
+        raise CheckpointError(
+            f"{path / 'encoder/config.json'}: num_mel_bins={wcfg.num_mel_bins}, "
+            f"d_model={wcfg.d_model}; {ROOT_CONFIG} says n_mels={cfg.features.n_mels}, "
+            f"d_model={cfg.encoder.d_model}"
+        )
+    encoder = BlockCausalEncoder(whisper, cfg.encoder.block_frames, cfg.encoder.context_blocks)
+
+    adapter = Adapter.from_config(cfg.adapter, cfg.encoder.d_model, manifest.lm_hidden)
+    load_state(
+        adapter, read_tensors(path / "adapter.safetensors"), str(path / "adapter.safetensors")
+    )
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path / "lm")
+        lm = AutoModelForCausalLM.from_pretrained(path / "lm", dtype=getattr(torch, dtype))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path / 'lm'}: cannot load the LM ({exc})") from None
+    rows = lm.get_input_embeddings().weight.shape[0]
+    found = VocabLayout.from_tokenizer(tokenizer, manifest.vocab.codebook_size, rows)
+    if found != manifest.vocab:
+        raise CheckpointError(
+            f"{path / 'lm'}: tokenizer/embedding layout {found} differs from {ROOT_CONFIG}'s "
+            f"{manifest.vocab}"
+        )
+    if lm.config.hidden_size != manifest.lm_hidden:
+        raise CheckpointError(
+            f"{path / 'lm/config.json'}: hidden_size {lm.config.hidden_size}, but the adapter "
+            f"emits {manifest.lm_hidden}"
+        )
+
+    vocoder, speech_tokenizer, _ = load_codec(path / "vocoder", cfg.codec)
+    return Checkpoint(
+        path=path,
+        manifest=manifest,
+        encoder=encoder.eval(),
+        adapter=adapter.eval(),
+        lm=lm.eval(),
+        tokenizer=tokenizer,
+        vocoder=vocoder.eval(),
+        speech_tokenizer=speech_tokenizer.eval(),
+    )

@@ -1,0 +1,76 @@
+"""The ``SpokenLM`` interface every engine implements, and what flows through it.
+
+An engine is loaded once and shared; each conversation opens an :class:`LMContext` on it.
+A context accumulates the conversation (user audio as LM-space embeddings, the replies it
+generated) and streams one reply at a time as :class:`TokenDelta` values.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import torch
+
+from parley.tokenizers.vocab import TokenClass, VocabLayout
+
+
+@dataclass(frozen=True)
+class TokenDelta:
+    """One generated token."""
+
+    token_id: int
+    kind: TokenClass
+    index: int  # position within the reply, from 0
+
+
+@dataclass(frozen=True)
+class ReplyParams:
+    """Per-reply overrides; ``None`` keeps the checkpoint's schedule or the engine's sampling."""
+
+    min_speech_tokens: int | None = None
+    max_speech_tokens: int | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+
+
+class LMContext(abc.ABC):
+    """One conversation's state on an engine."""
+
+    @abc.abstractmethod
+    def add_user_audio(self, embeddings: torch.Tensor) -> None:
+        """Queue a user turn: ``embeddings`` (positions, hidden) from the audio adapter."""
+
+    @abc.abstractmethod
+    def reply(self, params: ReplyParams | None = None) -> AsyncIterator[TokenDelta]:
+        """Generate the assistant's reply to everything queued, streaming token by token.
+
+        Closing the iterator early (``aclose``) aborts the reply within one decode step.
+        """
+
+    @abc.abstractmethod
+    async def abort(self) -> None:
+        """Stop the running reply, if any; returns once no more compute is spent on it."""
+
+    @property
+    @abc.abstractmethod
+    def context_length(self) -> int:
+        """Positions the engine holds for this conversation (its KV cache length)."""
+
+    def close(self) -> None:  # noqa: B027  (optional hook)
+        """Free what the context holds."""
+
+
+class SpokenLM(abc.ABC):
+    """A loaded spoken LM serving any number of conversations."""
+
+    layout: VocabLayout
+    hidden_size: int
+
+    @abc.abstractmethod
+    def open_context(self) -> LMContext:
+        """Start a new, empty conversation."""
+
+    async def aclose(self) -> None:  # noqa: B027  (optional hook)
+        """Release the engine."""

@@ -1,0 +1,75 @@
+"""The listening half of the spoken LM: PCM -> log-mel -> encoder blocks -> LM embeddings.
+
+Every stage streams, so while the user speaks the encoder works block by block and, when
+the utterance ends, only the last partial block remains to compute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from parley.config import FeatureConfig
+from parley.llm.adapter import Adapter, StreamingAdapter
+from parley.llm.encoder import BlockCausalEncoder, StreamingEncoder
+from parley.tokenizers.features import StreamingLogMel
+
+
+class StreamingFrontEnd:
+    """Streams 16 kHz mono PCM into LM input embeddings for one utterance at a time."""
+
+    def __init__(self, features: FeatureConfig, encoder: BlockCausalEncoder, adapter: Adapter):
+        self.mel = StreamingLogMel(features)
+        self.encoder = StreamingEncoder(encoder)
+        self.adapter = StreamingAdapter(adapter)
+        self._embeddings: list[torch.Tensor] = []
+
+    def reset(self) -> None:
+        """Drop the current utterance."""
+        self.mel.reset()
+        self.encoder.reset()
+        self.adapter.reset()
+        self._embeddings.clear()
+
+    @contextmanager
+    def streaming(self) -> Iterator[StreamingFrontEnd]:
+        """Scope one utterance."""
+        self.reset()
+        try:
+            yield self
+        finally:
+            self.reset()
+
+    @property
+    def positions(self) -> int:
+        """LM positions produced so far for this utterance."""
+        return sum(e.shape[0] for e in self._embeddings)
+
+    def push(self, pcm: np.ndarray) -> None:
+        """Feed samples; completed encoder blocks are computed now."""
+        mel = self.mel.push(pcm)
+        if mel.shape[1]:
+            with torch.inference_mode():
+                self._collect(self.adapter.push(self.encoder.push(torch.from_numpy(mel))))
+
+    def finish(self) -> torch.Tensor:
+        """End the utterance; its LM embeddings ``(positions, hidden)``, and reset."""
+        with torch.inference_mode():
+            mel = self.mel.flush()
+            frames = self.encoder.push(torch.from_numpy(mel)) if mel.shape[1] else None
+            if frames is not None:
+                self._collect(self.adapter.push(frames))
+            self._collect(self.adapter.push(self.encoder.flush()))
+            self._collect(self.adapter.flush())
+        if not self._embeddings:
+            raise ValueError("the utterance is too short to encode")
+        out = torch.cat(self._embeddings)
+        self.reset()
+        return out
+
+    def _collect(self, emb: torch.Tensor) -> None:
+        if emb.shape[0]:
+            self._embeddings.append(emb)

@@ -1,0 +1,181 @@
+"""The embedded engine: the checkpoint's LM in this process, through transformers.
+
+Each conversation keeps its KV cache across turns, so a follow-up turn costs only its new
+positions. Decode steps run in a worker thread, one at a time per engine, so the event
+loop keeps pumping audio while the model computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from parley.config import EngineConfig, ScheduleConfig
+from parley.llm.engine import LMContext, ReplyParams, SpokenLM, TokenDelta
+from parley.llm.logits import ScheduleLogitsProcessor
+from parley.tokenizers.vocab import TokenClass, VocabLayout
+
+
+class TransformersSpokenLM(SpokenLM):
+    """A transformers causal LM serving conversations in process."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        layout: VocabLayout,
+        schedule: ScheduleConfig,
+        engine: EngineConfig | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.layout = layout
+        self.schedule = schedule
+        self.engine = engine or EngineConfig()
+        self.hidden_size = int(model.config.hidden_size)
+        self.vocab_rows = int(model.get_input_embeddings().weight.shape[0])
+        self._embed = model.get_input_embeddings()
+        self._forward_lock = threading.Lock()
+
+    def open_context(self) -> TransformersContext:
+        return TransformersContext(self)
+
+    def embed_ids(self, ids: list[int]) -> torch.Tensor:
+        """Input embeddings of token ids, (len(ids), hidden)."""
+        with torch.inference_mode():
+            return self._embed(torch.tensor(ids, dtype=torch.long, device=self.model.device))
+
+    def forward(self, embeddings: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+        """Run ``embeddings`` after what ``cache`` holds; next-token logits (vocab,)."""
+        with self._forward_lock, torch.inference_mode():
+            out = self.model(
+                inputs_embeds=embeddings[None].to(self.model.dtype),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        return out.logits[0, -1].float()
+
+
+class TransformersContext(LMContext):
+    """One conversation on a :class:`TransformersSpokenLM`."""
+
+    def __init__(self, engine: TransformersSpokenLM) -> None:
+        self.engine = engine
+        self._cache = DynamicCache(config=engine.model.config)
+        # Embeddings queued for the next forward: markers, user audio, and the last token of
+        # the previous reply (sampled, so never fed through the model).
+        self._pending: list[torch.Tensor] = []
+        self._reply_open = False
+        self._running = False
+        self._abort = threading.Event()
+        self._step_done = asyncio.Event()
+        self._step_done.set()
+        self._generator = torch.Generator().manual_seed(engine.engine.seed)
+        self.prefill_positions = 0
+        self.decode_steps = 0
+
+    @property
+    def context_length(self) -> int:
+        return self._cache.get_seq_length()
+
+    def add_user_audio(self, embeddings: torch.Tensor) -> None:
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.engine.hidden_size:
+            raise ValueError(
+                f"user audio embeddings must be (positions, {self.engine.hidden_size}), "
+                f"got {tuple(embeddings.shape)}"
+            )
+        layout = self.engine.layout
+        if self._reply_open:  # an aborted reply still needs its end marker in the history
+            self._pending.append(self.engine.embed_ids([layout.eot]))
+            self._reply_open = False
+        self._pending += [
+            self.engine.embed_ids([layout.user]),
+            embeddings.to(self.engine.model.device),
+            self.engine.embed_ids([layout.assistant]),
+        ]
+
+    async def abort(self) -> None:
+        self._abort.set()
+        await self._step_done.wait()
+
+    def close(self) -> None:
+        self._abort.set()
+        self._cache = DynamicCache(config=self.engine.model.config)
+        self._pending.clear()
+
+    async def _run(self, embeddings: torch.Tensor) -> torch.Tensor:
+        # Shielded: a cancelled consumer cannot stop a forward already in the thread, so the
+        # step counts as done (and the cache as updated) only when the thread returns.
+        self._step_done.clear()
+        fut = asyncio.get_running_loop().run_in_executor(
+            None, self.engine.forward, embeddings, self._cache
+        )
+        fut.add_done_callback(lambda _: self._step_done.set())
+        return await asyncio.shield(fut)
+
+    def _sample(self, logits: torch.Tensor, temperature: float, top_k: int) -> int:
+        if temperature <= 0.0:
+            return int(torch.argmax(logits))
+        logits = logits / temperature
+        if 0 < top_k < logits.numel():
+            kth = torch.topk(logits, top_k).values[-1]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self._generator))
+
+    async def reply(self, params: ReplyParams | None = None) -> AsyncIterator[TokenDelta]:
+        if self._running:
+            raise RuntimeError("a reply is already running in this context")
+        if not self._pending:
+            raise RuntimeError("nothing to reply to: add user audio first")
+        params = params or ReplyParams()
+        engine = self.engine
+        schedule = engine.schedule.model_copy(
+            update={
+                k: v
+                for k, v in (
+                    ("min_speech_tokens", params.min_speech_tokens),
+                    ("max_speech_tokens", params.max_speech_tokens),
+                )
+                if v is not None
+            }
+        )
+        temperature = (
+            engine.engine.temperature if params.temperature is None else params.temperature
+        )
+        top_k = engine.engine.top_k if params.top_k is None else params.top_k
+        processor = ScheduleLogitsProcessor(engine.layout, schedule, engine.vocab_rows)
+
+        self._running = True
+        self._abort.clear()
+        unfed: int | None = None  # sampled, handed out, not yet run through the model
+        try:
+            feed = torch.cat(self._pending)
+            self._pending.clear()
+            self.prefill_positions += feed.shape[0]
+            self._reply_open = True
+            index = 0
+            while not self._abort.is_set():
+                unfed = None
+                logits = await self._run(feed)
+                if self._abort.is_set():
+                    break
+                masked = processor(torch.empty(1, 0, dtype=torch.long), logits[None])[0]
+                unfed = self._sample(masked, temperature, top_k)
+                kind = processor.accept(unfed)
+                if kind is TokenClass.EOT:
+                    self._reply_open = False
+                yield TokenDelta(unfed, kind, index)
+                if kind is TokenClass.EOT:
+                    return
+                index += 1
+                feed = engine.embed_ids([unfed])
+                self.decode_steps += 1
+        finally:
+            # Whatever ended the reply, the last token handed out belongs to the history.
+            if unfed is not None:
+                self._pending.append(engine.embed_ids([unfed]))
+            self._running = False
