@@ -104,15 +104,17 @@ async def test_abort_stops_within_one_step(engine):
     engine.forward = counting
     try:
         got = []
+        five = asyncio.Event()
 
         async def consume():
             async for d in ctx.reply(ReplyParams(min_speech_tokens=500, max_speech_tokens=600)):
                 got.append(d)
+                if len(got) == 5:
+                    five.set()
                 await asyncio.sleep(0)
 
         task = asyncio.create_task(consume())
-        while len(got) < 5:
-            await asyncio.sleep(0.001)
+        await five.wait()
         await ctx.abort()
         at_abort = calls
         await asyncio.wait_for(task, 5)
