@@ -1,0 +1,135 @@
+"""Audio input hygiene and WAV I/O.
+
+Every path by which user audio enters the system goes through :func:`load_audio` (files)
+or :func:`prepare_audio` (arrays): both return float32 mono at the model rate, or raise
+:class:`~parley.errors.AudioInputError` naming the input and what is wrong with it, so
+nothing downstream has to check for NaN, silence or the wrong rate again.
+"""
+
+from __future__ import annotations
+
+import numbers
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from parley.errors import AudioInputError
+
+__all__ = ["load_audio", "prepare_audio", "write_wav"]
+
+# Full-scale divisors that map each PCM integer type onto [-1, 1), as soundfile does.
+_INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}
+
+
+def load_audio(path: str | Path, target_rate: int = 16000) -> np.ndarray:
+    """Read any file soundfile reads; return validated float32 mono at ``target_rate``.
+
+    Channels are averaged and the rate converted with soxr (quality "HQ").
+    """
+    path = Path(path)
+    target_rate = _check_rate(target_rate, "target rate", str(path))
+    if not path.exists():
+        raise AudioInputError(f"{path}: file not found")
+    if not path.is_file():
+        raise AudioInputError(f"{path}: not a file")
+    try:
+        samples, rate = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError, OSError) as exc:
+        # libsndfile's message ("Format not recognised", ...) is the useful part; the
+        # traceback is not, so the CLI can print one line.
+        raise AudioInputError(f"{path}: cannot read audio: {exc}") from None
+    return prepare_audio(samples, rate, target_rate, name=str(path))
+
+
+def prepare_audio(
+    samples: np.ndarray,
+    sample_rate: int,
+    target_rate: int = 16000,
+    name: str = "audio",
+) -> np.ndarray:
+    """Validate an in-memory signal; return float32 mono at ``target_rate``.
+
+    ``samples`` is ``(n,)`` or ``(n, channels)`` (soundfile's layout), of int16, int32 or
+    float dtype; integers are scaled to [-1, 1). Floats are taken as they are, not
+    rescaled or clipped. ``name`` labels the input in error messages.
+    """
+    rate = _check_rate(sample_rate, "sample rate", name)
+    target = _check_rate(target_rate, "target rate", name)
+    x = np.asarray(samples)
+    if x.ndim not in (1, 2):
+        raise AudioInputError(
+            f"{name}: expected shape (samples,) or (samples, channels), got {x.shape}"
+        )
+    if x.size == 0:
+        raise AudioInputError(f"{name}: audio is empty (shape {x.shape})")
+    if x.ndim == 2 and x.shape[1] > x.shape[0]:
+        # (channels, samples) is the torch/librosa layout; averaging the wrong axis would
+        # silently turn speech into a handful of samples.
+        raise AudioInputError(
+            f"{name}: shape {x.shape} has more channels than samples; "
+            "pass (samples, channels), e.g. transpose it"
+        )
+    x = _to_float(x, name)
+    _check_finite(x, name)
+    if not np.any(x):
+        raise AudioInputError(f"{name}: audio is silent (every sample is zero)")
+    mono = x.mean(axis=1, dtype=np.float64).astype(np.float32) if x.ndim == 2 else x
+    if not np.any(mono):
+        raise AudioInputError(f"{name}: channels cancel out when mixed down to mono")
+    if rate != target:
+        mono = soxr.resample(mono, rate, target, quality="HQ")
+        if mono.size == 0:
+            raise AudioInputError(
+                f"{name}: {x.shape[0]} samples at {rate} Hz is too short to resample to {target} Hz"
+            )
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> Path:
+    """Write ``(n,)`` or ``(n, channels)`` float samples as 16-bit PCM WAV; return the path.
+
+    Samples are clipped to [-1, 1] first (libsndfile would otherwise wrap loud ones
+    around), and missing parent folders are created.
+    """
+    path = Path(path)
+    rate = _check_rate(sample_rate, "sample rate", str(path))
+    x = np.asarray(samples)
+    if x.ndim not in (1, 2):
+        raise AudioInputError(
+            f"{path}: expected shape (samples,) or (samples, channels), got {x.shape}"
+        )
+    x = _to_float(x, str(path))
+    _check_finite(x, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.clip(x, -1.0, 1.0), rate, subtype="PCM_16", format="WAV")
+    return path
+
+
+def _check_rate(rate: object, what: str, name: str) -> int:
+    """A rate must be a positive whole number; integral floats (16000.0) are accepted."""
+    # bool is an int subclass, and True Hz is surely a mistake.
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+        raise AudioInputError(f"{name}: {what} must be a positive integer, got {rate!r}")
+    if not float(rate).is_integer() or rate <= 0:
+        raise AudioInputError(f"{name}: {what} must be a positive integer, got {rate!r}")
+    return int(rate)
+
+
+def _to_float(x: np.ndarray, name: str) -> np.ndarray:
+    if x.dtype in _INT_SCALE:
+        return (x.astype(np.float64) / _INT_SCALE[x.dtype]).astype(np.float32)
+    if np.issubdtype(x.dtype, np.floating):
+        return x.astype(np.float32, copy=False)
+    raise AudioInputError(f"{name}: unsupported sample type {x.dtype}; use int16, int32 or float")
+
+
+def _check_finite(x: np.ndarray, name: str) -> None:
+    finite = np.isfinite(x)
+    if finite.all():
+        return
+    nans = int(np.isnan(x).sum())
+    infs = int(x.size - finite.sum()) - nans
+    problems = [f"{n} {kind}" for n, kind in ((nans, "NaN"), (infs, "infinite")) if n]
+    raise AudioInputError(f"{name}: audio has {' and '.join(problems)} samples")
