@@ -46,12 +46,13 @@ def demo(args: argparse.Namespace, log: Log) -> int:
     from parley.speech_io.audio import load_audio, write_wav
 
     cfg = load_runtime_config(args)
-    path = args.checkpoint or default_checkpoint(log)
-    checkpoint = open_checkpoint(path, cfg, log)
-    rate = checkpoint.manifest.model.features.sample_rate
+    # Check the user's input before spending time on the model.
+    rate = cfg.model.features.sample_rate
     source = args.input or _sample_path()
     audio = load_audio(source, rate)
     log(f"input: {source} ({len(audio) / rate:.2f} s)")
+    path = args.checkpoint or default_checkpoint(log)
+    checkpoint = open_checkpoint(path, cfg, log)
 
     engine = create_engine(checkpoint, cfg.engine)
     pipeline = SpeakPipeline(checkpoint, engine, cfg.agent)

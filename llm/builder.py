@@ -19,8 +19,8 @@ from parley.llm.checkpoint import ROOT_CONFIG, Manifest
 from parley.llm.encoder import BlockCausalEncoder
 from parley.llm.encoder_io import encoder_config_from, load_encoder, save_encoder
 from parley.llm.lm_build import layout_of, lm_from_pretrained, random_lm
-from parley.llm.weights import save_state
 from parley.tokenizers.codec_io import build_codec, save_codec
+from parley.weights import save_state
 
 # Each part draws from its own seed so that swapping one part leaves the others' bytes alone.
 _PART_SEEDS = {"encoder": 1, "adapter": 2, "lm": 3, "codec": 4}

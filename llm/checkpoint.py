@@ -28,11 +28,11 @@ from parley.errors import CheckpointError
 from parley.llm.adapter import Adapter
 from parley.llm.encoder import BlockCausalEncoder
 from parley.llm.encoder_io import load_encoder
-from parley.llm.weights import load_state, read_tensors
 from parley.tokenizers.codec_io import load_codec
 from parley.tokenizers.speech_tokenizer import SpeechTokenizer
 from parley.tokenizers.vocab import VocabLayout
 from parley.tokenizers.vocoder import TokenVocoder
+from parley.weights import load_file_into
 
 ROOT_CONFIG = "parley.json"
 REQUIRED_FILES = (
@@ -121,9 +121,7 @@ def load_checkpoint(path: Path, dtype: str = "float32") -> Checkpoint:
     encoder = BlockCausalEncoder(whisper, cfg.encoder.block_frames, cfg.encoder.context_blocks)
 
     adapter = Adapter.from_config(cfg.adapter, cfg.encoder.d_model, manifest.lm_hidden)
-    load_state(
-        adapter, read_tensors(path / "adapter.safetensors"), str(path / "adapter.safetensors")
-    )
+    load_file_into(adapter, path / "adapter.safetensors")
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path / "lm")

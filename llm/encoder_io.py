@@ -18,7 +18,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from parley.config import EncoderConfig
 from parley.errors import CheckpointError
-from parley.llm.weights import load_state, read_tensors, save_state
+from parley.weights import load_state, read_tensors, save_state
 
 PREFIXES = ("model.encoder.", "encoder.")
 

@@ -1,4 +1,4 @@
-"""Loading safetensors into modules with errors that name the file and the tensor."""
+"""Reading and writing module weights as safetensors, with errors that name file and tensor."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ from safetensors.torch import load_file, save_file
 
 from parley.errors import CheckpointError
 
+_SHOWN = 8
+
 
 def save_state(module: torch.nn.Module, path: Path, prefix: str = "") -> None:
     """Write ``module``'s state as safetensors: contiguous, keys sorted, so bytes are stable."""
-    state = {prefix + k: v.detach().contiguous() for k, v in sorted(module.state_dict().items())}
+    state = {
+        prefix + k: v.detach().cpu().contiguous() for k, v in sorted(module.state_dict().items())
+    }
     save_file(state, str(path), metadata={"format": "pt"})
 
 
@@ -29,24 +33,38 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
     """Load ``tensors`` into ``module`` exactly: every tensor present, none extra, shapes equal."""
     expected = module.state_dict()
-    missing = sorted(set(expected) - set(tensors))
+    problems = []
+    missing = [k for k in sorted(expected) if k not in tensors]
+    if missing:
+        problems.append(
+            "missing tensor(s): "
+            + ", ".join(f"{k!r} (expected shape {tuple(expected[k].shape)})" for k in missing[:_SHOWN])
+            + _more(missing)
+        )
     unexpected = sorted(set(tensors) - set(expected))
+    if unexpected:
+        problems.append(
+            "unexpected tensor(s): "
+            + ", ".join(f"{k!r} {tuple(tensors[k].shape)}" for k in unexpected[:_SHOWN])
+            + _more(unexpected)
+        )
     misshaped = [
-        f"{k}: expected {tuple(expected[k].shape)}, found {tuple(tensors[k].shape)}"
+        f"{k!r} has shape {tuple(tensors[k].shape)}, expected {tuple(expected[k].shape)}"
         for k in sorted(set(expected) & set(tensors))
         if expected[k].shape != tensors[k].shape
     ]
-    problems = []
-    if missing:
-        problems.append("missing tensors: " + ", ".join(missing[:8]) + _more(missing))
-    if unexpected:
-        problems.append("unexpected tensors: " + ", ".join(unexpected[:8]) + _more(unexpected))
     if misshaped:
-        problems.append("mismatched shapes: " + "; ".join(misshaped[:8]) + _more(misshaped))
+        problems.append("; ".join(misshaped[:_SHOWN]) + _more(misshaped))
     if problems:
         raise CheckpointError(f"{source}: " + " | ".join(problems))
-    module.load_state_dict(tensors, strict=True)
+    with torch.no_grad():
+        module.load_state_dict(tensors, strict=True)
+
+
+def load_file_into(module: torch.nn.Module, path: Path) -> None:
+    """Load the safetensors file at ``path`` into ``module`` exactly."""
+    load_state(module, read_tensors(path), str(path))
 
 
 def _more(items: list[str]) -> str:
-    return f" (+{len(items) - 8} more)" if len(items) > 8 else ""
+    return f" (+{len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
