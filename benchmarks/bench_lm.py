@@ -31,7 +31,9 @@ async def _reply(ctx, params):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--turns", type=int, default=4, help="earlier turns in the history")
     ap.add_argument("--audio-positions", type=int, default=75, help="LM positions per user turn")
@@ -83,7 +85,9 @@ def main() -> None:
 
     positions = sum(h.shape[0] for h in history) + args.audio_positions + 2
     c, f = statistics.median(cached), statistics.median(full)
-    print(f"preset {args.preset}: LM hidden {cfg.model.lm.hidden} x {cfg.model.lm.layers} layers, {args.threads} thread(s)")
+    print(
+        f"preset {args.preset}: LM hidden {cfg.model.lm.hidden} x {cfg.model.lm.layers} layers, {args.threads} thread(s)"
+    )
     print(f"decode: median {statistics.median(decode_rates):.1f} tokens/s")
     print(f"follow-up turn after {args.turns} turns ({positions} positions of context):")
     print(f"  cached context: median {c * 1000:.1f} ms to first token")

@@ -38,7 +38,9 @@ def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source
     if missing:
         problems.append(
             "missing tensor(s): "
-            + ", ".join(f"{k!r} (expected shape {tuple(expected[k].shape)})" for k in missing[:_SHOWN])
+            + ", ".join(
+                f"{k!r} (expected shape {tuple(expected[k].shape)})" for k in missing[:_SHOWN]
+            )
             + _more(missing)
         )
     unexpected = sorted(set(tensors) - set(expected))

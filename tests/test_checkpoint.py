@@ -89,7 +89,14 @@ def test_lm_dir_loads_with_plain_transformers(built):
 
 
 @pytest.mark.parametrize(
-    "remove", ["parley.json", "encoder/model.safetensors", "adapter.safetensors", "lm/config.json", "vocoder/config.json"]
+    "remove",
+    [
+        "parley.json",
+        "encoder/model.safetensors",
+        "adapter.safetensors",
+        "lm/config.json",
+        "vocoder/config.json",
+    ],
 )
 def test_missing_part_is_named(built, tmp_path, remove):
     copy = tmp_path / "c"
@@ -160,9 +167,17 @@ def test_encoder_from_hf_whisper_model(tmp_path):
 
 def test_encoder_from_128_mel_whisper(tmp_path):
     wcfg = WhisperConfig(
-        num_mel_bins=128, d_model=64, encoder_layers=1, encoder_attention_heads=2,
-        encoder_ffn_dim=64, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32,
-        vocab_size=100, max_target_positions=16, **SMALL_DECODER_IDS,
+        num_mel_bins=128,
+        d_model=64,
+        encoder_layers=1,
+        encoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_layers=1,
+        decoder_attention_heads=2,
+        decoder_ffn_dim=32,
+        vocab_size=100,
+        max_target_positions=16,
+        **SMALL_DECODER_IDS,
     )
     WhisperModel(wcfg).save_pretrained(tmp_path / "w")
     ckpt = load_checkpoint(build_checkpoint(tmp_path / "ck", TINY, encoder_from=tmp_path / "w"))
@@ -171,8 +186,13 @@ def test_encoder_from_128_mel_whisper(tmp_path):
 
 def test_lm_from_hf_qwen2(tmp_path):
     qcfg = Qwen2Config(
-        vocab_size=600, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=128, tie_word_embeddings=False,
+        vocab_size=600,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(5)
     qwen = AutoModelForCausalLM.from_config(qcfg)
@@ -193,8 +213,12 @@ def test_lm_from_hf_qwen2(tmp_path):
 
 def test_lm_from_grows_embeddings_when_needed(tmp_path):
     qcfg = Qwen2Config(
-        vocab_size=320, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, intermediate_size=64,
+        vocab_size=320,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=64,
     )
     AutoModelForCausalLM.from_config(qcfg).save_pretrained(tmp_path / "q")
     train_text_tokenizer(300).save_pretrained(tmp_path / "q")

@@ -17,7 +17,11 @@ def run_cli(*args, env=None, cwd=None):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, str(ROOT / "run_agent.py"), *args],
-        capture_output=True, text=True, env=full_env, cwd=cwd or ROOT, timeout=300,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or ROOT,
+        timeout=300,
     )
 
 
@@ -48,7 +52,9 @@ def test_demo_with_defaults_builds_cached_checkpoint(tmp_path):
 
 def test_demo_writes_audio_and_event_log(checkpoint, tmp_path):
     out, events = tmp_path / "r.wav", tmp_path / "e.json"
-    code = main(["demo", "--checkpoint", str(checkpoint), "--output", str(out), "--events", str(events)])
+    code = main(
+        ["demo", "--checkpoint", str(checkpoint), "--output", str(out), "--events", str(events)]
+    )
     assert code == 0
     log = json.loads(events.read_text())
     names = [e["event"] for e in log["events"]]
@@ -69,13 +75,31 @@ def test_demo_resamples_stereo_input(checkpoint, tmp_path):
     t = np.arange(44100) / 44100
     stereo = np.stack([np.sin(2 * np.pi * 220 * t), np.sin(2 * np.pi * 330 * t)], axis=1) * 0.3
     sf.write(tmp_path / "in.wav", stereo, 44100)
-    assert main(["demo", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "in.wav"),
-                 "--output", str(tmp_path / "o.wav")]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--checkpoint",
+                str(checkpoint),
+                "--input",
+                str(tmp_path / "in.wav"),
+                "--output",
+                str(tmp_path / "o.wav"),
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.mark.parametrize(
     "case, expect",
-    [("nan", "NaN"), ("silent", "silent"), ("empty", "empty"), ("garbage", "in.wav"), ("missing", "nope.wav")],
+    [
+        ("nan", "NaN"),
+        ("silent", "silent"),
+        ("empty", "empty"),
+        ("garbage", "in.wav"),
+        ("missing", "nope.wav"),
+    ],
 )
 def test_bad_input_is_one_clear_line(checkpoint, tmp_path, capsys, case, expect):
     path = tmp_path / ("nope.wav" if case == "missing" else "in.wav")
@@ -89,7 +113,17 @@ def test_bad_input_is_one_clear_line(checkpoint, tmp_path, capsys, case, expect)
         sf.write(path, np.zeros(0), 16000)
     elif case == "garbage":
         path.write_bytes(os.urandom(500))
-    code = main(["demo", "--checkpoint", str(checkpoint), "--input", str(path), "--output", str(tmp_path / "o.wav")])
+    code = main(
+        [
+            "demo",
+            "--checkpoint",
+            str(checkpoint),
+            "--input",
+            str(path),
+            "--output",
+            str(tmp_path / "o.wav"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("error:") == 1 and expect.lower() in err.lower(), err
@@ -97,7 +131,9 @@ def test_bad_input_is_one_clear_line(checkpoint, tmp_path, capsys, case, expect)
 
 
 def test_missing_checkpoint_part_is_named(checkpoint, tmp_path, capsys):
-    code = main(["demo", "--checkpoint", str(tmp_path / "none"), "--output", str(tmp_path / "o.wav")])
+    code = main(
+        ["demo", "--checkpoint", str(tmp_path / "none"), "--output", str(tmp_path / "o.wav")]
+    )
     assert code == 2 and "checkpoint directory not found" in capsys.readouterr().err
 
 

@@ -296,7 +296,9 @@ def _rewrite(path: Path, edit) -> None:  # type: ignore[no-untyped-def]
 
 def test_missing_tensor(saved: Path) -> None:
     _rewrite(saved / VOCODER_FILE, lambda t: t.pop("head.weight"))
-    with pytest.raises(CheckpointError, match=r"missing tensor\(s\): 'head.weight' \(expected shape"):
+    with pytest.raises(
+        CheckpointError, match=r"missing tensor\(s\): 'head.weight' \(expected shape"
+    ):
         load_codec(saved)
 
 
