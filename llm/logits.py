@@ -58,9 +58,12 @@ class ScheduleLogitsProcessor(LogitsProcessor):
             self._cache[allowed] = mask
         return mask
 
+    def apply(self, scores: torch.Tensor) -> torch.Tensor:
+        """``scores`` (..., vocab) with every token the schedule forbids next set to -inf."""
+        return scores.masked_fill(~self.allowed_mask().to(scores.device), float("-inf"))
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         seen = input_ids.shape[-1] - self.prompt_length
         while len(self.classes) < seen:
             self.accept(int(input_ids[0, self.prompt_length + len(self.classes)]))
-        mask = self.allowed_mask().to(scores.device)
-        return scores.masked_fill(~mask, float("-inf"))
+        return self.apply(scores)

@@ -163,7 +163,7 @@ class TransformersContext(LMContext):
                 logits = await self._run(feed)
                 if self._abort.is_set():
                     break
-                masked = processor(torch.empty(1, 0, dtype=torch.long), logits[None])[0]
+                masked = processor.apply(logits)
                 unfed = self._sample(masked, temperature, top_k)
                 kind = processor.accept(unfed)
                 if kind is TokenClass.EOT:

@@ -82,7 +82,7 @@ async def test_cached_follow_up_equals_full_reprefill(engine):
     proc = ScheduleLogitsProcessor(lay, SCHED, engine.vocab_rows)
     logits, fresh = engine.forward(history, cache), []
     while True:
-        tok = int(torch.argmax(proc(torch.empty(1, 0, dtype=torch.long), logits[None])[0]))
+        tok = int(torch.argmax(proc.apply(logits)))
         fresh.append(tok)
         if proc.accept(tok) is TokenClass.EOT:
             break
@@ -169,3 +169,20 @@ def test_random_weights_always_give_well_formed_streams(seed, n, m, lo, span, te
     ctx.add_user_audio(audio(4, seed))
     kinds = [d.kind for d in asyncio.run(collect(ctx))]
     assert well_formed(kinds, n, m, lo, lo + span), kinds
+
+
+def test_processor_works_under_generate(engine):
+    # The same processor plugs into transformers' own generate loop.
+    lay = engine.layout
+    prompt = torch.cat([engine.embed_ids([lay.user]), audio(5), engine.embed_ids([lay.assistant])])
+    proc = ScheduleLogitsProcessor(lay, SCHED, engine.vocab_rows)
+    out = engine.model.generate(
+        inputs_embeds=prompt[None],
+        logits_processor=[proc],
+        max_new_tokens=200,
+        do_sample=False,
+        eos_token_id=lay.eot,
+        pad_token_id=lay.pad,
+    )
+    kinds = [lay.classify(int(t)) for t in out[0]]
+    assert well_formed(kinds, 3, 5, 8, 20), kinds
