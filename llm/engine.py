@@ -53,6 +53,14 @@ class LMContext(abc.ABC):
     async def abort(self) -> None:
         """Stop the running reply, if any; returns once no more compute is spent on it."""
 
+    @abc.abstractmethod
+    def truncate_reply(self, keep: int) -> None:
+        """Keep only the first ``keep`` tokens of the last reply in the conversation.
+
+        Used after an interruption, so the context holds what the user actually heard.
+        The reply must not be running (abort it first).
+        """
+
     @property
     @abc.abstractmethod
     def context_length(self) -> int:

@@ -65,9 +65,13 @@ class TransformersContext(LMContext):
     def __init__(self, engine: TransformersSpokenLM) -> None:
         self.engine = engine
         self._cache = DynamicCache(config=engine.model.config)
-        # Embeddings queued for the next forward: markers, user audio, and the last token of
-        # the previous reply (sampled, so never fed through the model).
+        # Embeddings queued for the next forward: markers and user audio.
         self._pending: list[torch.Tensor] = []
+        # The last reply: its tokens, where it starts in the cache, and its final token,
+        # which was sampled but never fed through the model.
+        self._reply_tokens: list[int] = []
+        self._reply_base = 0
+        self._unfed: int | None = None
         self._reply_open = False
         self._running = False
         self._abort = threading.Event()
@@ -87,15 +91,37 @@ class TransformersContext(LMContext):
                 f"user audio embeddings must be (positions, {self.engine.hidden_size}), "
                 f"got {tuple(embeddings.shape)}"
             )
+        self._pending.append(self._close_last_reply())
         layout = self.engine.layout
-        if self._reply_open:  # an aborted reply still needs its end marker in the history
-            self._pending.append(self.engine.embed_ids([layout.eot]))
-            self._reply_open = False
         self._pending += [
             self.engine.embed_ids([layout.user]),
             embeddings.to(self.engine.model.device),
             self.engine.embed_ids([layout.assistant]),
         ]
+
+    def _close_last_reply(self) -> torch.Tensor:
+        """What the last reply still needs in the cache: its unfed token, and an end marker
+        if it was cut before its own."""
+        ids = [] if self._unfed is None else [self._unfed]
+        if self._reply_open:
+            ids.append(self.engine.layout.eot)
+        self._unfed, self._reply_open = None, False
+        return self.engine.embed_ids(ids)
+
+    def truncate_reply(self, keep: int) -> None:
+        if self._running:
+            raise RuntimeError("abort the reply before truncating it")
+        tokens = self._reply_tokens
+        if not 0 <= keep <= len(tokens):
+            raise ValueError(f"keep={keep} outside [0, {len(tokens)}]")
+        fed = len(tokens) - (self._unfed is not None)
+        if keep < fed:
+            # transformers 5 crops by a (negative) count of positions to drop.
+            self._cache.crop(-(self.context_length - (self._reply_base + keep)))
+        if keep < len(tokens):
+            self._unfed = None
+            self._reply_tokens = tokens[:keep]
+            self._reply_open = True
 
     async def abort(self) -> None:
         self._abort.set()
@@ -105,6 +131,7 @@ class TransformersContext(LMContext):
         self._abort.set()
         self._cache = DynamicCache(config=self.engine.model.config)
         self._pending.clear()
+        self._reply_tokens, self._unfed, self._reply_open = [], None, False
 
     async def _run(self, embeddings: torch.Tensor) -> torch.Tensor:
         # Shielded: a cancelled consumer cannot stop a forward already in the thread, so the
@@ -156,26 +183,25 @@ class TransformersContext(LMContext):
             feed = torch.cat(self._pending)
             self._pending.clear()
             self.prefill_positions += feed.shape[0]
+            self._reply_base = self.context_length + feed.shape[0]
+            self._reply_tokens = []
             self._reply_open = True
-            index = 0
             while not self._abort.is_set():
                 unfed = None
                 logits = await self._run(feed)
                 if self._abort.is_set():
                     break
-                masked = processor.apply(logits)
-                unfed = self._sample(masked, temperature, top_k)
+                unfed = self._sample(processor.apply(logits), temperature, top_k)
                 kind = processor.accept(unfed)
+                self._reply_tokens.append(unfed)
                 if kind is TokenClass.EOT:
                     self._reply_open = False
-                yield TokenDelta(unfed, kind, index)
+                yield TokenDelta(unfed, kind, len(self._reply_tokens) - 1)
                 if kind is TokenClass.EOT:
                     return
-                index += 1
                 feed = engine.embed_ids([unfed])
                 self.decode_steps += 1
         finally:
             # Whatever ended the reply, the last token handed out belongs to the history.
-            if unfed is not None:
-                self._pending.append(engine.embed_ids([unfed]))
+            self._unfed = unfed
             self._running = False

@@ -186,3 +186,46 @@ def test_processor_works_under_generate(engine):
     )
     kinds = [lay.classify(int(t)) for t in out[0]]
     assert well_formed(kinds, 3, 5, 8, 20), kinds
+
+
+async def test_truncated_reply_equals_a_context_that_only_heard_the_prefix(engine):
+    # Context A: a full reply, then truncated to its first 9 tokens, then a new turn.
+    a = engine.open_context()
+    a.add_user_audio(audio(5, 11))
+    full = [d.token_id for d in await collect(a)]
+    a.truncate_reply(9)
+    assert a.context_length == 7 + 9
+    a.add_user_audio(audio(3, 12))
+    after_a = [d.token_id for d in await collect(a)]
+
+    # Context B: the same history written out by hand: prefix + eot, then the new turn.
+    lay, e = engine.layout, engine.embed_ids
+    cache = DynamicCache(config=engine.model.config)
+    history = torch.cat([
+        e([lay.user]), audio(5, 11), e([lay.assistant]), e(full[:9]), e([lay.eot]),
+        e([lay.user]), audio(3, 12), e([lay.assistant]),
+    ])
+    proc = ScheduleLogitsProcessor(lay, SCHED, engine.vocab_rows)
+    logits, fresh = engine.forward(history, cache), []
+    while True:
+        tok = int(torch.argmax(proc.apply(logits)))
+        fresh.append(tok)
+        if proc.accept(tok) is TokenClass.EOT:
+            break
+        logits = engine.forward(e([tok]), cache)
+    assert fresh == after_a
+
+
+async def test_truncate_rejects_bad_keep_and_running_reply(engine):
+    ctx = engine.open_context()
+    ctx.add_user_audio(audio())
+    n = len(await collect(ctx))
+    with pytest.raises(ValueError, match="outside"):
+        ctx.truncate_reply(n + 1)
+    ctx.truncate_reply(n)  # keeping everything changes nothing
+    ctx.add_user_audio(audio(2))
+    stream = ctx.reply()
+    await anext(stream)
+    with pytest.raises(RuntimeError, match="abort"):
+        ctx.truncate_reply(0)
+    await stream.aclose()
