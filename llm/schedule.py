@@ -59,21 +59,18 @@ def advance(state: ScheduleState, cls: TokenClass, schedule: ScheduleConfig) -> 
     return replace(state, done=True)
 
 
-def text_for_speech(classes: list[TokenClass], speech_heard: int) -> int:
-    """How many of a reply's text tokens belong with its first ``speech_heard`` speech tokens.
+def heard_prefix(classes: list[TokenClass], speech_heard: int) -> int:
+    """How many of a reply's tokens to keep when only ``speech_heard`` speech tokens played.
 
-    Text written in a cycle is spoken by that cycle's speech tokens, so a reply cut after
-    ``speech_heard`` speech tokens keeps the text of every cycle whose speech began to play.
+    The prefix ends at the last speech token heard, so it holds the text of every cycle
+    whose speech began to play and nothing written for speech never heard.
     """
-    text = speech = 0
-    pending_text = 0
-    for cls in classes:
-        if cls is TokenClass.TEXT:
-            pending_text += 1
-        elif cls is TokenClass.SPEECH:
-            if speech >= speech_heard:
-                break
-            speech += 1
-            text += pending_text
-            pending_text = 0
-    return text
+    if speech_heard <= 0:
+        return 0
+    seen = 0
+    for i, cls in enumerate(classes):
+        if cls is TokenClass.SPEECH:
+            seen += 1
+            if seen == speech_heard:
+                return i + 1
+    return len(classes)

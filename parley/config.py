@@ -193,13 +193,50 @@ class EngineConfig(_Section):
 
 
 class AgentConfig(_Section):
-    """Conversation behaviour."""
+    """Conversation behaviour: framing, turn-taking and barge-in."""
 
-    frame_ms: Literal[10, 20, 30] = Field(20, description="Audio frame size pumped through.")
+    frame_ms: Literal[10, 20, 30] = Field(
+        10, description="Input frame: the VAD, echo handling and turn logic step this often."
+    )
     vocoder_chunk_tokens: int = Field(
         4, ge=1, le=256, description="Speech tokens handed to the vocoder at a time."
     )
-    endpoint_silence_ms: int = Field(500, ge=50, le=10_000)
+    endpoint_silence_ms: int = Field(
+        500, ge=50, le=10_000, description="Silence after user speech that ends the user's turn."
+    )
+    min_interruption_ms: int = Field(
+        600,
+        ge=0,
+        le=10_000,
+        description=(
+            "User speech over a reply pauses it at once; speech lasting this long interrupts "
+            "it, shorter speech (a backchannel, a noise) resumes it where it paused."
+        ),
+    )
+    echo_cancellation: bool = Field(
+        True, description="Cancel the agent's own voice in the microphone before the VAD."
+    )
+    preroll_ms: int = Field(
+        200, ge=0, le=2000, description="Audio before the detected speech onset sent to the model."
+    )
+    max_ahead_ms: int = Field(
+        1000, ge=100, le=60_000, description="Reply audio generated ahead of playback, at most."
+    )
+    reply_min_s: float | None = Field(
+        None, ge=0, le=600, description="Shortest reply in seconds of speech (None: the schedule's)."
+    )
+    reply_max_s: float | None = Field(
+        None, gt=0, le=600, description="Longest reply in seconds of speech (None: the schedule's)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> AgentConfig:
+        if self.reply_min_s is not None and self.reply_max_s is not None:
+            if self.reply_min_s > self.reply_max_s:
+                raise ValueError(
+                    f"reply_min_s ({self.reply_min_s}) must not exceed reply_max_s ({self.reply_max_s})"
+                )
+        return self
 
 
 class ParleyConfig(_Section):

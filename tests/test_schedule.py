@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parley.config import ScheduleConfig
-from parley.llm.schedule import ScheduleState, advance, allowed_next, text_for_speech
+from parley.llm.schedule import ScheduleState, advance, allowed_next, heard_prefix
 from parley.tokenizers.vocab import TokenClass as C
 
 T, S, TE, E = C.TEXT, C.SPEECH, C.TEXT_END, C.EOT
@@ -60,13 +60,14 @@ def test_disallowed_token_raises():
         advance(ScheduleState(), E, sched)
 
 
-def test_text_for_speech_keeps_text_of_heard_cycles():
-    classes = [T, T, S, S, S, T, T, S, S, S, TE, S, S]
-    assert text_for_speech(classes, 0) == 0
-    assert text_for_speech(classes, 1) == 2
-    assert text_for_speech(classes, 3) == 2
-    assert text_for_speech(classes, 4) == 4
-    assert text_for_speech(classes, 99) == 4
+def test_heard_prefix_keeps_text_of_heard_cycles():
+    classes = [T, T, S, S, S, T, T, S, S, S, TE, S, S, E]
+    assert heard_prefix(classes, 0) == 0
+    assert heard_prefix(classes, 1) == 3  # the first cycle's text and its first speech token
+    assert heard_prefix(classes, 3) == 5
+    assert heard_prefix(classes, 4) == 8  # second cycle's text comes with its speech
+    assert heard_prefix(classes, 8) == 13
+    assert heard_prefix(classes, 99) == 14
 
 
 # An independent description of a well-formed reply: full cycles of n text + m speech, a

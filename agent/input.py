@@ -1,0 +1,95 @@
+"""The session's listening front: echo handling, then voice activity, frame by frame.
+
+The agent knows exactly what it played. Each microphone frame is matched with the output
+samples played at the same sample times; an adaptive echo canceller removes the agent's own
+voice, and a reference-aware gate refuses to count a frame as user speech while what is
+left can be explained by echo the canceller has not removed. The VAD runs on the residual.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from parley.config import AgentConfig
+from parley.speech_io.ring import SampleRing
+
+SAMPLE_RATE = 16000
+HISTORY_S = 4  # residual audio kept for pre-roll and the gap inside a user turn
+
+
+class VoiceEvent(Protocol):
+    kind: str  # "start" or "stop"
+    sample: int
+
+
+class SpeechDetector(Protocol):
+    """A streaming voice activity detector over residual microphone audio."""
+
+    def push(self, samples: np.ndarray, allow: bool = True) -> list[VoiceEvent]:
+        """Feed samples; ``allow=False`` means these samples cannot be user speech."""
+        ...
+
+    @property
+    def speaking(self) -> bool:
+        """True while speech is going on (not in its closing silence)."""
+        ...
+
+    def reset(self) -> None: ...
+
+
+def default_detector(frame_ms: int) -> SpeechDetector:
+    """webrtcvad with hysteresis, confirmed by silero-vad."""
+    from parley.speech_io.vad import StreamingVAD, VADOptions
+
+    return StreamingVAD(VADOptions(frame_ms=frame_ms))
+
+
+class InputStage:
+    """Echo cancellation, the near-end gate and the VAD, with the history they need."""
+
+    def __init__(self, config: AgentConfig, detector: SpeechDetector | None, frame: int) -> None:
+        self.detector = detector if detector is not None else default_detector(config.frame_ms)
+        self.residual = SampleRing(HISTORY_S * SAMPLE_RATE)
+        self.reference = SampleRing(HISTORY_S * SAMPLE_RATE)
+        self.echo = None
+        if config.echo_cancellation:
+            from parley.speech_io.echo import EchoCanceller, NearEndGate
+
+            self.echo = EchoCanceller()
+            self.gate = NearEndGate()
+
+    def process(self, frame: np.ndarray, start: int) -> list[VoiceEvent]:
+        """Run one microphone frame that began at input sample ``start``."""
+        allow = True
+        residual = frame
+        if self.echo is not None:
+            ref = self.reference.read(start, start + len(frame))
+            residual = self.echo.process(frame, ref)
+            allow = self.gate.allows(residual, ref, self.echo)
+        self.residual.append(residual)
+        return self.detector.push(residual, allow)
+
+    @property
+    def speaking(self) -> bool:
+        return self.detector.speaking
+
+    @property
+    def oldest(self) -> int:
+        """The oldest input sample whose residual is still held."""
+        return self.residual.start
+
+    def recent(self, begin: int, stop: int) -> np.ndarray:
+        """Residual input samples ``[begin, stop)``."""
+        return self.residual.read(max(begin, self.oldest), stop)
+
+    def played(self, samples: np.ndarray, output_sample: int) -> None:
+        """Samples handed to the speaker starting at ``output_sample`` (the echo reference)."""
+        if output_sample != self.reference.end:
+            raise ValueError(f"reference out of step: {output_sample} != {self.reference.end}")
+        self.reference.append(samples)
+
+    def unplayed(self, n: int) -> None:
+        """The newest ``n`` reference samples never reached the speaker."""
+        self.reference.drop_newest(n)

@@ -1,0 +1,38 @@
+"""The loaded model an agent runs on: one checkpoint and one engine, shared by sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from parley.config import ParleyConfig
+from parley.llm.checkpoint import Checkpoint, load_checkpoint
+from parley.llm.engine import SpokenLM
+from parley.llm.engines import create_engine
+
+
+@dataclass
+class AgentModel:
+    """Everything sessions share: weights, tokenizer, engine."""
+
+    checkpoint: Checkpoint
+    engine: SpokenLM
+    config: ParleyConfig
+
+    @classmethod
+    def load(cls, path: Path, config: ParleyConfig) -> AgentModel:
+        """Load ``path`` and start ``config``'s engine on it."""
+        if config.engine.threads:
+            torch.set_num_threads(config.engine.threads)
+        checkpoint = load_checkpoint(path, dtype=config.engine.dtype)
+        return cls(checkpoint, create_engine(checkpoint, config.engine), config)
+
+    @property
+    def random_weights(self) -> bool:
+        return self.checkpoint.random_weights
+
+    @property
+    def samples_per_token(self) -> int:
+        return self.checkpoint.manifest.model.codec.samples_per_token

@@ -1,0 +1,110 @@
+"""One assistant reply in flight: its tokens, its audio, and the task producing them.
+
+The producer streams token deltas from the LM, voices speech tokens through the streaming
+vocoder in small chunks, and stops generating once ``max_ahead`` samples wait unplayed, so
+memory stays bounded and an interruption throws away little work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from parley.agent.text import IncrementalDetokenizer
+from parley.llm.engine import LMContext, ReplyParams
+from parley.tokenizers.vocab import TokenClass, VocabLayout
+from parley.tokenizers.vocoder import StreamingVocoder
+
+
+@dataclass
+class Reply:
+    """A reply's state, shared by its producer task and the session's playback."""
+
+    id: int
+    epoch: int
+    detokenizer: IncrementalDetokenizer
+    tokens: list[int] = field(default_factory=list)
+    classes: list[TokenClass] = field(default_factory=list)
+    audio: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    position: int = 0  # samples played
+    audio_started: bool = False
+    generation_done: bool = False
+    compute_s: float = 0.0  # LM and vocoder time spent on this reply
+    first_audio_compute_s: float | None = None  # compute from the reply's start to first audio
+    space: asyncio.Event = field(default_factory=asyncio.Event)  # playback made room
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # producer waits or is done
+    task: asyncio.Task | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Samples generated and not yet played."""
+        return len(self.audio) - self.position
+
+    @property
+    def finished_playing(self) -> bool:
+        return self.generation_done and self.position >= len(self.audio)
+
+
+async def produce(
+    reply: Reply,
+    context: LMContext,
+    vocoder: StreamingVocoder,
+    layout: VocabLayout,
+    params: ReplyParams,
+    chunk_tokens: int,
+    max_ahead: int,
+    on_text: Callable[[Reply, str], None],
+    on_audio: Callable[[Reply], None],
+) -> None:
+    """Generate and voice ``reply`` until its end of turn, pausing while too far ahead."""
+    codes: list[int] = []
+    vocoder.reset()
+    busy_since = time.perf_counter()
+
+    def voice(pcm: np.ndarray) -> None:
+        if pcm.size:
+            reply.audio = np.concatenate([reply.audio, pcm])
+            if reply.first_audio_compute_s is None:
+                reply.first_audio_compute_s = reply.compute_s + time.perf_counter() - busy_since
+            on_audio(reply)
+
+    try:
+        async with contextlib.aclosing(context.reply(params)) as stream:
+            async for delta in stream:
+                reply.tokens.append(delta.token_id)
+                reply.classes.append(delta.kind)
+                if delta.kind is TokenClass.TEXT:
+                    piece = reply.detokenizer.add(delta.token_id)
+                    if piece:
+                        on_text(reply, piece)
+                elif delta.kind is TokenClass.SPEECH:
+                    codes.append(layout.speech_code(delta.token_id))
+                    if len(codes) >= chunk_tokens:
+                        voice(vocoder.push(torch.tensor(codes)))
+                        codes.clear()
+                        if reply.buffered > max_ahead:
+                            reply.compute_s += time.perf_counter() - busy_since
+                            await _wait_for_room(reply, max_ahead)
+                            busy_since = time.perf_counter()
+        if codes:
+            voice(vocoder.push(torch.tensor(codes)))
+        voice(vocoder.flush())
+        reply.generation_done = True
+        on_audio(reply)
+    finally:
+        reply.compute_s += time.perf_counter() - busy_since
+        reply.idle.set()
+
+
+async def _wait_for_room(reply: Reply, max_ahead: int) -> None:
+    # Playback sets ``space`` (and clears ``idle``) when it has consumed enough.
+    while reply.buffered > max_ahead:
+        reply.space.clear()
+        reply.idle.set()
+        await reply.space.wait()

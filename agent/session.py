@@ -1,0 +1,496 @@
+"""The duplex session: it listens the whole time, also while it speaks.
+
+Audio drives everything. The microphone side pushes samples (:meth:`DuplexSession.push_input`)
+and the speaker side pulls them (:meth:`DuplexSession.pull_output`); both count samples, and
+every timing rule (endpointing, ``min_interruption``) is counted in input samples, so the
+same code runs on real devices, on files, and in virtual time. The clock only stamps events.
+
+Barge-in is pause-then-decide: user speech over a reply pauses playback at once; speech
+that lasts ``min_interruption`` interrupts (abort the LM request, drop queued audio and
+vocoder state, bump the epoch, keep in the history only what was heard), shorter speech
+resumes playback from the exact sample where it paused. Control never waits behind audio:
+these decisions are taken synchronously inside ``push_input``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from parley.agent.clock import Clock, MonotonicClock
+from parley.agent.events import (
+    AgentState,
+    AudioPlayed,
+    Event,
+    FirstAudio,
+    Interrupted,
+    PlaybackPaused,
+    PlaybackResumed,
+    ReplyEnded,
+    ReplyStarted,
+    StateChanged,
+    TextDelta,
+    UserSpeechEnded,
+    UserSpeechStarted,
+    UserTurnEnded,
+)
+from parley.agent.input import InputStage, SpeechDetector
+from parley.agent.model import AgentModel
+from parley.agent.reply import Reply, produce
+from parley.agent.state import Signal, transition
+from parley.agent.text import IncrementalDetokenizer
+from parley.config import AgentConfig
+from parley.llm.engine import ReplyParams
+from parley.llm.frontend import StreamingFrontEnd
+from parley.llm.schedule import heard_prefix
+from parley.tokenizers.vocab import TokenClass
+from parley.tokenizers.vocoder import StreamingVocoder
+
+SAMPLE_RATE = 16000
+
+
+@dataclass
+class HistoryItem:
+    """One turn as the conversation remembers it."""
+
+    role: str  # "user" or "assistant"
+    audio_s: float = 0.0
+    text: str = ""
+    status: str = "completed"  # assistant: completed, interrupted, cancelled
+
+
+class DuplexSession:
+    """One conversation on a shared :class:`AgentModel`."""
+
+    def __init__(
+        self,
+        model: AgentModel,
+        config: AgentConfig | None = None,
+        clock: Clock | None = None,
+        detector: SpeechDetector | None = None,
+        reply_params: ReplyParams | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config or model.config.agent
+        self.clock = clock or MonotonicClock()
+        codec = model.checkpoint.manifest.model.codec
+        if codec.sample_rate != SAMPLE_RATE:
+            raise ValueError(
+                f"duplex sessions run at {SAMPLE_RATE} Hz; the vocoder makes {codec.sample_rate}"
+            )
+        self.sample_rate = SAMPLE_RATE
+        self.reply_params = reply_params or self._default_reply_params()
+        self.state = AgentState.LISTENING
+        self.epoch = 0
+        self.history: list[HistoryItem] = []
+        self.stale_dropped = 0
+
+        ms = SAMPLE_RATE // 1000
+        self._frame = self.config.frame_ms * ms
+        self._endpoint = self.config.endpoint_silence_ms * ms
+        self._min_interruption = self.config.min_interruption_ms * ms
+        self._preroll = self.config.preroll_ms * ms
+        self._max_ahead = self.config.max_ahead_ms * ms
+
+        self.input = InputStage(self.config, detector, self._frame)
+        self.context = model.engine.open_context()
+        cfg = model.checkpoint.manifest.model
+        self.frontend = StreamingFrontEnd(
+            cfg.features, model.checkpoint.encoder, model.checkpoint.adapter
+        )
+        self.vocoder = StreamingVocoder(model.checkpoint.vocoder)
+
+        self.input_sample = 0
+        self.output_sample = 0
+        self._pending_in = np.zeros(0, dtype=np.float32)
+        self._recent_pulls: deque[tuple[int, int, int]] = deque(maxlen=64)  # (n, reply_id, k)
+        # The user's utterance being collected for the model.
+        self._utterance_start: int | None = None
+        self._utterance_fed = 0  # input sample up to which it went into the front end
+        self._speech_end: int | None = None  # silence began here; the turn may be ending
+        self._onset: int | None = None  # user speech over our reply began here
+        self._reply: Reply | None = None
+        self._next_reply_id = 1
+        self._tasks: set[asyncio.Task] = set()
+        self._listeners: list[Callable[[Event], None]] = []
+        self._queues: list[asyncio.Queue[Event | None]] = []
+        self._closed = False
+
+    # ------------------------------------------------------------------ events
+
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener`` synchronously with every event (it must not block)."""
+        self._listeners.append(listener)
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event from now on, until the session closes."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._queues.append(queue)
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            self._queues.remove(queue)
+
+    def _emit(self, event: Event) -> None:
+        # The epoch fence: nothing made under an older epoch gets out after a bump.
+        if event.epoch < self.epoch:
+            self.stale_dropped += 1
+            return
+        for listener in self._listeners:
+            listener(event)
+        for queue in self._queues:
+            queue.put_nowait(event)
+
+    def _signal(self, signal: Signal, reason: str) -> None:
+        started = self._reply is not None and self._reply.audio_started
+        new = transition(self.state, signal, audio_started=started)
+        if new is not self.state:
+            old, self.state = self.state, new
+            self._emit(
+                StateChanged(t=self.clock.now(), epoch=self.epoch, old=old, new=new, reason=reason)
+            )
+
+    # ------------------------------------------------------------------ input
+
+    def push_input(self, samples: np.ndarray) -> None:
+        """Microphone samples (16 kHz mono float32), consecutive; processed frame by frame."""
+        if self._closed:
+            raise RuntimeError("session is closed")
+        self._pending_in = np.concatenate([self._pending_in, np.asarray(samples, dtype=np.float32)])
+        while len(self._pending_in) >= self._frame:
+            frame, self._pending_in = (
+                self._pending_in[: self._frame],
+                self._pending_in[self._frame :],
+            )
+            self._process_frame(frame)
+
+    def _process_frame(self, frame: np.ndarray) -> None:
+        start = self.input_sample
+        vad_events = self.input.process(frame, start)
+        self.input_sample += len(frame)
+        if self._utterance_start is not None and self._speech_end is None:
+            self._feed_utterance()
+        for ev in vad_events:
+            if ev.kind == "start":
+                self._on_speech_start(ev.sample)
+            else:
+                self._on_speech_stop(ev.sample)
+        self._check_timers()
+
+    def _feed_utterance(self) -> None:
+        audio = self.input.recent(self._utterance_fed, self.input_sample)
+        if audio.size:
+            self.frontend.push(audio)
+        self._utterance_fed = self.input_sample
+
+    def _on_speech_start(self, sample: int) -> None:
+        self._emit(UserSpeechStarted(t=self.clock.now(), epoch=self.epoch, input_sample=sample))
+        if self.state in (AgentState.THINKING, AgentState.SPEAKING):
+            self._onset = sample
+            self._signal(Signal.USER_ONSET, "user speech over the reply")
+            reply = self._reply
+            if reply is not None and reply.audio_started:
+                self._emit(
+                    PlaybackPaused(
+                        t=self.clock.now(),
+                        epoch=self.epoch,
+                        reply_id=reply.id,
+                        position=reply.position,
+                        output_sample=self.output_sample,
+                    )
+                )
+        if self._utterance_start is None:
+            self._utterance_start = max(0, sample - self._preroll, self.input.oldest)
+            self._utterance_fed = self._utterance_start
+            self.frontend.reset()
+        self._speech_end = None
+        self._feed_utterance()
+
+    def _on_speech_stop(self, sample: int) -> None:
+        self._emit(UserSpeechEnded(t=self.clock.now(), epoch=self.epoch, input_sample=sample))
+        if self.state is AgentState.PAUSED and self._onset is not None:
+            # It ended before min_interruption (else we would have interrupted): resume.
+            self._onset = None
+            self._drop_utterance()
+            self._signal(Signal.USER_YIELDED, "short user sound: backchannel or noise")
+            reply = self._reply
+            if reply is not None and reply.audio_started:
+                self._emit(
+                    PlaybackResumed(
+                        t=self.clock.now(),
+                        epoch=self.epoch,
+                        reply_id=reply.id,
+                        position=reply.position,
+                        output_sample=self.output_sample,
+                    )
+                )
+            return
+        if self._utterance_start is not None:
+            self._speech_end = sample
+
+    def _check_timers(self) -> None:
+        now = self.input_sample
+        if (
+            self.state is AgentState.PAUSED
+            and self._onset is not None
+            and self.input.speaking
+            and now - self._onset >= self._min_interruption
+        ):
+            self._onset = None
+            self._interrupt("user kept speaking")
+        if (
+            self.state is AgentState.LISTENING
+            and self._speech_end is not None
+            and now - self._speech_end >= self._endpoint
+        ):
+            self._end_user_turn()
+
+    def _drop_utterance(self) -> None:
+        self._utterance_start = self._speech_end = None
+        self.frontend.reset()
+
+    def _end_user_turn(self) -> None:
+        start, end = self._utterance_start, self._speech_end
+        assert start is not None and end is not None
+        self._utterance_start = self._speech_end = None
+        try:
+            embeddings = self.frontend.finish()
+        except ValueError:
+            self.frontend.reset()
+            return  # too short to encode: nothing to answer
+        audio_s = (end - start) / SAMPLE_RATE
+        self.history.append(HistoryItem(role="user", audio_s=audio_s))
+        self._emit(
+            UserTurnEnded(t=self.clock.now(), epoch=self.epoch, input_sample=end, audio_s=audio_s)
+        )
+        self.context.add_user_audio(embeddings)
+        self._start_reply()
+
+    # ------------------------------------------------------------------ reply
+
+    def _default_reply_params(self) -> ReplyParams:
+        rate = self.model.checkpoint.manifest.model.codec.token_rate_hz
+        cfg = self.config
+        return ReplyParams(
+            min_speech_tokens=None
+            if cfg.reply_min_s is None
+            else math.ceil(cfg.reply_min_s * rate),
+            max_speech_tokens=None
+            if cfg.reply_max_s is None
+            else max(1, round(cfg.reply_max_s * rate)),
+        )
+
+    def _start_reply(self) -> None:
+        reply = Reply(
+            id=self._next_reply_id,
+            epoch=self.epoch,
+            detokenizer=IncrementalDetokenizer(self.model.checkpoint.tokenizer),
+        )
+        self._next_reply_id += 1
+        self._reply = reply
+        self._signal(Signal.TURN_ENDED, "user turn ended")
+        self._emit(ReplyStarted(t=self.clock.now(), epoch=self.epoch, reply_id=reply.id))
+        reply.task = self._spawn(
+            produce(
+                reply,
+                self.context,
+                self.vocoder,
+                self.model.checkpoint.manifest.vocab,
+                self.reply_params,
+                self.config.vocoder_chunk_tokens,
+                self._max_ahead,
+                self._on_reply_text,
+                self._on_reply_audio,
+            )
+        )
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _on_reply_text(self, reply: Reply, piece: str) -> None:
+        self._emit(TextDelta(t=self.clock.now(), epoch=reply.epoch, reply_id=reply.id, text=piece))
+
+    def _on_reply_audio(self, reply: Reply) -> None:
+        if reply is self._reply and reply.finished_playing and self.state is AgentState.THINKING:
+            self._finish_reply(reply)  # a reply without a single sample of audio
+
+    def _finish_reply(self, reply: Reply) -> None:
+        text = reply.detokenizer.text
+        self.history.append(HistoryItem(role="assistant", text=text))
+        self._reply = None
+        self._emit(
+            ReplyEnded(
+                t=self.clock.now(),
+                epoch=reply.epoch,
+                reply_id=reply.id,
+                status="completed",
+                played=reply.position,
+                text=text,
+            )
+        )
+        self._signal(Signal.REPLY_FINISHED, "reply played to the end")
+
+    def _interrupt(self, reason: str) -> None:
+        reply = self._reply
+        if reply is None:
+            return
+        spt = self.model.samples_per_token
+        keep = heard_prefix(reply.classes, math.ceil(reply.position / spt))
+        heard = self._text_of(reply.tokens[:keep], reply.classes[:keep])
+        self._emit(
+            Interrupted(
+                t=self.clock.now(),
+                epoch=self.epoch,
+                reply_id=reply.id,
+                played=reply.position,
+                heard_text=heard,
+                output_sample=self.output_sample,
+            )
+        )
+        self.epoch += 1
+        self._reply = None
+        self._signal(Signal.INTERRUPT, reason)
+        self._spawn(self._tear_down(reply, keep, heard))
+
+    async def _tear_down(self, reply: Reply, keep: int, heard: str) -> None:
+        if reply.task is not None and not reply.task.done():
+            reply.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reply.task
+        self.vocoder.reset()
+        self.context.truncate_reply(min(keep, len(reply.tokens)))
+        self.history.append(HistoryItem(role="assistant", text=heard, status="interrupted"))
+        self._emit(
+            ReplyEnded(
+                t=self.clock.now(),
+                epoch=self.epoch,
+                reply_id=reply.id,
+                status="interrupted",
+                played=reply.position,
+                text=heard,
+            )
+        )
+        self._signal(Signal.TORN_DOWN, "reply torn down")
+        self._check_timers()  # the user's turn may have ended while we tore down
+
+    def _text_of(self, tokens: list[int], classes: list[TokenClass]) -> str:
+        ids = [t for t, c in zip(tokens, classes, strict=True) if c is TokenClass.TEXT]
+        return self.model.checkpoint.tokenizer.decode(ids, skip_special_tokens=True)
+
+    async def interrupt(self) -> None:
+        """Cut the current reply now (an application's stop button)."""
+        if self.state in (AgentState.THINKING, AgentState.SPEAKING, AgentState.PAUSED):
+            self._onset = None
+            self._interrupt("interrupted by the application")
+        await self.settle()
+
+    # ------------------------------------------------------------------ output
+
+    def pull_output(self, n: int) -> np.ndarray:
+        """The next ``n`` samples to play; silence when nothing is playing."""
+        out = np.zeros(n, dtype=np.float32)
+        reply, k = self._reply, 0
+        if reply is not None and self.state in (AgentState.THINKING, AgentState.SPEAKING):
+            k = min(n, reply.buffered)
+            if k > 0:
+                if not reply.audio_started:
+                    reply.audio_started = True
+                    self._signal(Signal.AUDIO_STARTED, "first reply audio")
+                    self._emit(
+                        FirstAudio(
+                            t=self.clock.now(),
+                            epoch=reply.epoch,
+                            reply_id=reply.id,
+                            output_sample=self.output_sample,
+                        )
+                    )
+                out[:k] = reply.audio[reply.position : reply.position + k]
+                self._emit(
+                    AudioPlayed(
+                        t=self.clock.now(),
+                        epoch=reply.epoch,
+                        reply_id=reply.id,
+                        start=reply.position,
+                        end=reply.position + k,
+                        output_sample=self.output_sample,
+                    )
+                )
+                reply.position += k
+                if reply.buffered <= self._max_ahead and not reply.space.is_set():
+                    # Wake the producer, and mark it busy now, so settle() waits for it.
+                    reply.idle.clear()
+                    reply.space.set()
+            if reply.finished_playing and self.state in (AgentState.THINKING, AgentState.SPEAKING):
+                self._finish_reply(reply)
+        self._recent_pulls.append((n, reply.id if reply is not None and k else 0, k))
+        self.input.played(out, self.output_sample)
+        self.output_sample += n
+        return out
+
+    def rewind_output(self, n: int) -> None:
+        """The last ``n`` pulled samples never reached the speaker (a device buffer was cleared)."""
+        while n > 0 and self._recent_pulls:
+            size, reply_id, k = self._recent_pulls.pop()
+            take = min(size, n)
+            reply = self._reply
+            # Only the reply samples at the tail of the dropped span go back to the reply.
+            back = max(0, k - (size - take))
+            if reply is not None and reply.id == reply_id and back:
+                reply.position -= back
+            self.output_sample -= take
+            self.input.unplayed(take)
+            if take < size:
+                self._recent_pulls.append((size - take, reply_id, k - back))
+            n -= take
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def settle(self, timeout: float = 60.0) -> None:
+        """Wait until background work has caught up: the producer waits for playback room or
+        is done, and any teardown has finished. The virtual-time runner calls this between
+        frames so that results do not depend on how fast this machine computes."""
+        async with asyncio.timeout(timeout):
+            while True:
+                reply = self._reply
+                producer = reply.task if reply is not None else None
+                others = [t for t in self._tasks if not t.done() and t is not producer]
+                if others:
+                    await asyncio.wait(others)
+                    continue
+                if producer is None or producer.done() or reply.idle.is_set():
+                    return
+                waiter = asyncio.ensure_future(reply.idle.wait())
+                try:
+                    await asyncio.wait([producer, waiter], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+
+    async def aclose(self) -> None:
+        """Stop everything this session started; the engine request is aborted."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.context.abort()
+        self.context.close()
+        for queue in self._queues:
+            queue.put_nowait(None)
+
+    @property
+    def running_tasks(self) -> int:
+        """Background tasks still alive (0 once settled or closed)."""
+        return sum(not t.done() for t in self._tasks)

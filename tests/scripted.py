@@ -1,0 +1,46 @@
+"""Test helpers: a scripted speech detector and the shared tiny model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Event:
+    kind: str
+    sample: int
+
+
+@dataclass
+class ScriptedDetector:
+    """Says the user speaks over the given sample spans, with fixed detection delays."""
+
+    spans: list[tuple[int, int]]
+    onset_delay: int = 480  # 30 ms to confirm speech
+    stop_delay: int = 3200  # 200 ms of silence to call it over
+    pos: int = 0
+    _started: set[int] = field(default_factory=set)
+    _stopped: set[int] = field(default_factory=set)
+
+    def push(self, samples: np.ndarray, allow: bool = True) -> list[Event]:
+        self.pos += len(samples)
+        out = []
+        for i, (a, b) in enumerate(self.spans):
+            if i not in self._started and a + self.onset_delay <= self.pos:
+                self._started.add(i)
+                out.append(Event("start", a))
+            if i in self._started and i not in self._stopped and b + self.stop_delay <= self.pos:
+                self._stopped.add(i)
+                out.append(Event("stop", b))
+        return out
+
+    @property
+    def speaking(self) -> bool:
+        return any(a + self.onset_delay <= self.pos < b for a, b in self.spans)
+
+    def reset(self) -> None:
+        self.pos = 0
+        self._started.clear()
+        self._stopped.clear()

@@ -1,0 +1,160 @@
+import numpy as np
+import pytest
+
+from parley.agent.clock import VirtualClock
+from parley.agent.events import AgentState
+from parley.agent.harness.drive import drive
+from parley.agent.session import DuplexSession
+from parley.config import AgentConfig
+from tests.scripted import ScriptedDetector
+
+SR = 16000
+L, T, S, P, I = AgentState
+
+
+def speechlike(n, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / SR
+    return (0.2 * np.sin(2 * np.pi * 180 * t) + 0.05 * rng.standard_normal(n)).astype(np.float32)
+
+
+def mic_from(user):
+    def mic(start, n, played):
+        return user[start : start + n]
+
+    return mic
+
+
+async def run(model, spans, seconds, cfg=None, **kw):
+    cfg = cfg or AgentConfig(echo_cancellation=False, **kw)
+    clock = VirtualClock()
+    session = DuplexSession(
+        model,
+        cfg,
+        clock=clock,
+        detector=ScriptedDetector([(int(a * SR), int(b * SR)) for a, b in spans]),
+    )
+    events = []
+    session.subscribe(events.append)
+    n = int(seconds * SR)
+    user = np.zeros(n, dtype=np.float32)
+    for a, b in spans:
+        user[int(a * SR) : int(b * SR)] = speechlike(int(b * SR) - int(a * SR))
+    out = await drive(session, clock, n, mic_from(user))
+    await session.aclose()
+    return session, events, out
+
+
+def states(events):
+    return [(e.old, e.new) for e in events if e.type == "state_changed"]
+
+
+async def test_plain_turn(tiny_model):
+    session, events, out = await run(tiny_model, [(0.2, 1.4)], 12.0)
+    assert states(events) == [(L, T), (T, S), (S, L)]
+    types = [
+        e.type for e in events if e.type not in ("audio_played", "text_delta", "state_changed")
+    ]
+    assert types == [
+        "user_speech_started",
+        "user_speech_ended",
+        "user_turn_ended",
+        "reply_started",
+        "first_audio",
+        "reply_ended",
+    ]
+    turn_end = next(e for e in events if e.type == "user_turn_ended")
+    first = next(e for e in events if e.type == "first_audio")
+    # The turn ends endpoint_silence after the speech ended; audio starts within a frame.
+    assert turn_end.t == pytest.approx(1.4 + 0.5, abs=0.011)
+    assert first.output_sample / SR - turn_end.t <= 0.011
+    ended = next(e for e in events if e.type == "reply_ended")
+    assert ended.status == "completed" and ended.played > 3 * SR
+    # everything generated was played exactly once, in order
+    spans = [(e.start, e.end) for e in events if e.type == "audio_played"]
+    assert all(b[0] == a[1] for a, b in zip(spans, spans[1:], strict=False))
+    assert session.running_tasks == 0
+    assert [h.role for h in session.history] == ["user", "assistant"]
+
+
+def first(events, kind):
+    return next(e for e in events if e.type == kind)
+
+
+async def test_interruption_pauses_at_once_then_cuts_and_answers(tiny_model):
+    # Reply audio starts ~1.91 s; the user cuts in at 3.0 s and talks for 1.2 s.
+    session, events, out = await run(tiny_model, [(0.2, 1.4), (3.0, 4.2)], 14.0)
+    assert states(events) == [(L, T), (T, S), (S, P), (P, I), (I, L), (L, T), (T, S), (S, L)]
+    paused = first(events, "playback_paused")
+    # silent from the tick where the VAD confirmed (30 ms) on, not a sample later
+    onset = int(3.0 * SR)
+    assert np.all(out[onset + 480 : int(4.0 * SR)] == 0)
+    assert np.any(out[onset - 160 : onset] != 0)
+    cut = first(events, "interrupted")
+    assert cut.played == paused.position
+    assert cut.t == pytest.approx(3.0 + 0.6, abs=0.011)  # min_interruption after onset
+    # the epoch was bumped, and nothing of the old reply came out after it
+    after = events[events.index(cut) + 1 :]
+    assert all(e.epoch == 1 for e in after)
+    assert not [e for e in after if e.type == "audio_played" and e.reply_id == cut.reply_id]
+    ended = [e for e in events if e.type == "reply_ended"]
+    assert [e.status for e in ended] == ["interrupted", "completed"]
+    assert ended[0].text == cut.heard_text
+    assert [h.status for h in session.history if h.role == "assistant"] == [
+        "interrupted",
+        "completed",
+    ]
+    # The cut reply's history holds only the heard part: fewer tokens than were generated.
+    assert session.running_tasks == 0
+
+
+async def test_backchannel_resumes_from_the_exact_sample(tiny_model):
+    session, events, out = await run(tiny_model, [(0.2, 1.4), (3.0, 3.4)], 12.0)
+    assert states(events) == [(L, T), (T, S), (S, P), (P, S), (S, L)]
+    paused, resumed = first(events, "playback_paused"), first(events, "playback_resumed")
+    assert paused.position == resumed.position
+    spans = [(e.start, e.end) for e in events if e.type == "audio_played"]
+    assert all(b[0] == a[1] for a, b in zip(spans, spans[1:], strict=False))  # no gap, no repeat
+    assert not [e for e in events if e.type == "interrupted"]
+    assert first(events, "reply_ended").status == "completed"
+
+
+async def test_pause_inside_user_turn_does_not_take_over(tiny_model):
+    # 300 ms pause (< 500 ms endpoint) between two parts of one turn
+    session, events, out = await run(tiny_model, [(0.2, 1.0), (1.3, 2.0)], 4.0)
+    starts = [e for e in events if e.type == "reply_started"]
+    assert len(starts) == 1 and starts[0].t > 2.0 + 0.5 - 0.011
+    assert len([e for e in events if e.type == "user_turn_ended"]) == 1
+
+
+async def test_interrupt_during_the_first_audio_chunk(tiny_model):
+    # The reply's audio starts at 1.5 s; the user cuts in at once.
+    session, events, out = await run(tiny_model, [(0.2, 1.0), (1.5, 2.6)], 8.0)
+    assert states(events)[:5] == [(L, T), (T, S), (S, P), (P, I), (I, L)]
+    cut = first(events, "interrupted")
+    assert 0 < cut.played <= 640  # less than one speech token's audio reached the speaker
+    # The history keeps the first cycle's text: its first speech token began to play.
+    cut_reply = [e for e in events if e.type == "text_delta" and e.reply_id == cut.reply_id]
+    assert cut.heard_text == "".join(e.text for e in cut_reply)[: len(cut.heard_text)]
+    assert np.all(out[int(1.53 * SR) : int(2.6 * SR)] == 0)
+
+
+async def test_explicit_interrupt_and_close(tiny_model):
+    clock = VirtualClock()
+    session = DuplexSession(
+        tiny_model,
+        AgentConfig(echo_cancellation=False),
+        clock=clock,
+        detector=ScriptedDetector([(3200, 16000)]),
+    )
+    events = []
+    session.subscribe(events.append)
+    user = speechlike(3 * SR)
+    await drive(session, clock, int(2.2 * SR), mic_from(user))
+    assert session.state is S
+    await session.interrupt()
+    assert session.state is L and session.epoch == 1
+    assert first(events, "reply_ended").status == "interrupted"
+    assert np.all(session.pull_output(1600) == 0)
+    await session.aclose()
+    assert session.running_tasks == 0
