@@ -455,25 +455,24 @@ class DuplexSession:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def settle(self, timeout: float = 60.0) -> None:
+    async def settle(self) -> None:
         """Wait until background work has caught up: the producer waits for playback room or
         is done, and any teardown has finished. The virtual-time runner calls this between
         frames so that results do not depend on how fast this machine computes."""
-        async with asyncio.timeout(timeout):
-            while True:
-                reply = self._reply
-                producer = reply.task if reply is not None else None
-                others = [t for t in self._tasks if not t.done() and t is not producer]
-                if others:
-                    await asyncio.wait(others)
-                    continue
-                if producer is None or producer.done() or reply.idle.is_set():
-                    return
-                waiter = asyncio.ensure_future(reply.idle.wait())
-                try:
-                    await asyncio.wait([producer, waiter], return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waiter.cancel()
+        while True:
+            reply = self._reply
+            producer = reply.task if reply is not None else None
+            others = [t for t in self._tasks if not t.done() and t is not producer]
+            if others:
+                await asyncio.wait(others)
+                continue
+            if producer is None or producer.done() or reply.idle.is_set():
+                return
+            waiter = asyncio.ensure_future(reply.idle.wait())
+            try:
+                await asyncio.wait([producer, waiter], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
 
     async def aclose(self) -> None:
         """Stop everything this session started; the engine request is aborted."""

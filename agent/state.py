@@ -11,7 +11,7 @@ from enum import StrEnum
 
 from parley.agent.events import AgentState
 
-L, T, S, P, I = (
+L, T, S, P, X = (
     AgentState.LISTENING,
     AgentState.THINKING,
     AgentState.SPEAKING,
@@ -40,11 +40,11 @@ _TABLE: dict[tuple[AgentState, Signal], AgentState] = {
     (S, Signal.REPLY_FINISHED): L,
     (T, Signal.USER_ONSET): P,
     (S, Signal.USER_ONSET): P,
-    (P, Signal.USER_PERSISTED): I,
-    (T, Signal.INTERRUPT): I,
-    (S, Signal.INTERRUPT): I,
-    (P, Signal.INTERRUPT): I,
-    (I, Signal.TORN_DOWN): L,
+    (P, Signal.USER_PERSISTED): X,
+    (T, Signal.INTERRUPT): X,
+    (S, Signal.INTERRUPT): X,
+    (P, Signal.INTERRUPT): X,
+    (X, Signal.TORN_DOWN): L,
 }
 
 

@@ -223,7 +223,10 @@ class AgentConfig(_Section):
         1000, ge=100, le=60_000, description="Reply audio generated ahead of playback, at most."
     )
     reply_min_s: float | None = Field(
-        None, ge=0, le=600, description="Shortest reply in seconds of speech (None: the schedule's)."
+        None,
+        ge=0,
+        le=600,
+        description="Shortest reply in seconds of speech (None: the schedule's).",
     )
     reply_max_s: float | None = Field(
         None, gt=0, le=600, description="Longest reply in seconds of speech (None: the schedule's)."
@@ -231,11 +234,11 @@ class AgentConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> AgentConfig:
-        if self.reply_min_s is not None and self.reply_max_s is not None:
-            if self.reply_min_s > self.reply_max_s:
-                raise ValueError(
-                    f"reply_min_s ({self.reply_min_s}) must not exceed reply_max_s ({self.reply_max_s})"
-                )
+        lo, hi = self.reply_min_s, self.reply_max_s
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(
+                f"reply_min_s ({self.reply_min_s}) must not exceed reply_max_s ({self.reply_max_s})"
+            )
         return self
 
 

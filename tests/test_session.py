@@ -9,7 +9,7 @@ from parley.config import AgentConfig
 from tests.scripted import ScriptedDetector
 
 SR = 16000
-L, T, S, P, I = AgentState
+L, T, S, P, X = AgentState
 
 
 def speechlike(n, seed=0):
@@ -84,7 +84,7 @@ def first(events, kind):
 async def test_interruption_pauses_at_once_then_cuts_and_answers(tiny_model):
     # Reply audio starts ~1.91 s; the user cuts in at 3.0 s and talks for 1.2 s.
     session, events, out = await run(tiny_model, [(0.2, 1.4), (3.0, 4.2)], 14.0)
-    assert states(events) == [(L, T), (T, S), (S, P), (P, I), (I, L), (L, T), (T, S), (S, L)]
+    assert states(events) == [(L, T), (T, S), (S, P), (P, X), (X, L), (L, T), (T, S), (S, L)]
     paused = first(events, "playback_paused")
     # silent from the tick where the VAD confirmed (30 ms) on, not a sample later
     onset = int(3.0 * SR)
@@ -130,7 +130,7 @@ async def test_pause_inside_user_turn_does_not_take_over(tiny_model):
 async def test_interrupt_during_the_first_audio_chunk(tiny_model):
     # The reply's audio starts at 1.5 s; the user cuts in at once.
     session, events, out = await run(tiny_model, [(0.2, 1.0), (1.5, 2.6)], 8.0)
-    assert states(events)[:5] == [(L, T), (T, S), (S, P), (P, I), (I, L)]
+    assert states(events)[:5] == [(L, T), (T, S), (S, P), (P, X), (X, L)]
     cut = first(events, "interrupted")
     assert 0 < cut.played <= 640  # less than one speech token's audio reached the speaker
     # The history keeps the first cycle's text: its first speech token began to play.

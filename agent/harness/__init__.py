@@ -1,0 +1,1 @@
+"""Latency and interruption test harness: scripted scenarios in, metrics and reports out."""
