@@ -82,6 +82,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--events", type=Path, metavar="JSON", help="write stage times here")
     _add_config_args(demo)
+
+    bench = sub.add_parser(
+        "bench",
+        help="run latency and interruption scenarios and write metrics and reports",
+        description=(
+            "Play scripted user audio (YAML scenarios) through a duplex session and measure "
+            "barge-in, response latency, takeovers, resume exactness and stale events. "
+            "Virtual time by default: deterministic, faster than real time."
+        ),
+    )
+    bench.add_argument(
+        "--scenario",
+        type=Path,
+        default=None,
+        metavar="FILE_OR_DIR",
+        help="scenario YAML or a folder of them (default: the shipped set)",
+    )
+    _add_checkpoint_arg(bench)
+    bench.add_argument("--out", type=Path, default=Path("bench-out"), metavar="DIR")
+    bench.add_argument(
+        "--realtime",
+        action="store_true",
+        help="run through real sounddevice streams on PulseAudio null sinks, in real time",
+    )
+    _add_config_args(bench)
+
+    duplex = sub.add_parser(
+        "duplex",
+        help="write what the agent would have played over a user channel (same length)",
+        description=(
+            "Full-duplex benchmark interface: given the user's channel, write the agent's "
+            "channel, time-synchronous and of the same length."
+        ),
+    )
+    duplex.add_argument("--input", type=Path, required=True, metavar="WAV")
+    duplex.add_argument("--output", type=Path, required=True, metavar="WAV")
+    duplex.add_argument("--events", type=Path, metavar="JSON", help="write the event log here")
+    _add_checkpoint_arg(duplex)
+    _add_config_args(duplex)
     return parser
 
 
@@ -96,18 +135,18 @@ def _quiet_libraries() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
+    from parley.agent import commands
+
+    run = {
+        "make-checkpoint": commands.make_checkpoint,
+        "demo": commands.demo,
+        "bench": commands.bench,
+        "duplex": commands.duplex,
+    }[args.command]
     try:
-        if args.command == "make-checkpoint":
-            from parley.agent.commands import make_checkpoint
-
-            return make_checkpoint(args, _log)
-        if args.command == "demo":
-            from parley.agent.commands import demo
-
-            return demo(args, _log)
+        return run(args, _log)
     except ParleyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    raise AssertionError(f"unhandled command {args.command}")

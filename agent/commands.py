@@ -87,3 +87,82 @@ def demo(args: argparse.Namespace, log: Log) -> int:
     if not np.isfinite(result.audio).all():
         raise AssertionError("vocoder produced non-finite audio")
     return 0
+
+
+def _load_model(args: argparse.Namespace, log: Log):
+    from parley.agent.model import AgentModel
+
+    cfg = load_runtime_config(args)
+    path = args.checkpoint or default_checkpoint(log)
+    log(f"loading checkpoint {path}")
+    model = AgentModel.load(path, cfg)
+    if model.random_weights:
+        log("this checkpoint has random weights: replies are noise; timings and control are real")
+    return model, cfg
+
+
+def bench(args: argparse.Namespace, log: Log) -> int:
+    from parley.agent.harness.metrics import aggregate, check_targets, score
+    from parley.agent.harness.report import write_report
+    from parley.agent.harness.runner import run_scenario
+    from parley.agent.harness.scenario import load_scenarios, shipped_scenarios_dir
+
+    scenarios = load_scenarios(args.scenario or shipped_scenarios_dir())
+    if args.realtime:
+        from parley.agent.harness.realtime import check_realtime_available
+
+        check_realtime_available()
+    model, cfg = _load_model(args, log)
+    records, scored = [], []
+    for scenario in scenarios:
+        log(f"scenario {scenario.name} ({'real time' if args.realtime else 'virtual time'})")
+        if args.realtime:
+            from parley.agent.harness.realtime import run_scenario_realtime
+
+            record = asyncio.run(run_scenario_realtime(model, scenario, cfg.agent))
+        else:
+            record = asyncio.run(run_scenario(model, scenario, cfg.agent))
+        records.append(record)
+        scored.append(score(record))
+    write_report(args.out, records, scored)
+    pooled = aggregate(scored)
+    print((args.out / "summary.md").read_text())
+    misses = [k for k, ok in check_targets(pooled).items() if ok is False]
+    print(
+        f"report: {args.out} ({len(records)} scenario(s)); targets missed: {', '.join(misses) or 'none'}"
+    )
+    return 0
+
+
+def duplex(args: argparse.Namespace, log: Log) -> int:
+    from parley.agent.clock import VirtualClock
+    from parley.agent.harness.drive import drive
+    from parley.agent.session import DuplexSession
+    from parley.speech_io.audio import load_audio, write_wav
+
+    cfg = load_runtime_config(args)
+    rate = cfg.model.features.sample_rate
+    user = load_audio(args.input, rate)
+    model, cfg = _load_model(args, log)
+    clock = VirtualClock()
+    session = DuplexSession(model, cfg.agent, clock=clock)
+    events: list[dict] = []
+    session.subscribe(lambda e: events.append(e.to_dict()))
+
+    async def run() -> np.ndarray:
+        try:
+            return await drive(session, clock, len(user), lambda s, n, _p: user[s : s + n])
+        finally:
+            await session.aclose()
+
+    out = asyncio.run(run())
+    write_wav(args.output, out, rate)
+    if args.events:
+        args.events.parent.mkdir(parents=True, exist_ok=True)
+        args.events.write_text(json.dumps(events, indent=1) + "\n")
+    replies = sum(e["type"] == "reply_started" for e in events)
+    cuts = sum(e["type"] == "interrupted" for e in events)
+    print(
+        f"wrote {args.output} ({len(out) / rate:.2f} s, same length as the input): {replies} replies, {cuts} interrupted"
+    )
+    return 0

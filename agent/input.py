@@ -27,8 +27,8 @@ class VoiceEvent(Protocol):
 class SpeechDetector(Protocol):
     """A streaming voice activity detector over residual microphone audio."""
 
-    def push(self, samples: np.ndarray, allow: bool = True) -> list[VoiceEvent]:
-        """Feed samples; ``allow=False`` means these samples cannot be user speech."""
+    def push(self, samples: np.ndarray, allow: bool | np.ndarray = True) -> list[VoiceEvent]:
+        """Feed samples; ``allow`` False (per call or per sample) means not user speech."""
         ...
 
     @property
@@ -58,16 +58,22 @@ class InputStage:
             from parley.speech_io.echo import EchoCanceller, NearEndGate
 
             self.echo = EchoCanceller()
-            self.gate = NearEndGate()
+            self.gate = NearEndGate(self.echo)
 
     def process(self, frame: np.ndarray, start: int) -> list[VoiceEvent]:
         """Run one microphone frame that began at input sample ``start``."""
-        allow = True
+        allow: bool | np.ndarray = True
         residual = frame
         if self.echo is not None:
             ref = self.reference.read(start, start + len(frame))
             residual = self.echo.process(frame, ref)
-            allow = self.gate.allows(residual, ref, self.echo)
+            verdicts = self.gate.process(residual, ref)
+            # One verdict per 10 ms gate frame; spread them over the samples they judge.
+            per = len(frame) // max(1, len(verdicts))
+            if len(verdicts) and per * len(verdicts) == len(frame):
+                allow = np.repeat(verdicts, per)
+            else:
+                allow = bool(np.all(verdicts))
         self.residual.append(residual)
         return self.detector.push(residual, allow)
 

@@ -90,6 +90,7 @@ class DuplexSession:
         self.epoch = 0
         self.history: list[HistoryItem] = []
         self.stale_dropped = 0
+        self.compute_s = 0.0  # LM and vocoder time spent on replies so far
 
         ms = SAMPLE_RATE // 1000
         self._frame = self.config.frame_ms * ms
@@ -325,6 +326,7 @@ class DuplexSession:
             self._finish_reply(reply)  # a reply without a single sample of audio
 
     def _finish_reply(self, reply: Reply) -> None:
+        self.compute_s += reply.compute_s
         text = reply.detokenizer.text
         self.history.append(HistoryItem(role="assistant", text=text))
         self._reply = None
@@ -367,6 +369,7 @@ class DuplexSession:
             reply.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reply.task
+        self.compute_s += reply.compute_s
         self.vocoder.reset()
         self.context.truncate_reply(min(keep, len(reply.tokens)))
         self.history.append(HistoryItem(role="assistant", text=heard, status="interrupted"))
@@ -462,7 +465,8 @@ class DuplexSession:
         while True:
             reply = self._reply
             producer = reply.task if reply is not None else None
-            others = [t for t in self._tasks if not t.done() and t is not producer]
+            me = asyncio.current_task()
+            others = [t for t in self._tasks if not t.done() and t not in (producer, me)]
             if others:
                 await asyncio.wait(others)
                 continue

@@ -85,6 +85,11 @@ class TransformersContext(LMContext):
     def context_length(self) -> int:
         return self._cache.get_seq_length()
 
+    @property
+    def last_reply_tokens(self) -> list[int]:
+        """The last reply's tokens as the conversation keeps them (after any truncation)."""
+        return list(self._reply_tokens)
+
     def add_user_audio(self, embeddings: torch.Tensor) -> None:
         if embeddings.ndim != 2 or embeddings.shape[1] != self.engine.hidden_size:
             raise ValueError(

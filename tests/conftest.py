@@ -25,7 +25,9 @@ def tiny_checkpoint(tmp_path_factory):
     from parley.config import load_config
     from parley.llm.builder import build_checkpoint
 
-    return build_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", load_config("tiny").model, seed=0)
+    return build_checkpoint(
+        tmp_path_factory.mktemp("tiny") / "ckpt", load_config("tiny").model, seed=0
+    )
 
 
 @pytest.fixture(scope="session")

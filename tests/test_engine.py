@@ -201,10 +201,18 @@ async def test_truncated_reply_equals_a_context_that_only_heard_the_prefix(engin
     # Context B: the same history written out by hand: prefix + eot, then the new turn.
     lay, e = engine.layout, engine.embed_ids
     cache = DynamicCache(config=engine.model.config)
-    history = torch.cat([
-        e([lay.user]), audio(5, 11), e([lay.assistant]), e(full[:9]), e([lay.eot]),
-        e([lay.user]), audio(3, 12), e([lay.assistant]),
-    ])
+    history = torch.cat(
+        [
+            e([lay.user]),
+            audio(5, 11),
+            e([lay.assistant]),
+            e(full[:9]),
+            e([lay.eot]),
+            e([lay.user]),
+            audio(3, 12),
+            e([lay.assistant]),
+        ]
+    )
     proc = ScheduleLogitsProcessor(lay, SCHED, engine.vocab_rows)
     logits, fresh = engine.forward(history, cache), []
     while True:

@@ -64,9 +64,9 @@ def speech_span(
 ) -> tuple[int, int] | None:
     """``(onset, offset)`` of the content above ``threshold_db``; None if there is none.
 
-    Windows find the content (a lone click does not count, a quiet consonant does), and
-    inside the first and last active windows the edge is the first/last sample whose
-    magnitude crosses the threshold, so the span is sample-exact rather than 10 ms coarse.
+    10 ms RMS windows find the content; inside the first and last active windows the
+    edge is the first/last sample whose magnitude crosses the threshold, so the span is
+    sample-exact rather than 10 ms coarse.
     """
     x = np.asarray(samples, dtype=np.float64)
     win = max(1, sample_rate * window_ms // 1000)

@@ -1,0 +1,498 @@
+"""Acoustic echo handling: an adaptive echo canceller and a reference-aware near-end gate.
+
+The agent knows exactly what it played (the *reference*); in a room that sound comes back
+into the microphone 20-120 ms later, quieter, smeared by reflections, with noise. Two
+stages keep the agent from hearing itself while still hearing a user who talks over it.
+
+:class:`EchoCanceller` subtracts a linear estimate of the echo. It is a partitioned-block
+frequency-domain adaptive filter (MDF: 10 ms blocks, 2N-point FFTs, per-bin normalised
+NLMS, constrained gradients) with four additions:
+
+* **Delay estimation.** A filter spanning the whole 250 ms tail spends most of its taps on
+  the bulk delay and learns speech echo slowly (12-15 dB over seconds 1-4 in our tests).
+  So the reference spectra of the last 250 ms are kept, their smoothed cross-spectra with
+  the microphone locate the direct path to within a block, and the adaptive filter spans
+  80 ms from just before it: three times fewer taps, 16-24 dB over the same seconds.
+* **Two-path double-talk protection.** A *background* filter adapts on every block; the
+  *foreground* filter, whose residual is the output, copies it only when it has been
+  better over the last few blocks. Blocks whose ERLE falls well below the running ERLE are
+  taken for double talk: the background does not learn from them (15 dB below) and nothing
+  is copied on them (6 dB below), since a fast filter can fit a little of the user's voice
+  by chance. A background that went wrong is reset to the foreground.
+* **Noise-aware step.** Per bin, the step is scaled by the share of the error above the
+  stationary noise floor, so a quiet echo's filter does not learn the noise.
+* **Zero added latency.** Any chunk length is accepted; the output of a partial block is
+  computed from the samples already there (the filter is causal and changes only at block
+  boundaries), so chunking does not change the result.
+
+:class:`NearEndGate` decides, per 10 ms frame, whether the residual may hold the user. A
+linear canceller leaves some echo behind (15-35 dB down, more while converging), and a
+VAD calls that leftover speech - it *is* speech. The gate compares the residual's energy
+with the echo still expected in it, plus the noise floor, with a 6 dB margin. The
+expected leftover is the echo that can reach the microphone now - the loudest reference
+in the last 250 ms through the learnt path's gain (a +3 dB prior until it is learnt), or
+the canceller's own estimate if larger - divided by the canceller's measured ERLE. When
+the background filter already cancels a frame better than the foreground, its smaller
+residual is used: such a burst is echo it knows, not the user. With no reference in the
+last 250 ms no echo is possible and the gate is open.
+
+Neither stage alone is enough: without the canceller the gate would have to ignore anything
+quieter than the raw echo (deaf to a user talking at the agent's own level); without the
+gate, the canceller's leftover and its first second of convergence trigger barge-in.
+
+Per-stream state lives in one dataclass per component; ``reset()`` starts a new stream and
+``streaming()`` scopes one. Keep one stream for a whole conversation: the echo path does
+not change between replies, and re-learning it costs a second of echo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["EchoCanceller", "EchoOptions", "GateOptions", "NearEndGate"]
+
+_TINY = 1e-20
+# Per-block smoothing of the ERLE read-out (time constant ~200 ms).
+_ERLE_RATE = 0.05
+
+
+@dataclass(frozen=True)
+class EchoOptions:
+    """Settings of :class:`EchoCanceller`; the defaults suit 16 kHz speech in a room."""
+
+    sample_rate: int = 16000
+    block: int = 160
+    """Samples per block and per filter partition (10 ms)."""
+    tail_ms: float = 250.0
+    """Reference history searched for the echo: longest delay plus room response."""
+    filter_ms: float = 80.0
+    """Span of the adaptive filter, from one block before the estimated delay: the
+    direct path and 50-70 ms of room. Longer learns more slowly and more noise."""
+    step: float = 0.6
+    """Background NLMS step (1 is a full normalised step)."""
+    relative_floor: float = 0.3
+    """Per-bin normaliser floor, relative to the mean: limits how hard bins the reference
+    barely excites are whitened, where the error is mostly noise."""
+    reference_floor_db: float = -70.0
+    """Reference level (dBFS) below which nothing is learnt."""
+    delay_smoothing: float = 0.95
+    """Forgetting factor of the delay estimator's cross-spectra (time constant ~200 ms)."""
+    copy_ratio: float = 0.9
+    """The foreground copies the background when its error power is below this ratio."""
+    reset_ratio: float = 2.0
+    """The background is reset to the foreground when its error power exceeds this."""
+    adapt_shortfall_db: float = 15.0
+    """The background skips blocks whose ERLE falls this far below the running ERLE
+    (the user's voice dominates them)."""
+    copy_shortfall_db: float = 6.0
+    """No copying, delay tracking or ERLE update on blocks this far below it (they may
+    hold the user's voice)."""
+
+
+@dataclass
+class _EchoState:
+    """Everything one stream of :class:`EchoCanceller` carries between calls."""
+
+    ref: np.ndarray  # (2N,) previous and current reference block, current zero-padded
+    mic: np.ndarray  # (2N,) previous and current microphone block
+    fill: int  # samples of the current block received
+    spectra: np.ndarray  # (K, N+1) reference block spectra, newest first
+    ref_power: np.ndarray  # (K, N+1) smoothed reference power, same lags
+    cross: np.ndarray  # (K, N+1) smoothed mic x reference cross-spectra per lag
+    fg: np.ndarray  # (F, N+1) foreground filter, partitions offset.. offset+F-1
+    bg: np.ndarray  # (F, N+1) background filter
+    past: np.ndarray  # (2, N+1) fore/background output spectra from known blocks
+    err_psd: np.ndarray  # (N+1,) smoothed background error power
+    noise_psd: np.ndarray  # (N+1,) its running minimum: the noise floor
+    offset: int = 0  # first reference lag (in blocks) the filters cover
+    candidate: int = 0  # lag the delay estimator favours, and for how many blocks
+    candidate_blocks: int = 0
+    quiet: int = 0  # samples since the reference was last non-zero
+    fg_err: float = 0.0
+    bg_err: float = 0.0
+    mic_avg: float = _TINY  # echo-only mic and residual power, for the ERLE
+    res_avg: float = _TINY
+    active_blocks: int = 0  # blocks with audible reference, for the coupling prior
+    flagged_blocks: int = 0  # consecutive blocks that looked like double talk
+    echo: np.ndarray = field(default_factory=lambda: np.zeros((2, 0), np.float32))
+
+
+class EchoCanceller:
+    """Streaming echo canceller: delay estimation plus a two-path MDF adaptive filter.
+
+    ``process(mic, reference)`` takes equal-length float32 chunks of any length, where
+    ``reference[i]`` is what the speaker played when ``mic[i]`` was recorded, and returns
+    the residual (``mic`` minus the estimated echo), same length, no added latency. The
+    echo estimate for those samples is :attr:`echo_estimate`. Once the reference has been
+    silent for the whole tail (250 ms), the residual is ``mic`` exactly.
+    """
+
+    def __init__(self, options: EchoOptions | None = None) -> None:
+        self.options = o = options or EchoOptions()
+        n = self.block = o.block
+        self.lags = max(2, int(np.ceil(o.tail_ms * o.sample_rate / 1000 / n)))
+        self.taps = min(self.lags, max(1, int(np.ceil(o.filter_ms * o.sample_rate / 1000 / n))))
+        # Power of the floor level in one 2N-point bin of one partition.
+        self._floor = 2 * n * 10 ** (o.reference_floor_db / 10)
+        self._state = self._new_state()
+
+    # -- stream lifecycle ------------------------------------------------------------
+
+    def _new_state(self) -> _EchoState:
+        n, k, f = self.block, self.lags, self.taps
+        return _EchoState(
+            ref=np.zeros(2 * n),
+            mic=np.zeros(2 * n),
+            fill=0,
+            spectra=np.zeros((k, n + 1), np.complex128),
+            ref_power=np.zeros((k, n + 1)),
+            cross=np.zeros((k, n + 1), np.complex128),
+            fg=np.zeros((f, n + 1), np.complex128),
+            err_psd=np.zeros(n + 1),
+            noise_psd=np.full(n + 1, np.inf),
+            bg=np.zeros((f, n + 1), np.complex128),
+            past=np.zeros((2, n + 1), np.complex128),
+            quiet=(k + 1) * n,
+        )
+
+    def reset(self) -> None:
+        """Start a new stream: forget the learnt echo path and all history."""
+        self._state = self._new_state()
+
+    @contextmanager
+    def streaming(self) -> Iterator[EchoCanceller]:
+        """Scope one stream: fresh state on entry, cleared again on exit."""
+        self.reset()
+        try:
+            yield self
+        finally:
+            self.reset()
+
+    # -- read-outs -------------------------------------------------------------------
+
+    @property
+    def echo_estimate(self) -> np.ndarray:
+        """The echo subtracted from the samples returned by the last :meth:`process`."""
+        return self._state.echo[0]
+
+    @property
+    def background_estimate(self) -> np.ndarray:
+        """The background filter's echo estimate for the same samples (for the gate)."""
+        return self._state.echo[1]
+
+    @property
+    def erle_db(self) -> float:
+        """Echo return loss enhancement (dB): mic over residual power on echo-only blocks.
+
+        Smoothed over ~200 ms of blocks with reference and without suspected double talk
+        (a block whose own ERLE falls 6 dB under the running value); 0 dB at the start.
+        """
+        st = self._state
+        return float(10 * np.log10(st.mic_avg / st.res_avg))
+
+    @property
+    def coupling(self) -> float:
+        """Power gain of the learnt echo path (linear), bounded below by a fading prior.
+
+        The prior starts at +3 dB (speaker next to the microphone, plus reflections) and
+        fades over the first half second of reference, so that the gate does not trust a
+        path that has not been learnt yet.
+        """
+        st = self._state
+        prior = 2.0 * np.exp(-st.active_blocks / 50)
+        w = st.fg.real**2 + st.fg.imag**2
+        # Parseval for one-sided 2N-point spectra: inner bins stand for two.
+        learnt = float(2 * np.sum(w) - np.sum(w[:, 0]) - np.sum(w[:, -1])) / (2 * self.block)
+        return float(max(prior, learnt))
+
+    @property
+    def delay_ms(self) -> float:
+        """Estimated echo delay, to the block (10 ms)."""
+        return self._state.candidate * self.block * 1000 / self.options.sample_rate
+
+    # -- processing ------------------------------------------------------------------
+
+    def process(self, mic: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """Residual of ``mic`` after removing the echo of ``reference`` (same length)."""
+        mic = np.asarray(mic, dtype=np.float32).reshape(-1)
+        reference = np.asarray(reference, dtype=np.float32).reshape(-1)
+        if mic.shape != reference.shape:
+            raise ValueError(f"mic and reference lengths differ: {mic.shape} vs {reference.shape}")
+        st, n = self._state, self.block
+        out = mic.copy()
+        echo = np.zeros((2, len(mic)), np.float32)
+        pos = 0
+        while pos < len(mic):
+            start = st.fill
+            take = min(n - start, len(mic) - pos)
+            seg = reference[pos : pos + take]
+            st.ref[n + start : n + start + take] = seg
+            st.mic[n + start : n + start + take] = mic[pos : pos + take]
+            nonzero = np.flatnonzero(seg)
+            st.quiet = take - 1 - int(nonzero[-1]) if len(nonzero) else st.quiet + take
+            st.fill += take
+            y = self._block() if st.fill == n else self._partial()
+            if y is not None:
+                echo[:, pos : pos + take] = y[:, start : start + take]
+                out[pos : pos + take] = mic[pos : pos + take] - y[0, start : start + take]
+            pos += take
+        st.echo = echo
+        return out
+
+    def _silent(self) -> bool:
+        # Every reference sample the filter can reach is zero, so the estimate is zero.
+        return self._state.quiet >= (self.lags + 1) * self.block
+
+    def _partial(self) -> np.ndarray | None:
+        """(2, N) fore- and background echo estimates for the incomplete current block."""
+        st, n = self._state, self.block
+        if self._silent():
+            return None
+        spectra = st.past
+        if st.offset == 0:
+            # Unknown samples count as zero: causal taps never reach them anyway.
+            spectra = spectra + np.stack([st.fg[0], st.bg[0]]) * np.fft.rfft(st.ref)
+        return np.fft.irfft(spectra, 2 * n, axis=1)[:, n:]
+
+    def _block(self) -> np.ndarray | None:
+        """A full block arrived: filter, adapt, and get ready for the next block."""
+        st, n = self._state, self.block
+        silent = self._silent()
+        st.spectra[1:] = st.spectra[:-1]
+        st.spectra[0] = 0 if silent else np.fft.rfft(st.ref)
+        y = None
+        if not silent:
+            window = st.spectra[st.offset : st.offset + self.taps]
+            spectra = np.stack([np.sum(w * window, axis=0) for w in (st.fg, st.bg)])
+            y = np.fft.irfft(spectra, 2 * n, axis=1)[:, n:]
+            self._learn(y, window)
+        # Output spectra for the next block from the blocks known now.
+        first = 1 if st.offset == 0 else 0
+        lags = st.spectra[st.offset + first - 1 : st.offset + self.taps - 1]
+        st.past = np.stack([np.sum(w[first:] * lags, axis=0) for w in (st.fg, st.bg)])
+        st.ref[:n] = st.ref[n:]
+        st.ref[n:] = 0
+        st.mic[:n] = st.mic[n:]
+        st.fill = 0
+        return y
+
+    def _learn(self, y: np.ndarray, window: np.ndarray) -> None:
+        """Adapt to the block just filtered (``y``: its fore- and background estimates)."""
+        st, n, o = self._state, self.block, self.options
+        d = st.mic[n:]
+        e_fg, e_bg = d - y
+        power = window.real**2 + window.imag**2
+        norm = np.sum(power, axis=0)
+        if float(np.mean(norm)) >= self.taps * self._floor:
+            s_dd, s_ee = float(d @ d), float(e_fg @ e_fg)
+            shortfall = self._track_erle(s_dd, s_ee)
+            # The background may learn from blocks somewhat worse than usual (that is how
+            # it converges), but not from blocks the user dominates.
+            if shortfall < o.adapt_shortfall_db:
+                # Background: constrained NLMS, normalised per bin by the reference power
+                # in the filter span (floored, see EchoOptions.relative_floor).
+                err = np.fft.rfft(np.concatenate([np.zeros(n), e_bg]))
+                step = o.step * self._noise_share(err)
+                norm += self.taps * self._floor + o.relative_floor * float(np.mean(norm))
+                grad = np.fft.irfft(np.conj(window) * (2 * step * err / norm), 2 * n, axis=1)
+                grad[:, n:] = 0
+                st.bg += np.fft.rfft(grad, axis=1)
+            # Two-path logic on a-priori errors smoothed over a few blocks. While the user
+            # talks a fast filter can fit a little of their voice by chance: never copy then.
+            st.fg_err = 0.6 * st.fg_err + 0.4 * s_ee
+            st.bg_err = 0.6 * st.bg_err + 0.4 * float(e_bg @ e_bg)
+            echo_only = shortfall < o.copy_shortfall_db
+            if echo_only and st.bg_err < o.copy_ratio * st.fg_err:
+                st.fg = st.bg.copy()
+                st.fg_err = st.bg_err
+            elif st.bg_err > o.reset_ratio * st.fg_err:
+                st.bg = st.fg.copy()
+                st.bg_err = st.fg_err
+            # Last, as it may re-aim the filters (the window above is then stale).
+            if echo_only:
+                self._track_delay()
+
+    def _noise_share(self, err: np.ndarray) -> np.ndarray:
+        """Per bin, the share of the error that is not the stationary noise floor.
+
+        Scaling the step by it stops the filter from learning noise in bins where the echo
+        is weaker than the noise (most of the spectrum, for a quiet echo).
+        """
+        st = self._state
+        p_e = err.real**2 + err.imag**2
+        st.err_psd = 0.6 * st.err_psd + 0.4 * p_e
+        # Minimum tracking: follow dips at once, rise by ~2 dB/s. The minimum of a noisy
+        # estimate sits below the mean, hence the factor 2.
+        st.noise_psd = np.minimum(st.noise_psd * 1.005, st.err_psd)
+        return np.clip(1 - 2 * st.noise_psd / (p_e + _TINY), 0, 1)
+
+    def _track_erle(self, s_dd: float, s_ee: float) -> float:
+        """Update the ERLE read-out; return how far (dB) this block falls short of it."""
+        st = self._state
+        st.active_blocks += 1
+        ratio = (s_ee * st.mic_avg + _TINY) / (s_dd * st.res_avg + _TINY)
+        shortfall = float(10 * np.log10(ratio))
+        if shortfall > self.options.copy_shortfall_db:
+            # Likely the user's voice. Yet a changed echo path looks the same, and must be
+            # learnt again: after 2 s without a single block near the usual ERLE, the
+            # running ERLE is dropped (the user always pauses within 2 s; a path does not).
+            st.flagged_blocks += 1
+            if st.flagged_blocks > 200:
+                st.mic_avg, st.res_avg, st.flagged_blocks = _TINY, _TINY, 0
+            return shortfall
+        st.flagged_blocks = 0
+        st.mic_avg += _ERLE_RATE * (s_dd - st.mic_avg)
+        st.res_avg += _ERLE_RATE * (s_ee - st.res_avg)
+        return shortfall
+
+    def _track_delay(self) -> None:
+        """Follow the lag whose cross-spectrum with the microphone is strongest."""
+        st, lam = self._state, self.options.delay_smoothing
+        mic_spec = np.fft.rfft(st.mic)
+        st.cross = lam * st.cross + (1 - lam) * mic_spec * np.conj(st.spectra)
+        st.ref_power[1:] = st.ref_power[:-1]
+        x0 = st.spectra[0]
+        st.ref_power[0] = lam * st.ref_power[1] + (1 - lam) * (x0.real**2 + x0.imag**2)
+        cross = st.cross.real**2 + st.cross.imag**2
+        power = np.sum(st.ref_power, axis=1)
+        # Normalise per lag, but not by lags the reference has barely reached yet.
+        score = np.sum(cross, axis=1) / (np.maximum(power, np.mean(power)) + _TINY)
+        best = int(np.argmax(score))
+        if best == st.candidate:
+            st.candidate_blocks += 1
+        else:
+            st.candidate, st.candidate_blocks = best, 1
+        # Move only for a lag that has led for a while and sits outside the first few
+        # partitions of the span (the room response needs the rest).
+        inside = st.offset + 1 <= best <= st.offset + 3
+        # Once the filter cancels, ask for a quarter second before moving it.
+        needed = 3 if st.mic_avg < 4 * st.res_avg else 25
+        if st.candidate_blocks >= needed and not inside:
+            self._move(min(max(best - 1, 0), self.lags - self.taps))
+
+    def _move(self, offset: int) -> None:
+        """Re-aim both filters at lags from ``offset``, keeping partitions still covered."""
+        st = self._state
+        shift = offset - st.offset
+        for name in ("fg", "bg"):
+            w = getattr(st, name)
+            moved = np.zeros_like(w)
+            if abs(shift) >= self.taps:
+                pass  # nothing in common: start from zero
+            elif shift >= 0:
+                moved[: self.taps - shift] = w[shift:]
+            else:
+                moved[-shift:] = w[: self.taps + shift]
+            setattr(st, name, moved)
+        st.offset = offset
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    """Settings of :class:`NearEndGate`."""
+
+    frame: int = 160
+    """Samples per decision (10 ms at 16 kHz, one webrtcvad frame)."""
+    margin_db: float = 6.0
+    """How far the residual must rise above the expected leftover echo plus noise."""
+    reference_floor_db: float = -70.0
+    """Reference frames below this level (dBFS) count as silence."""
+    max_erle_db: float = 25.0
+    """ERLE credited to the canceller at most: its residual fluctuates from block to block,
+    and beyond this the fluctuations, not the average, decide what leaks through."""
+    noise_rise_db_per_s: float = 2.0
+    """How fast the residual noise-floor estimate may rise (it falls at once)."""
+
+
+@dataclass
+class _GateState:
+    """Per-stream state of :class:`NearEndGate`."""
+
+    ref_energy: np.ndarray  # mean square of the last frames of reference, newest last
+    pending: np.ndarray  # (4, <frame) samples of a frame not complete yet
+    noise: float = np.inf  # residual noise floor (mean square)
+
+
+class NearEndGate:
+    """Per-frame verdict: may the canceller's residual hold near-end (user) speech?
+
+    ``process(residual, reference)`` takes what :meth:`EchoCanceller.process` just
+    returned and the reference it was given; it returns one bool per frame completed by
+    these samples (frames count from the start of the stream, so 10 or 20 ms chunks give
+    one or two verdicts each). True when the reference has been silent for the canceller's
+    whole tail, or when the residual is ``margin_db`` above the echo still expected in it
+    (see the module docstring) plus the noise floor. Run the VAD only on frames it allows.
+    """
+
+    def __init__(self, canceller: EchoCanceller, options: GateOptions | None = None) -> None:
+        self.canceller = canceller
+        self.options = o = options or GateOptions()
+        rate = canceller.options.sample_rate
+        # Enough frames to cover every lag the canceller searches.
+        self._frames = int(np.ceil(canceller.lags * canceller.block / o.frame)) + 1
+        self._margin = 10 ** (o.margin_db / 10)
+        self._floor = 10 ** (o.reference_floor_db / 10)
+        self._rise = 10 ** (o.noise_rise_db_per_s * o.frame / rate / 10)
+        self._state = self._new_state()
+
+    def _new_state(self) -> _GateState:
+        return _GateState(ref_energy=np.zeros(self._frames), pending=np.zeros((4, 0)))
+
+    def reset(self) -> None:
+        """Start a new stream."""
+        self._state = self._new_state()
+
+    @contextmanager
+    def streaming(self) -> Iterator[NearEndGate]:
+        """Scope one stream: fresh state on entry, cleared again on exit."""
+        self.reset()
+        try:
+            yield self
+        finally:
+            self.reset()
+
+    def process(self, residual: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """Verdicts (bool array) for the frames these samples complete."""
+        residual = np.asarray(residual, dtype=np.float64).reshape(-1)
+        reference = np.asarray(reference, dtype=np.float64).reshape(-1)
+        aec = self.canceller
+        echo = np.asarray(aec.echo_estimate, dtype=np.float64)
+        if not residual.shape == reference.shape == echo.shape:
+            raise ValueError(
+                "residual, reference and the canceller's last echo estimate must have the "
+                f"same length: {residual.shape}, {reference.shape}, {echo.shape}"
+            )
+        # What the background filter would have left: when it already cancels a burst the
+        # foreground has not copied yet, that burst is echo, not the user.
+        background = residual + echo - aec.background_estimate
+        rows = np.stack([residual, background, echo, reference])
+        st, f = self._state, self.options.frame
+        data = np.concatenate([st.pending, rows], axis=1)
+        count = data.shape[1] // f
+        st.pending = data[:, count * f :]
+        frames = data[:, : count * f].reshape(4, count, f)
+        power = np.mean(frames**2, axis=2)
+        verdicts = np.zeros(count, dtype=bool)
+        for i in range(count):
+            p_res = min(power[0, i], power[1, i])
+            verdicts[i] = self._decide(p_res, power[2, i], power[3, i])
+        return verdicts
+
+    def _decide(self, p_res: float, p_echo: float, p_ref: float) -> bool:
+        st = self._state
+        st.ref_energy = np.roll(st.ref_energy, -1)
+        st.ref_energy[-1] = p_ref
+        st.noise = min(st.noise * self._rise, p_res)
+        loudest = float(np.max(st.ref_energy))
+        if loudest < self._floor:
+            return True  # no reference within the tail: no echo is possible
+        aec = self.canceller
+        erle = 10 ** (min(aec.erle_db, self.options.max_erle_db) / 10)
+        # The echo now is at most the loudest recent reference through the path's gain
+        # (or, if larger, the canceller's own estimate); the canceller removes ERLE of it.
+        leftover = max(p_echo, aec.coupling * loudest) / max(erle, 1.0)
+        return p_res > self._margin * (leftover + st.noise)
