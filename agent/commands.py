@@ -138,7 +138,8 @@ def duplex(args: argparse.Namespace, log: Log) -> int:
     from parley.agent.clock import VirtualClock
     from parley.agent.harness.drive import drive
     from parley.agent.session import DuplexSession
-    from parley.speech_io.audio import load_audio, write_wav
+    from parley.speech_io.audio import load_audio
+    from parley.speech_io.sources import ArraySource, FileSink
 
     cfg = load_runtime_config(args)
     rate = cfg.model.features.sample_rate
@@ -149,14 +150,17 @@ def duplex(args: argparse.Namespace, log: Log) -> int:
     events: list[dict] = []
     session.subscribe(lambda e: events.append(e.to_dict()))
 
-    async def run() -> np.ndarray:
+    sink = FileSink(args.output)
+
+    async def run() -> None:
         try:
-            return await drive(session, clock, len(user), lambda s, n, _p: user[s : s + n])
+            await drive(session, clock, ArraySource(user), sink, len(user))
         finally:
             await session.aclose()
 
-    out = asyncio.run(run())
-    write_wav(args.output, out, rate)
+    asyncio.run(run())
+    out = sink.samples
+    sink.close()
     if args.events:
         args.events.parent.mkdir(parents=True, exist_ok=True)
         args.events.write_text(json.dumps(events, indent=1) + "\n")

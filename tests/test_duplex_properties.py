@@ -17,6 +17,7 @@ from parley.agent.state import Signal, transition
 from parley.config import AgentConfig, ModelConfig, load_config
 from parley.llm.builder import build_checkpoint
 from parley.llm.schedule import heard_prefix
+from parley.speech_io.sources import ArraySink, ArraySource
 from tests.scripted import ScriptedDetector
 
 SR = 16000
@@ -98,7 +99,9 @@ async def converse(model, first_turn, mode, at, duration):
 
         session.subscribe(place)
     try:
-        out = await drive(session, clock, int(6 * SR), lambda s, n, p: user[s : s + n], frame=FRAME)
+        sink = ArraySink()
+        await drive(session, clock, ArraySource(user), sink, int(6 * SR), frame=FRAME)
+        out = sink.samples
     finally:
         if mode == "step":
             engine.forward = real

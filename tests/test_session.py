@@ -6,6 +6,7 @@ from parley.agent.events import AgentState
 from parley.agent.harness.drive import drive
 from parley.agent.session import DuplexSession
 from parley.config import AgentConfig
+from parley.speech_io.sources import ArraySink, ArraySource
 from tests.scripted import ScriptedDetector
 
 SR = 16000
@@ -18,11 +19,10 @@ def speechlike(n, seed=0):
     return (0.2 * np.sin(2 * np.pi * 180 * t) + 0.05 * rng.standard_normal(n)).astype(np.float32)
 
 
-def mic_from(user):
-    def mic(start, n, played):
-        return user[start : start + n]
-
-    return mic
+async def play(session, clock, user, n):
+    sink = ArraySink()
+    await drive(session, clock, ArraySource(user), sink, n)
+    return sink.samples
 
 
 async def run(model, spans, seconds, cfg=None, **kw):
@@ -40,7 +40,7 @@ async def run(model, spans, seconds, cfg=None, **kw):
     user = np.zeros(n, dtype=np.float32)
     for a, b in spans:
         user[int(a * SR) : int(b * SR)] = speechlike(int(b * SR) - int(a * SR))
-    out = await drive(session, clock, n, mic_from(user))
+    out = await play(session, clock, user, n)
     await session.aclose()
     return session, events, out
 
@@ -150,7 +150,7 @@ async def test_explicit_interrupt_and_close(tiny_model):
     events = []
     session.subscribe(events.append)
     user = speechlike(3 * SR)
-    await drive(session, clock, int(2.2 * SR), mic_from(user))
+    await play(session, clock, user, int(2.2 * SR))
     assert session.state is S
     await session.interrupt()
     assert session.state is L and session.epoch == 1

@@ -20,6 +20,7 @@ from parley.agent.model import AgentModel
 from parley.agent.session import DuplexSession
 from parley.config import AgentConfig, validate
 from parley.speech_io.echo_path import EchoPath
+from parley.speech_io.sources import VirtualRoom
 
 SR = 16000
 # Room left for replies when a scenario places steps relative to them and gives no duration.
@@ -117,25 +118,17 @@ async def run_scenario(
     if scenario.echo is not None:
         e = scenario.echo
         echo = EchoPath(e.delay_ms, e.gain_db, room_ms=e.room_ms, noise_db=e.noise_db, seed=seed)
-    mic_record = np.zeros(total, dtype=np.float32)
-
-    def mic(start: int, n: int, played: np.ndarray) -> np.ndarray:
-        heard = timeline.user[start : start + n].copy()
-        if echo is not None:
-            heard += echo.process(played)
-        mic_record[start : start + n] = heard
-        return heard
-
+    room = VirtualRoom(timeline.user, echo)
     try:
-        output = await drive(session, clock, total, mic)
+        await drive(session, clock, room, room, total)
     finally:
         await session.aclose()
     return RunRecord(
         scenario=scenario,
         sample_rate=SR,
         input=timeline.user,
-        mic=mic_record,
-        output=output,
+        mic=room.mic,
+        output=room.played,
         events=events,
         segments=sorted(timeline.segments, key=lambda s: s.onset_sample),
         endpoint_silence_ms=float(config.endpoint_silence_ms),
