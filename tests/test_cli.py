@@ -140,3 +140,27 @@ def test_missing_checkpoint_part_is_named(checkpoint, tmp_path, capsys):
 def test_make_checkpoint_refuses_existing(checkpoint, capsys):
     assert main(["make-checkpoint", "--out", str(checkpoint)]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_duplex_writes_same_length_channel(checkpoint, tmp_path):
+    sample = ROOT / "configs" / "samples" / "what_time.wav"
+    speech, _ = sf.read(sample)
+    full = np.zeros(6 * 16000)
+    full[8000 : 8000 + len(speech)] = speech
+    sf.write(tmp_path / "in.wav", full, 16000)
+    code = main(["duplex", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "in.wav"),
+                 "--output", str(tmp_path / "out.wav"), "--events", str(tmp_path / "ev.json")])
+    assert code == 0
+    out, rate = sf.read(tmp_path / "out.wav")
+    assert rate == 16000 and len(out) == len(full)
+    events = json.loads((tmp_path / "ev.json").read_text())
+    first = next(e for e in events if e["type"] == "first_audio")
+    assert np.all(out[: first["output_sample"]] == 0) and np.any(out[first["output_sample"] :] != 0)
+
+
+def test_bench_rejects_a_bad_scenario(checkpoint, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ntimeline:\n  - {at: 1.0, say: hi, noise: white}\n")
+    code = main(["bench", "--checkpoint", str(checkpoint), "--scenario", str(bad), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.yaml" in err and "step 0" in err

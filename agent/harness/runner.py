@@ -32,6 +32,7 @@ class _Pending:
     index: int
     step: Step
     audio: StepAudio
+    after: int | None  # end sample of the step before it, once that one is placed
 
 
 class _Timeline:
@@ -40,7 +41,6 @@ class _Timeline:
     def __init__(self, n: int) -> None:
         self.user = np.zeros(n, dtype=np.float32)
         self.segments: list[UserSegment] = []
-        self.placed_until = 0  # end sample of the step placed last
 
     def place(self, index: int, step: Step, audio: StepAudio, at: int) -> None:
         end = min(len(self.user), at + len(audio.samples))
@@ -50,7 +50,6 @@ class _Timeline:
         role = step.effective_role
         if role is not None and audio.offset > audio.onset:
             self.segments.append(UserSegment(index, role, at + audio.onset, at + audio.offset))
-        self.placed_until = max(self.placed_until, at + len(audio.samples))
 
 
 def agent_config_for(base: AgentConfig, scenario: Scenario) -> AgentConfig:
@@ -86,11 +85,15 @@ async def run_scenario(
     session.subscribe(lambda e: events.append(e.to_dict()))
     timeline = _Timeline(total)
     waiting: list[_Pending] = []
+    previous_end: int | None = 0
     for i, (step, audio) in enumerate(zip(scenario.timeline, rendered, strict=True)):
         if step.at is not None:
-            timeline.place(i, step, audio, int(step.at * SR))
+            at = int(step.at * SR)
+            timeline.place(i, step, audio, at)
+            previous_end = at + len(audio.samples)
         else:
-            waiting.append(_Pending(i, step, audio))
+            waiting.append(_Pending(i, step, audio, previous_end))
+            previous_end = None  # known once this step is placed
 
     replies_started = 0
 
@@ -99,19 +102,20 @@ async def run_scenario(
         if event.type != "first_audio":
             return
         replies_started += 1
-        while waiting:
-            p = waiting[0]
-            follows = (
-                replies_started == p.step.reply
-                if p.step.reply is not None
-                else event.output_sample >= timeline.placed_until
-            )
+        for p in list(waiting):
+            if p.step.reply is not None:
+                follows = replies_started == p.step.reply
+            else:  # the next reply to start after the step before this one
+                follows = p.after is not None and event.output_sample >= p.after
             if not follows:
-                return
-            at = event.output_sample + int(p.step.after_reply_start * SR)
+                continue
             # The microphone has already recorded up to the session's input position.
-            timeline.place(p.index, p.step, p.audio, max(at, session.input_sample))
-            waiting.pop(0)
+            at = max(event.output_sample + int(p.step.after_reply_start * SR), session.input_sample)
+            timeline.place(p.index, p.step, p.audio, at)
+            waiting.remove(p)
+            for q in waiting:
+                if q.index == p.index + 1:
+                    q.after = at + len(p.audio.samples)
 
     session.subscribe(on_event)
     echo = None
