@@ -57,84 +57,101 @@ def agent_config_for(base: AgentConfig, scenario: Scenario) -> AgentConfig:
     return validate({**base.model_dump(), **scenario.agent_overrides()}, AgentConfig, scenario.name)
 
 
+class ScenarioScript:
+    """A scenario rendered and ready to play: the user channel and its ground truth.
+
+    Steps placed ``at`` a time are in the channel from the start; the others are placed by
+    :meth:`reply_started` when the reply they follow starts to play.
+    """
+
+    def __init__(self, scenario: Scenario, seed: int = 0) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        steps = scenario.timeline
+        rendered = [render_step(s, scenario.directory, seed=seed + i) for i, s in enumerate(steps)]
+        fixed_end = max(
+            (s.at + a.duration_s for s, a in zip(steps, rendered, strict=True) if s.at is not None),
+            default=0.0,
+        )
+        dynamic_s = sum(a.duration_s for s, a in zip(steps, rendered, strict=True) if s.at is None)
+        allowance = REPLY_ALLOWANCE_S if dynamic_s else 0.0
+        self.total = int(scenario.end_time(fixed_end + dynamic_s + allowance) * SR)
+        self.timeline = _Timeline(self.total)
+        self.waiting: list[_Pending] = []
+        self.replies_started = 0
+        previous_end: int | None = 0
+        for i, (step, audio) in enumerate(zip(steps, rendered, strict=True)):
+            if step.at is not None:
+                at = int(step.at * SR)
+                self.timeline.place(i, step, audio, at)
+                previous_end = at + len(audio.samples)
+            else:
+                self.waiting.append(_Pending(i, step, audio, previous_end))
+                previous_end = None  # known once this step is placed
+
+    @property
+    def user(self) -> np.ndarray:
+        return self.timeline.user
+
+    def echo_path(self) -> EchoPath | None:
+        e = self.scenario.echo
+        if e is None:
+            return None
+        return EchoPath(e.delay_ms, e.gain_db, room_ms=e.room_ms, noise_db=e.noise_db, seed=self.seed)
+
+    def reply_started(self, at_sample: int, earliest: int) -> None:
+        """A reply's first audio sounded at ``at_sample``; place the steps that follow it,
+        no earlier than ``earliest`` (what the microphone has already recorded)."""
+        self.replies_started += 1
+        for p in list(self.waiting):
+            if p.step.reply is not None:
+                follows = self.replies_started == p.step.reply
+            else:  # the next reply to start after the step before this one
+                follows = p.after is not None and at_sample >= p.after
+            if not follows:
+                continue
+            at = max(at_sample + int(p.step.after_reply_start * SR), earliest)
+            self.timeline.place(p.index, p.step, p.audio, at)
+            self.waiting.remove(p)
+            for q in self.waiting:
+                if q.index == p.index + 1:
+                    q.after = at + len(p.audio.samples)
+
+    def record(self, **kw) -> RunRecord:
+        """The run's record, with this script's channel and ground truth."""
+        return RunRecord(
+            scenario=self.scenario,
+            sample_rate=SR,
+            input=self.timeline.user,
+            segments=sorted(self.timeline.segments, key=lambda s: s.onset_sample),
+            **kw,
+        )
+
+
 async def run_scenario(
     model: AgentModel, scenario: Scenario, base: AgentConfig, seed: int = 0
 ) -> RunRecord:
     """Run ``scenario`` in virtual time and return everything it produced."""
-    rendered = [
-        render_step(s, scenario.directory, seed=seed + i) for i, s in enumerate(scenario.timeline)
-    ]
-    fixed_end = max(
-        (
-            s.at + a.duration_s
-            for s, a in zip(scenario.timeline, rendered, strict=True)
-            if s.at is not None
-        ),
-        default=0.0,
-    )
-    dynamic_s = sum(
-        a.duration_s for s, a in zip(scenario.timeline, rendered, strict=True) if s.at is None
-    )
-    allowance = REPLY_ALLOWANCE_S if dynamic_s else 0.0
-    total = int(scenario.end_time(fixed_end + dynamic_s + allowance) * SR)
-
+    script = ScenarioScript(scenario, seed)
     config = agent_config_for(base, scenario)
     clock = VirtualClock()
     session = DuplexSession(model, config, clock=clock)
     events: list[dict] = []
     session.subscribe(lambda e: events.append(e.to_dict()))
-    timeline = _Timeline(total)
-    waiting: list[_Pending] = []
-    previous_end: int | None = 0
-    for i, (step, audio) in enumerate(zip(scenario.timeline, rendered, strict=True)):
-        if step.at is not None:
-            at = int(step.at * SR)
-            timeline.place(i, step, audio, at)
-            previous_end = at + len(audio.samples)
-        else:
-            waiting.append(_Pending(i, step, audio, previous_end))
-            previous_end = None  # known once this step is placed
-
-    replies_started = 0
-
-    def on_event(event) -> None:
-        nonlocal replies_started
-        if event.type != "first_audio":
-            return
-        replies_started += 1
-        for p in list(waiting):
-            if p.step.reply is not None:
-                follows = replies_started == p.step.reply
-            else:  # the next reply to start after the step before this one
-                follows = p.after is not None and event.output_sample >= p.after
-            if not follows:
-                continue
-            # The microphone has already recorded up to the session's input position.
-            at = max(event.output_sample + int(p.step.after_reply_start * SR), session.input_sample)
-            timeline.place(p.index, p.step, p.audio, at)
-            waiting.remove(p)
-            for q in waiting:
-                if q.index == p.index + 1:
-                    q.after = at + len(p.audio.samples)
-
-    session.subscribe(on_event)
-    echo = None
-    if scenario.echo is not None:
-        e = scenario.echo
-        echo = EchoPath(e.delay_ms, e.gain_db, room_ms=e.room_ms, noise_db=e.noise_db, seed=seed)
-    room = VirtualRoom(timeline.user, echo)
+    session.subscribe(
+        lambda e: script.reply_started(e.output_sample, session.input_sample)
+        if e.type == "first_audio"
+        else None
+    )
+    room = VirtualRoom(script.user, script.echo_path())
     try:
-        await drive(session, clock, room, room, total)
+        await drive(session, clock, room, room, script.total)
     finally:
         await session.aclose()
-    return RunRecord(
-        scenario=scenario,
-        sample_rate=SR,
-        input=timeline.user,
+    return script.record(
         mic=room.mic,
         output=room.played,
         events=events,
-        segments=sorted(timeline.segments, key=lambda s: s.onset_sample),
         endpoint_silence_ms=float(config.endpoint_silence_ms),
         model_compute_s=session.compute_s,
         realtime=False,
