@@ -1,0 +1,136 @@
+"""Playing a scenario through real sound devices, in real time.
+
+Two private PulseAudio null sinks stand in for a room: the agent plays into ``parley_out``
+and listens to ``parley_in``'s monitor through :class:`DeviceTransport`, exactly as on a
+sound card. A second duplex stream plays the user: it records what the agent played (from
+``parley_out``'s monitor) and plays the scripted user channel, plus the scenario's echo of
+the agent, into ``parley_in``. Both channels are kept sample-aligned by that one callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from typing import Any
+
+import numpy as np
+
+from parley.agent.clock import MonotonicClock
+from parley.agent.harness.record import RunRecord
+from parley.agent.harness.runner import SR, ScenarioScript, agent_config_for
+from parley.agent.harness.scenario import Scenario
+from parley.agent.model import AgentModel
+from parley.agent.session import DuplexSession
+from parley.config import AgentConfig
+from parley.errors import EngineUnavailableError
+
+SINKS = ["parley_out", "parley_in"]
+BLOCK = 160  # 10 ms
+
+
+def check_realtime_available() -> None:
+    """Raise a clear error when this machine cannot run ``bench --realtime``."""
+    from parley.speech_io.pulse import PULSE_PACKAGES, REQUIRED_TOOLS
+
+    missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+    if missing:
+        raise EngineUnavailableError(
+            f"--realtime needs PulseAudio ({', '.join(missing)} not found); on Debian: "
+            f"apt-get install {PULSE_PACKAGES}"
+        )
+    try:
+        import sounddevice  # noqa: F401
+    except OSError as exc:
+        raise EngineUnavailableError(f"--realtime needs PortAudio: {exc}") from None
+
+
+def _first_sound(output: np.ndarray, start: int, limit: int) -> int:
+    """The first audible sample of ``output`` at or after ``start`` (within ``limit``)."""
+    span = np.flatnonzero(np.abs(output[start : start + limit]) > 1e-4)
+    return start + int(span[0]) if span.size else start
+
+
+async def run_scenario_realtime(
+    model: AgentModel, scenario: Scenario, base: AgentConfig, seed: int = 0
+) -> RunRecord:
+    """Run ``scenario`` through PulseAudio null sinks in real time."""
+    import sounddevice as sd
+
+    from parley.speech_io.devices import DeviceTransport
+    from parley.speech_io.pulse import pulse_null_sinks
+
+    script = ScenarioScript(scenario, seed)
+    config = agent_config_for(base, scenario)
+    total = script.total
+    user, echo = script.user, script.echo_path()
+    output = np.zeros(total, dtype=np.float32)
+    mic = np.zeros(total, dtype=np.float32)
+    pos = 0
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+
+    def room(indata: np.ndarray, outdata: np.ndarray, frames: int, _t: Any, _status: Any) -> None:
+        # The user's side of the room: runs on PortAudio's thread, never waits.
+        nonlocal pos
+        n = max(0, min(frames, total - pos))
+        played = indata[:n, 0]
+        output[pos : pos + n] = played
+        heard = user[pos : pos + n].copy()
+        if echo is not None:
+            heard += echo.process(played)
+        mic[pos : pos + n] = heard
+        outdata[:] = 0
+        outdata[:n, 0] = heard
+        pos += frames
+        if pos >= total:
+            loop.call_soon_threadsafe(done.set)
+            raise sd.CallbackStop
+
+    with pulse_null_sinks(SINKS) as dev:
+        clock = MonotonicClock()
+        session = DuplexSession(model, config, clock=clock)
+        raw: list[tuple[Any, float]] = []
+        session.subscribe(lambda e: raw.append((e, clock.now())))
+        transport = DeviceTransport(
+            session, input_device=dev.monitors["parley_in"], output_device=dev.sinks["parley_out"]
+        )
+
+        def on_event(e: Any) -> None:
+            if e.type == "playback_paused":
+                transport.clear_output()  # silence within the device's own buffer
+            elif e.type == "first_audio":
+                script.reply_started(pos, pos)
+
+        session.subscribe(on_event)
+        stream = sd.Stream(
+            device=(dev.monitors["parley_out"], dev.sinks["parley_in"]),
+            samplerate=SR, blocksize=BLOCK, channels=1, dtype="float32",
+            latency="low", callback=room,
+        )  # fmt: skip
+        try:
+            async with transport:
+                stream.start()
+                origin = clock.now()
+                async with asyncio.timeout(total / SR + 30):
+                    await done.wait()
+        finally:
+            stream.close()
+            await session.aclose()
+
+    # Events on the room's time base: seconds since the room stream started; a first_audio
+    # is placed where its sound actually reached the room.
+    events = []
+    for e, t in raw:
+        d = e.to_dict()
+        d["t"] = t - origin
+        if d["type"] == "first_audio":
+            d["output_sample"] = _first_sound(output, max(0, int(d["t"] * SR) - BLOCK), SR // 2)
+        events.append(d)
+    return script.record(
+        mic=mic,
+        output=output,
+        events=events,
+        endpoint_silence_ms=float(config.endpoint_silence_ms),
+        model_compute_s=session.compute_s,
+        realtime=True,
+    )
