@@ -16,3 +16,25 @@ __version__ = "0.1.0"
 _checkout = Path(__file__).resolve().parent.parent
 if (_checkout / "run_agent.py").is_file() and (_checkout / "agent").is_dir():
     __path__.append(str(_checkout))  # type: ignore[name-defined]  # noqa: F821
+
+# The public API, imported on first use so that `import parley` stays light.
+_EXPORTS = {
+    "AgentModel": "parley.agent.model",
+    "DuplexSession": "parley.agent.session",
+    "AgentState": "parley.agent.events",
+    "Event": "parley.agent.events",
+    "MonotonicClock": "parley.agent.clock",
+    "VirtualClock": "parley.agent.clock",
+    "ParleyConfig": "parley.config",
+    "load_config": "parley.config",
+    "ParleyError": "parley.errors",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'parley' has no attribute {name!r}")

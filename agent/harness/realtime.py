@@ -56,7 +56,7 @@ async def run_scenario_realtime(
     """Run ``scenario`` through PulseAudio null sinks in real time."""
     import sounddevice as sd
 
-    from parley.speech_io.devices import DeviceTransport
+    from parley.agent.live import connect_devices
     from parley.speech_io.pulse import pulse_null_sinks
 
     script = ScenarioScript(scenario, seed)
@@ -91,17 +91,10 @@ async def run_scenario_realtime(
         session = DuplexSession(model, config, clock=clock)
         raw: list[tuple[Any, float]] = []
         session.subscribe(lambda e: raw.append((e, clock.now())))
-        transport = DeviceTransport(
-            session, input_device=dev.monitors["parley_in"], output_device=dev.sinks["parley_out"]
+        transport = connect_devices(session, dev.monitors["parley_in"], dev.sinks["parley_out"])
+        session.subscribe(
+            lambda e: script.reply_started(pos, pos) if e.type == "first_audio" else None
         )
-
-        def on_event(e: Any) -> None:
-            if e.type == "playback_paused":
-                transport.clear_output()  # silence within the device's own buffer
-            elif e.type == "first_audio":
-                script.reply_started(pos, pos)
-
-        session.subscribe(on_event)
         stream = sd.Stream(
             device=(dev.monitors["parley_out"], dev.sinks["parley_in"]),
             samplerate=SR, blocksize=BLOCK, channels=1, dtype="float32",
