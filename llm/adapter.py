@@ -11,8 +11,6 @@ pass for any chunking.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from parley.config import AdapterConfig
+from parley.streaming import Streaming
 
 __all__ = ["Adapter", "AdapterStreamState", "StreamingAdapter"]
 
@@ -74,7 +73,7 @@ class AdapterStreamState:
     flushed: bool = False
 
 
-class StreamingAdapter:
+class StreamingAdapter(Streaming):
     """Streaming twin of :class:`Adapter`, sharing its weights."""
 
     def __init__(self, adapter: Adapter) -> None:
@@ -94,15 +93,6 @@ class StreamingAdapter:
     def reset(self) -> None:
         """Forget the stream; the next push starts a new one."""
         self.state = self._new_state()
-
-    @contextlib.contextmanager
-    def streaming(self) -> Iterator[StreamingAdapter]:
-        """A fresh stream for the ``with`` body, cleared again on exit."""
-        self.reset()
-        try:
-            yield self
-        finally:
-            self.reset()
 
     @torch.no_grad()
     def push(self, frames: Tensor) -> Tensor:

@@ -32,9 +32,7 @@ to ``2i + 2``. A block's last frame therefore needs one mel frame (10 ms) past t
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +43,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder, Whisper
 
 from parley.config import EncoderConfig
 from parley.errors import ConfigError
+from parley.streaming import Streaming
 
 __all__ = [
     "BlockCausalEncoder",
@@ -223,7 +222,7 @@ class EncoderStreamState:
     flushed: bool = False
 
 
-class StreamingEncoder:
+class StreamingEncoder(Streaming):
     """Block-by-block twin of :class:`BlockCausalEncoder`, sharing its weights.
 
     ``push`` mel frames as they come; it returns the encoder frames of every completed block.
@@ -262,15 +261,6 @@ class StreamingEncoder:
     def reset(self) -> None:
         """Forget the stream; the next push starts a new one."""
         self.state = self._new_state()
-
-    @contextlib.contextmanager
-    def streaming(self) -> Iterator[StreamingEncoder]:
-        """A fresh stream for the ``with`` body, cleared again on exit."""
-        self.reset()
-        try:
-            yield self
-        finally:
-            self.reset()
 
     @torch.no_grad()
     def push(self, mel_frames: Tensor) -> Tensor:

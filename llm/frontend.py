@@ -6,19 +6,17 @@ the utterance ends, only the last partial block remains to compute.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 
 from parley.config import FeatureConfig
 from parley.llm.adapter import Adapter, StreamingAdapter
 from parley.llm.encoder import BlockCausalEncoder, StreamingEncoder
+from parley.streaming import Streaming
 from parley.tokenizers.features import StreamingLogMel
 
 
-class StreamingFrontEnd:
+class StreamingFrontEnd(Streaming):
     """Streams 16 kHz mono PCM into LM input embeddings for one utterance at a time."""
 
     def __init__(self, features: FeatureConfig, encoder: BlockCausalEncoder, adapter: Adapter):
@@ -33,15 +31,6 @@ class StreamingFrontEnd:
         self.encoder.reset()
         self.adapter.reset()
         self._embeddings.clear()
-
-    @contextmanager
-    def streaming(self) -> Iterator[StreamingFrontEnd]:
-        """Scope one utterance."""
-        self.reset()
-        try:
-            yield self
-        finally:
-            self.reset()
 
     @property
     def positions(self) -> int:

@@ -47,11 +47,11 @@ not change between replies, and re-learning it costs a second of echo.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from parley.streaming import Streaming
 
 __all__ = ["EchoCanceller", "EchoOptions", "GateOptions", "NearEndGate"]
 
@@ -121,7 +121,7 @@ class _EchoState:
     echo: np.ndarray = field(default_factory=lambda: np.zeros((2, 0), np.float32))
 
 
-class EchoCanceller:
+class EchoCanceller(Streaming):
     """Streaming echo canceller: delay estimation plus a two-path MDF adaptive filter.
 
     ``process(mic, reference)`` takes equal-length float32 chunks of any length, where
@@ -162,15 +162,6 @@ class EchoCanceller:
     def reset(self) -> None:
         """Start a new stream: forget the learnt echo path and all history."""
         self._state = self._new_state()
-
-    @contextmanager
-    def streaming(self) -> Iterator[EchoCanceller]:
-        """Scope one stream: fresh state on entry, cleared again on exit."""
-        self.reset()
-        try:
-            yield self
-        finally:
-            self.reset()
 
     # -- read-outs -------------------------------------------------------------------
 
@@ -417,7 +408,7 @@ class _GateState:
     noise: float = np.inf  # residual noise floor (mean square)
 
 
-class NearEndGate:
+class NearEndGate(Streaming):
     """Per-frame verdict: may the canceller's residual hold near-end (user) speech?
 
     ``process(residual, reference)`` takes what :meth:`EchoCanceller.process` just
@@ -445,15 +436,6 @@ class NearEndGate:
     def reset(self) -> None:
         """Start a new stream."""
         self._state = self._new_state()
-
-    @contextmanager
-    def streaming(self) -> Iterator[NearEndGate]:
-        """Scope one stream: fresh state on entry, cleared again on exit."""
-        self.reset()
-        try:
-            yield self
-        finally:
-            self.reset()
 
     def process(self, residual: np.ndarray, reference: np.ndarray) -> np.ndarray:
         """Verdicts (bool array) for the frames these samples complete."""

@@ -13,11 +13,11 @@ the same echo as feeding it at once::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from parley.streaming import Streaming
 
 __all__ = ["EchoPath"]
 
@@ -38,7 +38,7 @@ class _PathState:
     noise: np.random.Generator = field(repr=False)
 
 
-class EchoPath:
+class EchoPath(Streaming):
     """Delay + gain + seeded room impulse response + white noise, applied sample-exactly.
 
     ``process(played)`` returns the echo that reaches the microphone during the same span
@@ -88,15 +88,6 @@ class EchoPath:
     def reset(self) -> None:
         """Forget everything played so far and restart the noise from the seed."""
         self._state = self._new_state()
-
-    @contextmanager
-    def streaming(self) -> Iterator[EchoPath]:
-        """Scope one stream: fresh state on entry, reset again on exit."""
-        self.reset()
-        try:
-            yield self
-        finally:
-            self.reset()
 
     def process(self, played: np.ndarray) -> np.ndarray:
         """Echo (plus noise) that reaches the microphone while ``played`` is playing."""

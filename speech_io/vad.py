@@ -16,10 +16,8 @@ every 16 ms rather than every 32 ms: at speech onset that halves the confirmatio
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
@@ -27,6 +25,8 @@ from typing import Literal
 import numpy as np
 import torch
 import webrtcvad
+
+from parley.streaming import Streaming
 
 __all__ = ["VADEvent", "VADOptions", "VADState", "StreamingVAD"]
 
@@ -183,7 +183,7 @@ class _Stream:
         self.silero_state = [torch.zeros(2, 1, 128) for _ in range(self.phases)]
 
 
-class StreamingVAD:
+class StreamingVAD(Streaming):
     """Feed audio with :meth:`push`; get ``start``/``stop`` events as they are decided.
 
     Decisions depend only on the samples, never on how they were chunked. One instance
@@ -232,15 +232,6 @@ class StreamingVAD:
     def reset(self) -> None:
         """Forget the stream: state QUIET, sample counter back to 0, fresh model state."""
         self._s = self._new_stream()
-
-    @contextlib.contextmanager
-    def streaming(self) -> Iterator[StreamingVAD]:
-        """Open a fresh stream for the ``with`` block and clear it on the way out."""
-        self.reset()
-        try:
-            yield self
-        finally:
-            self.reset()
 
     def push_gated(self, samples: np.ndarray, allow: bool) -> list[VADEvent]:
         """:meth:`push` with one gate value for all of ``samples``."""

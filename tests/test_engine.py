@@ -36,6 +36,18 @@ def audio(n=6, seed=1):
     return torch.randn(n, SMALL.hidden, generator=torch.Generator().manual_seed(seed))
 
 
+def greedy_from_scratch(engine, history):
+    """A greedy reply to ``history`` (embeddings) from an empty cache, by hand."""
+    cache = DynamicCache(config=engine.model.config)
+    proc = ScheduleLogitsProcessor(engine.layout, SCHED, engine.vocab_rows)
+    logits, tokens = engine.forward(history, cache), []
+    while True:
+        tokens.append(int(torch.argmax(proc.apply(logits))))
+        if proc.accept(tokens[-1]) is TokenClass.EOT:
+            return tokens
+        logits = engine.forward(engine.embed_ids([tokens[-1]]), cache)
+
+
 async def collect(ctx, params=None):
     async with contextlib.aclosing(ctx.reply(params)) as stream:
         return [d async for d in stream]
@@ -78,15 +90,7 @@ async def test_cached_follow_up_equals_full_reprefill(engine):
     history = torch.cat(
         [e([lay.user]), a1, e([lay.assistant]), e(r1), e([lay.user]), a2, e([lay.assistant])]
     )
-    cache = DynamicCache(config=engine.model.config)
-    proc = ScheduleLogitsProcessor(lay, SCHED, engine.vocab_rows)
-    logits, fresh = engine.forward(history, cache), []
-    while True:
-        tok = int(torch.argmax(proc.apply(logits)))
-        fresh.append(tok)
-        if proc.accept(tok) is TokenClass.EOT:
-            break
-        logits = engine.forward(e([tok]), cache)
+    fresh = greedy_from_scratch(engine, history)
     assert fresh == r2
 
 
@@ -200,7 +204,6 @@ async def test_truncated_reply_equals_a_context_that_only_heard_the_prefix(engin
 
     # Context B: the same history written out by hand: prefix + eot, then the new turn.
     lay, e = engine.layout, engine.embed_ids
-    cache = DynamicCache(config=engine.model.config)
     history = torch.cat(
         [
             e([lay.user]),
@@ -213,15 +216,7 @@ async def test_truncated_reply_equals_a_context_that_only_heard_the_prefix(engin
             e([lay.assistant]),
         ]
     )
-    proc = ScheduleLogitsProcessor(lay, SCHED, engine.vocab_rows)
-    logits, fresh = engine.forward(history, cache), []
-    while True:
-        tok = int(torch.argmax(proc.apply(logits)))
-        fresh.append(tok)
-        if proc.accept(tok) is TokenClass.EOT:
-            break
-        logits = engine.forward(e([tok]), cache)
-    assert fresh == after_a
+    assert greedy_from_scratch(engine, history) == after_a
 
 
 async def test_truncate_rejects_bad_keep_and_running_reply(engine):

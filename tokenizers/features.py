@@ -18,14 +18,13 @@ Features do not check for NaN or inf: that is done once, at the edge, by
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from parley.config import FeatureConfig
+from parley.streaming import Streaming
 
 __all__ = ["MelStreamState", "StreamingLogMel", "log_mel", "mel_filters"]
 
@@ -162,7 +161,7 @@ class MelStreamState:
     flushed: bool = False
 
 
-class StreamingLogMel:
+class StreamingLogMel(Streaming):
     """Incremental :func:`log_mel`: chunks in, completed frames out.
 
     A frame comes out of :meth:`push` as soon as every sample of its window has arrived.
@@ -184,15 +183,6 @@ class StreamingLogMel:
     def reset(self) -> None:
         """Forget the current stream; the next push starts a new one."""
         self.state = MelStreamState()
-
-    @contextmanager
-    def streaming(self) -> Iterator[StreamingLogMel]:
-        """Scope one stream: reset on entry and on exit, so no state leaks between streams."""
-        self.reset()
-        try:
-            yield self
-        finally:
-            self.reset()
 
     def push(self, chunk: np.ndarray) -> np.ndarray:
         """Add samples; return the frames they completed, float32 ``(n_mels, k)``, k >= 0."""

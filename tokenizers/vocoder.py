@@ -16,8 +16,7 @@ samples and the tail, normalized by its partial envelope, fades the stream out a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from parley.config import CodecConfig
+from parley.streaming import Streaming
 
 INPUT_PAST_TOKENS = 2
 """Past tokens the input conv sees besides the current one and the lookahead."""
@@ -203,7 +203,7 @@ class VocoderState:
     ended: bool = False
 
 
-class StreamingVocoder:
+class StreamingVocoder(Streaming):
     """Push speech tokens as they come, get the audio that is final so far.
 
     The concatenated outputs of :meth:`push` and :meth:`flush` equal
@@ -239,15 +239,6 @@ class StreamingVocoder:
     def reset(self) -> None:
         """Forget the stream: the next push starts a new one."""
         self.state = self._fresh_state()
-
-    @contextmanager
-    def streaming(self) -> Iterator[StreamingVocoder]:
-        """One stream: fresh state inside the block, dropped when it exits."""
-        self.reset()
-        try:
-            yield self
-        finally:
-            self.reset()
 
     @torch.inference_mode()
     def push(self, ids: TokenIds) -> np.ndarray:
