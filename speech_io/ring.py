@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 
@@ -43,3 +45,60 @@ class SampleRing:
             idx = np.arange(lo, hi) % cap
             out[lo - begin : hi - begin] = self._buf[idx]
         return out
+
+
+class SampleFifo:
+    """Fixed-capacity float32 FIFO between one PortAudio callback thread and the event loop.
+
+    The lock guards a copy of a few blocks at most; a Python callback holds the GIL longer
+    than that anyway, so it adds no wait the callback does not already have.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._buf = np.zeros(capacity, dtype=np.float32)
+        self._head = 0  # index of the oldest sample
+        self._len = 0
+        self._lock = threading.Lock()
+        self.read_total = 0  # samples ever taken out by reads (not by clear)
+
+    def __len__(self) -> int:
+        return self._len
+
+    @property
+    def capacity(self) -> int:
+        return len(self._buf)
+
+    def write(self, x: np.ndarray) -> int:
+        """Append what fits; return how many samples were taken (the rest is dropped)."""
+        with self._lock:
+            cap = len(self._buf)
+            n = min(len(x), cap - self._len)
+            tail = (self._head + self._len) % cap
+            first = min(n, cap - tail)
+            self._buf[tail : tail + first] = x[:first]
+            self._buf[: n - first] = x[first:n]
+            self._len += n
+            return n
+
+    def read_into(self, out: np.ndarray) -> int:
+        """Fill the front of ``out`` with the oldest samples; return how many."""
+        with self._lock:
+            cap = len(self._buf)
+            n = min(len(out), self._len)
+            first = min(n, cap - self._head)
+            out[:first] = self._buf[self._head : self._head + first]
+            out[first:n] = self._buf[: n - first]
+            self._head = (self._head + n) % cap
+            self._len -= n
+            self.read_total += n
+            return n
+
+    def read_all(self) -> np.ndarray:
+        out = np.empty(self._len, dtype=np.float32)
+        return out[: self.read_into(out)]
+
+    def clear(self) -> tuple[int, int]:
+        """Drop everything held; return (samples dropped, ``read_total``), read atomically."""
+        with self._lock:
+            n, self._len = self._len, 0
+            return n, self.read_total

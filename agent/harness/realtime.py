@@ -22,7 +22,7 @@ from parley.agent.harness.scenario import Scenario
 from parley.agent.model import AgentModel
 from parley.agent.session import DuplexSession
 from parley.config import AgentConfig
-from parley.errors import EngineUnavailableError
+from parley.errors import EngineUnavailableError, ParleyError
 
 SINKS = ["parley_out", "parley_in"]
 BLOCK = 160  # 10 ms
@@ -38,9 +38,11 @@ def check_realtime_available() -> None:
             f"--realtime needs PulseAudio ({', '.join(missing)} not found); on Debian: "
             f"apt-get install {PULSE_PACKAGES}"
         )
+    from parley.speech_io.soundcard import load_sounddevice
+
     try:
-        import sounddevice  # noqa: F401
-    except OSError as exc:
+        load_sounddevice()
+    except ParleyError as exc:
         raise EngineUnavailableError(f"--realtime needs PortAudio: {exc}") from None
 
 
@@ -54,10 +56,11 @@ async def run_scenario_realtime(
     model: AgentModel, scenario: Scenario, base: AgentConfig, seed: int = 0
 ) -> RunRecord:
     """Run ``scenario`` through PulseAudio null sinks in real time."""
-    import sounddevice as sd
-
     from parley.agent.live import connect_devices
     from parley.speech_io.pulse import pulse_null_sinks
+    from parley.speech_io.soundcard import load_sounddevice
+
+    sd = load_sounddevice()
 
     script = ScenarioScript(scenario, seed)
     config = agent_config_for(base, scenario)

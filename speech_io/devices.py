@@ -1,0 +1,491 @@
+"""Sound-card input and output for the duplex session, through sounddevice (PortAudio).
+
+sounddevice itself is imported in one place only, :func:`~parley.speech_io.soundcard.load_sounddevice`,
+when a transport starts, so importing this module works on a machine without PortAudio.
+
+Threading: PortAudio calls the stream callbacks on its own threads; the session's
+:class:`AudioEndpoint` may only be touched on the event loop thread. The callbacks therefore
+never call the endpoint and never wait on the loop: the input callback copies its block into
+a ring and wakes the loop (``call_soon_threadsafe``); the output callback plays what the loop
+has already put into the output ring, and silence for whatever is missing. One pump task on
+the loop moves microphone blocks into ``push_input`` and keeps the output ring a couple of
+blocks ahead with ``pull_output``.
+
+Input and output are two separate streams, not one duplex stream: with the ALSA PulseAudio
+plugin a duplex stream whose sound server died hung ``Pa_AbortStream`` for good, while
+separate streams reported the loss and closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import math
+import threading
+from typing import Any, Protocol
+
+import numpy as np
+import soxr
+
+from parley.speech_io.ring import SampleFifo as _SampleRing
+from parley.speech_io.soundcard import (
+    AudioDeviceError,
+    DeviceInfo,
+    Kind,
+    StreamFormat,
+    TransportStats,
+    _negotiate,
+    _pick,
+    find_device,
+    list_devices,
+    load_sounddevice,
+    refresh_devices,
+)
+
+__all__ = [
+    "AudioDeviceError",
+    "AudioEndpoint",
+    "DeviceInfo",
+    "DeviceTransport",
+    "StreamFormat",
+    "TransportStats",
+    "find_device",
+    "list_devices",
+    "refresh_devices",
+]
+
+log = logging.getLogger(__name__)
+
+_FLAGS = ("input_underflow", "input_overflow", "output_underflow", "output_overflow")
+
+
+class AudioEndpoint(Protocol):
+    """The session side of a transport. Only ever called on the event loop thread."""
+
+    sample_rate: int
+
+    def push_input(self, samples: np.ndarray) -> None:
+        """Consecutive microphone samples, float32 mono."""
+
+    def pull_output(self, n: int) -> np.ndarray:
+        """The next ``n`` samples to play, float32 mono, exactly ``n``."""
+
+    def rewind_output(self, n: int) -> None:
+        """The last ``n`` pulled samples were never played."""
+
+
+def _settle(fut: asyncio.Future[Exception | None], value: Exception | None) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _resampler(src: int, dst: int) -> soxr.ResampleStream | None:
+    return None if src == dst else soxr.ResampleStream(src, dst, 1, dtype="float32")
+
+
+class DeviceTransport:
+    """Connects an :class:`AudioEndpoint` to a sound card: microphone in, speaker out.
+
+    ``input_device``/``output_device``: ``None`` (the default device), an index or a name,
+    as :func:`find_device` takes them. Audio moves in blocks of ``block_ms``; the output
+    ring is kept ``ahead_blocks`` blocks ahead of the device. A device that cannot take
+    ``sample_rate`` mono is opened at a rate and channel count it accepts (or at
+    ``device_sample_rate``/``device_channels`` when given) and converted with soxr; input
+    takes channel 0, output goes to every channel.
+
+    Use as ``async with DeviceTransport(endpoint) as t: ...`` or ``start()``/``aclose()``.
+    When a device fails or stalls for ``stall_timeout`` seconds the transport stops itself,
+    logs an :class:`AudioDeviceError`, and raises it from :meth:`wait` and on leaving the
+    ``async with`` block. Errors raised by the endpoint stop it the same way.
+
+    Options: ``latency`` is PortAudio's suggested latency (seconds, or "low"/"high");
+    ``input_buffer_ms`` is how far the loop may fall behind the microphone before blocks
+    are dropped (counted in :attr:`stats`); ``close_timeout`` bounds how long closing a
+    broken device may take. Timing uses the event loop's clock only.
+    """
+
+    def __init__(
+        self,
+        endpoint: AudioEndpoint,
+        input_device: int | str | None = None,
+        output_device: int | str | None = None,
+        block_ms: int = 10,
+        sample_rate: int = 16000,
+        *,
+        ahead_blocks: int = 2,
+        latency: float | str = "low",
+        device_sample_rate: int | None = None,
+        device_channels: int | None = None,
+        input_buffer_ms: int = 500,
+        stall_timeout: float = 3.0,
+        close_timeout: float = 2.0,
+    ) -> None:
+        if block_ms <= 0 or ahead_blocks < 1 or (sample_rate * block_ms) % 1000:
+            raise ValueError(
+                f"block_ms={block_ms} must be positive, a whole number of samples at {sample_rate} Hz"
+            )
+        if getattr(endpoint, "sample_rate", sample_rate) != sample_rate:
+            raise ValueError(
+                f"endpoint runs at {endpoint.sample_rate} Hz, transport at {sample_rate} Hz"
+            )
+        self.sample_rate = sample_rate
+        self._endpoint = endpoint
+        self._specs: dict[Kind, int | str | None] = {"input": input_device, "output": output_device}
+        self._block_ms, self._ahead_blocks, self._latency = block_ms, ahead_blocks, latency
+        self._force = (device_sample_rate, device_channels)
+        self._input_buffer_ms, self._stall_timeout, self._close_timeout = (
+            input_buffer_ms,
+            stall_timeout,
+            close_timeout,
+        )
+        self.input_format: StreamFormat | None = None
+        self.output_format: StreamFormat | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event = asyncio.Event()
+        self._wake_pending = False
+        self._task: asyncio.Task[None] | None = None
+        self._streams: list[Any] = []
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._state = "new"
+        self._error: BaseException | None = None
+        self._failure: tuple[Kind, str] | None = None
+        # Each field is written by one thread only (input_*, output_*, cleared: the loop),
+        # so plain ints need no lock; flags are kept per stream and merged on reading.
+        self._stats = TransportStats()
+        self._flags: dict[Kind, dict[str, int]] = {"input": {}, "output": {}}
+        # Endpoint samples pulled, and output ring read count, at start or the last clear.
+        self._seg_pulled = self._seg_read0 = 0
+
+    # ------------------------------------------------------------------ public surface
+
+    @property
+    def stats(self) -> TransportStats:
+        """A snapshot of the counters."""
+        flags = dict(self._flags["input"])
+        for k, v in self._flags["output"].items():
+            flags[k] = flags.get(k, 0) + v
+        return dataclasses.replace(self._stats, status_flags=flags)
+
+    @property
+    def error(self) -> BaseException | None:
+        """What stopped the transport, if anything did."""
+        return self._error
+
+    async def __aenter__(self) -> DeviceTransport:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        await self.aclose()
+        if exc_type is None and self._error is not None:
+            raise self._error
+
+    async def start(self) -> None:
+        """Find and open the devices, prefill the output, start the streams and the pump."""
+        if self._state != "new":
+            raise RuntimeError(f"DeviceTransport cannot start when {self._state}")
+        self._state = "starting"
+        self._loop = asyncio.get_running_loop()
+        try:
+            sd = self._sd = load_sounddevice()
+            devices = await asyncio.to_thread(list_devices)
+            fmts = []
+            for kind in ("input", "output"):
+                dev = _pick(devices, self._specs[kind], kind)
+                fmts.append(
+                    await asyncio.to_thread(
+                        _negotiate, sd, dev, kind, self.sample_rate, self._block_ms, *self._force
+                    )
+                )
+            self._prepare(*await asyncio.to_thread(self._open_streams, sd, fmts))
+            # PortAudio fills its whole device buffer from back-to-back callbacks at start,
+            # before the pump can run: prefill for that as well as for the usual lead.
+            self._service(self._prime)
+            await asyncio.to_thread(self._start_streams, sd)
+            self._task = asyncio.create_task(self._run(), name="parley-audio-pump")
+            self._state = "running"
+        except BaseException:
+            await self._close_streams()
+            self._state = "closed"
+            self._stopped.set()
+            raise
+
+    async def wait(self) -> None:
+        """Return once the transport has stopped; raise the error that stopped it, if any."""
+        if self._state == "new":
+            raise RuntimeError("DeviceTransport.wait() before start()")
+        await self._stopped.wait()
+        if self._error is not None:
+            raise self._error
+
+    async def aclose(self) -> None:
+        """Stop the pump and the streams. Unplayed output is dropped, never drained."""
+        if self._state in ("new", "closed"):
+            self._state = "closed"
+            return
+        self._stopping = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.wait([self._task])
+        await self._close_streams()
+        self._state = "closed"
+        self._stopped.set()
+
+    def clear_output(self) -> int:
+        """Drop the output not yet handed to the device (barge-in), tell the endpoint with
+        ``rewind_output`` and return how many endpoint samples that was. What the device
+        already holds (about ``output_format.latency``) still plays."""
+        ring = getattr(self, "_out_ring", None)
+        if ring is None:
+            return 0
+        self._clear_pending = True  # set first: the gap until the next top-up is not an underrun
+        _, consumed = ring.clear()
+        played = (consumed - self._seg_read0) * self.sample_rate // self._out_rate
+        n = max(0, self._seg_pulled - played)
+        # A new segment: the resampler's held-back input was just counted as unplayed.
+        self._seg_read0, self._seg_pulled = consumed, 0
+        self._rs_out = _resampler(self.sample_rate, self._out_rate)
+        self._stats.cleared += n
+        if n:
+            self._endpoint.rewind_output(n)
+        self._event.set()
+        return n
+
+    # ------------------------------------------------------------------ loop side
+
+    def _prepare(self, in_fmt: StreamFormat, out_fmt: StreamFormat) -> None:
+        """Rings and resamplers for these stream formats; no PortAudio involved."""
+        self.input_format, self.output_format = in_fmt, out_fmt
+        sr = self.sample_rate
+        self._frame = sr * self._block_ms // 1000
+        self._in_ring = _SampleRing(
+            max(in_fmt.sample_rate * self._input_buffer_ms // 1000, 4 * in_fmt.blocksize)
+        )
+        self._rs_in = _resampler(in_fmt.sample_rate, sr)
+        self._in_pending = np.zeros(0, dtype=np.float32)
+        self._out_rate = out_fmt.sample_rate
+        block = out_fmt.blocksize
+        self._ahead = self._ahead_blocks * block
+        self._prime = (
+            self._ahead + (math.ceil(out_fmt.latency * self._out_rate / block) + 1) * block
+        )
+        # Top-up stops past the target by less than a frame, but a resampler may release a
+        # little more than one frame's worth at once: leave it room.
+        self._out_ring = _SampleRing(self._prime + 4 * block + 64)
+        self._rs_out = _resampler(sr, self._out_rate)
+        self._seg_pulled = self._seg_read0 = 0
+        self._clear_pending = False
+        self._scratch = np.zeros(4 * out_fmt.blocksize, dtype=np.float32)
+
+    def _service(self, fill: int | None = None) -> None:
+        """One pump step: microphone first (a barge-in it triggers shapes the very next
+        pull), then top the output ring up to ``fill`` samples (default: the usual lead).
+        Fixed frames both ways."""
+        data = self._in_ring.read_all()
+        if data.size:
+            if self._rs_in is not None:
+                data = self._rs_in.resample_chunk(data)
+            pending = np.concatenate((self._in_pending, data)) if self._in_pending.size else data
+            k, frame = 0, self._frame
+            while pending.size - k >= frame:
+                self._endpoint.push_input(pending[k : k + frame])
+                k += frame
+            self._in_pending = pending[k:]
+        for _ in range(64):  # bounded: a fresh resampler may hold back its first frames
+            if len(self._out_ring) >= (fill or self._ahead):
+                break
+            x = np.asarray(self._endpoint.pull_output(self._frame), dtype=np.float32)
+            if x.shape != (self._frame,):
+                raise ValueError(f"pull_output({self._frame}) returned shape {x.shape}")
+            self._seg_pulled += self._frame
+            if self._rs_out is not None:
+                x = self._rs_out.resample_chunk(x)
+            if self._out_ring.write(x) != len(x):
+                raise RuntimeError("output ring overflow: rewind counts would be wrong")
+            self._clear_pending = False
+
+    def _check_health(self, now: float) -> None:
+        if self._failure is not None:
+            kind, why = self._failure
+            raise AudioDeviceError(
+                f"{kind} device {self._fmt(kind).device.describe()} failed: {why}"
+            )
+        for kind, count in (
+            ("input", self._stats.input_blocks),
+            ("output", self._stats.output_blocks),
+        ):
+            seen, since = self._progress[kind]
+            if count != seen:
+                self._progress[kind] = (count, now)
+            elif now - since > self._stall_timeout:
+                raise AudioDeviceError(
+                    f"{kind} device {self._fmt(kind).device.describe()} delivered no audio for "
+                    f"{now - since:.1f} s (unplugged, or held by another program?)"
+                )
+
+    def _fmt(self, kind: Kind) -> StreamFormat:
+        fmt = self.input_format if kind == "input" else self.output_format
+        assert fmt is not None
+        return fmt
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._progress = {"input": (-1, loop.time()), "output": (-1, loop.time())}
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._stall_timeout / 4):
+                        await self._event.wait()
+                self._event.clear()
+                # Reset before servicing: a block written from here on wakes us again.
+                self._wake_pending = False
+                self._service()
+                self._check_health(loop.time())
+        except Exception as exc:
+            if isinstance(exc, AudioDeviceError):
+                log.error("audio transport stopped: %s", exc)
+            else:
+                log.exception("audio transport stopped: the endpoint failed")
+            self._error = exc
+            self._stopping = True
+            await self._close_streams()
+            self._stopped.set()
+
+    # ------------------------------------------------------------------ PortAudio side
+
+    def _open_streams(self, sd: Any, fmts: list[StreamFormat]) -> list[StreamFormat]:
+        """Open (not start) both streams; return their formats with PortAudio's latency.
+        Runs in a worker thread: opening a device can take a while."""
+        opened = []
+        for kind, fmt in zip(("input", "output"), fmts, strict=True):
+            cls, cb = (
+                (sd.InputStream, self._input_callback)
+                if kind == "input"
+                else (sd.OutputStream, self._output_callback)
+            )
+            try:
+                stream = cls(
+                    device=fmt.device.index,
+                    samplerate=fmt.sample_rate,
+                    channels=fmt.channels,
+                    dtype="float32",
+                    blocksize=fmt.blocksize,
+                    latency=self._latency,
+                    callback=cb,
+                    finished_callback=lambda kind=kind: self._on_finished(kind),
+                )
+            except (sd.PortAudioError, ValueError) as exc:
+                raise AudioDeviceError(
+                    f"cannot open {kind} device {fmt.device.describe()}: {exc}"
+                ) from None
+            self._streams.append(stream)
+            opened.append(dataclasses.replace(fmt, latency=float(stream.latency)))
+        return opened
+
+    def _start_streams(self, sd: Any) -> None:
+        try:
+            for stream in self._streams:
+                stream.start()
+        except sd.PortAudioError as exc:
+            raise AudioDeviceError(f"cannot start audio streams: {exc}") from None
+
+    def _wake(self) -> None:
+        loop = self._loop
+        if loop is None or self._wake_pending:
+            return
+        self._wake_pending = True
+        with contextlib.suppress(RuntimeError):  # the loop is closing: nobody left to wake
+            loop.call_soon_threadsafe(self._event.set)
+
+    def _note(self, kind: Kind, status: Any) -> None:
+        if status:
+            flags = self._flags[kind]
+            for name in _FLAGS:
+                if getattr(status, name, False):
+                    flags[name] = flags.get(name, 0) + 1
+
+    def _input_callback(self, indata: np.ndarray, frames: int, time: Any, status: Any) -> None:
+        try:
+            st = self._stats
+            self._note("input", status)
+            n = self._in_ring.write(indata[:, 0])
+            if n < frames:
+                st.input_overruns += 1
+                st.input_dropped += frames - n
+            st.input_blocks += 1
+            self._wake()
+        except Exception as exc:  # PortAudio would print it and keep calling us
+            self._callback_failed("input", exc)
+
+    def _output_callback(self, outdata: np.ndarray, frames: int, time: Any, status: Any) -> None:
+        try:
+            st = self._stats
+            self._note("output", status)
+            if outdata.shape[1] == 1:
+                mono = outdata[:, 0]
+            else:
+                if len(self._scratch) < frames:
+                    self._scratch = np.zeros(frames, dtype=np.float32)
+                mono = self._scratch[:frames]
+            got = self._out_ring.read_into(mono)
+            if got < frames:
+                mono[got:] = 0.0
+                if not self._clear_pending:
+                    st.output_underruns += 1
+                    st.output_missing += frames - got
+            if outdata.shape[1] > 1:
+                outdata[:] = mono[:, None]
+            st.output_blocks += 1
+            self._wake()
+        except Exception as exc:
+            outdata.fill(0)
+            self._callback_failed("output", exc)
+
+    def _callback_failed(self, kind: Kind, exc: Exception) -> None:
+        self._failure = (kind, f"callback error: {exc!r}")
+        self._wake()
+        sd = getattr(self, "_sd", None)
+        if sd is not None:  # None only when a test drives the callbacks without PortAudio
+            raise sd.CallbackAbort from None
+
+    def _on_finished(self, kind: Kind) -> None:
+        if not self._stopping and self._failure is None:
+            self._failure = (
+                kind,
+                "the stream stopped by itself (device unplugged or sound server gone?)",
+            )
+        self._wake()
+
+    async def _close_streams(self) -> None:
+        streams, self._streams = self._streams, []
+        if not streams:
+            return
+        self._stopping = True
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Exception | None] = loop.create_future()
+
+        def close() -> None:
+            err: Exception | None = None
+            for stream in streams:
+                try:
+                    stream.abort()  # cancel, never drain
+                    stream.close()
+                except Exception as exc:
+                    err = exc
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+                loop.call_soon_threadsafe(_settle, done, err)
+
+        # A daemon thread, not the default executor: a stream whose device vanished can hang
+        # in PortAudio, and that must neither block the loop nor keep the process alive.
+        threading.Thread(target=close, name="parley-audio-close", daemon=True).start()
+        try:
+            async with asyncio.timeout(self._close_timeout):
+                err = await done
+        except TimeoutError:
+            err = AudioDeviceError(f"audio streams did not close within {self._close_timeout} s")
+            self._error = self._error or err
+        if err is not None:
+            log.warning("closing audio streams: %s", err)
