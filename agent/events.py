@@ -107,6 +107,16 @@ class AudioPlayed(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AudioRewound(Event):
+    """Reply samples from ``position`` on never reached the speaker (a device dropped them
+    on a pause); they will play again from there."""
+
+    type: ClassVar[str] = "audio_rewound"
+    reply_id: int
+    position: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class PlaybackPaused(Event):
     type: ClassVar[str] = "playback_paused"
     reply_id: int

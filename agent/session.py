@@ -27,6 +27,7 @@ from parley.agent.clock import Clock, MonotonicClock
 from parley.agent.events import (
     AgentState,
     AudioPlayed,
+    AudioRewound,
     Event,
     FirstAudio,
     Interrupted,
@@ -191,22 +192,40 @@ class DuplexSession:
             self.frontend.push(audio)
         self._utterance_fed = self.input_sample
 
+    def _pause(self, onset: int, reason: str) -> None:
+        self._onset = onset
+        self._signal(Signal.USER_ONSET, reason)
+        reply = self._reply
+        if reply is not None and reply.audio_started:
+            self._emit(
+                PlaybackPaused(
+                    t=self.clock.now(),
+                    epoch=self.epoch,
+                    reply_id=reply.id,
+                    position=reply.position,
+                    output_sample=self.output_sample,
+                )
+            )
+
+    def _resume(self, reason: str) -> None:
+        self._onset = None
+        self._signal(Signal.USER_YIELDED, reason)
+        reply = self._reply
+        if reply is not None and reply.audio_started:
+            self._emit(
+                PlaybackResumed(
+                    t=self.clock.now(),
+                    epoch=self.epoch,
+                    reply_id=reply.id,
+                    position=reply.position,
+                    output_sample=self.output_sample,
+                )
+            )
+
     def _on_speech_start(self, sample: int) -> None:
         self._emit(UserSpeechStarted(t=self.clock.now(), epoch=self.epoch, input_sample=sample))
         if self.state in (AgentState.THINKING, AgentState.SPEAKING):
-            self._onset = sample
-            self._signal(Signal.USER_ONSET, "user speech over the reply")
-            reply = self._reply
-            if reply is not None and reply.audio_started:
-                self._emit(
-                    PlaybackPaused(
-                        t=self.clock.now(),
-                        epoch=self.epoch,
-                        reply_id=reply.id,
-                        position=reply.position,
-                        output_sample=self.output_sample,
-                    )
-                )
+            self._pause(sample, "user speech over the reply")
         if self._utterance_start is None:
             self._utterance_start = max(0, sample - self._preroll, self.input.oldest)
             self._utterance_fed = self._utterance_start
@@ -218,20 +237,8 @@ class DuplexSession:
         self._emit(UserSpeechEnded(t=self.clock.now(), epoch=self.epoch, input_sample=sample))
         if self.state is AgentState.PAUSED and self._onset is not None:
             # It ended before min_interruption (else we would have interrupted): resume.
-            self._onset = None
             self._drop_utterance()
-            self._signal(Signal.USER_YIELDED, "short user sound: backchannel or noise")
-            reply = self._reply
-            if reply is not None and reply.audio_started:
-                self._emit(
-                    PlaybackResumed(
-                        t=self.clock.now(),
-                        epoch=self.epoch,
-                        reply_id=reply.id,
-                        position=reply.position,
-                        output_sample=self.output_sample,
-                    )
-                )
+            self._resume("short user sound: backchannel or noise")
             return
         if self._utterance_start is not None:
             self._speech_end = sample
@@ -450,6 +457,14 @@ class DuplexSession:
             back = max(0, k - (size - take))
             if reply is not None and reply.id == reply_id and back:
                 reply.position -= back
+                self._emit(
+                    AudioRewound(
+                        t=self.clock.now(),
+                        epoch=reply.epoch,
+                        reply_id=reply.id,
+                        position=reply.position,
+                    )
+                )
             self.output_sample -= take
             self.input.unplayed(take)
             if take < size:

@@ -14,6 +14,7 @@ import yaml
 from parley.agent.events import (
     AgentState,
     AudioPlayed,
+    AudioRewound,
     FirstAudio,
     Interrupted,
     PlaybackPaused,
@@ -273,3 +274,14 @@ def test_write_report(tmp_path: Path) -> None:
         assert png.startswith(b"\x89PNG") and len(png) > 10_000
     with pytest.raises(ValueError, match="records but"):
         write_report(tmp_path / "x", records, scored[:1])
+
+
+def test_rewound_samples_played_again_are_not_repeats() -> None:
+    events = [
+        _played(0, 0, 1600),
+        AudioRewound(t=0.1, epoch=0, reply_id=0, position=1280),
+        _played(0, 1280, 3200),
+        _played(0, 3000, 3500),
+    ]
+    s = score(_record(events=events))
+    assert s["repeated_samples_on_resume"] == 200 and s["lost_samples_on_resume"] == 0

@@ -213,10 +213,17 @@ def _false_interruptions(segments: list[UserSegment], events: list[dict[str, Any
 
 
 def _resume_exactness(events: list[dict[str, Any]]) -> tuple[int, int]:
-    """Reply samples skipped (lost) and played twice (repeated) between played chunks."""
+    """Reply samples skipped (lost) and played twice (repeated) between played chunks.
+
+    An ``audio_rewound`` event says the samples from its position on never reached the
+    speaker (a device dropped them on a pause), so playing them again is no repeat.
+    """
     last_end: dict[int, int] = {}
     lost = repeated = 0
     for e in events:
+        if e["type"] == "audio_rewound":
+            last_end[int(e["reply_id"])] = int(e["position"])
+            continue
         if e["type"] != "audio_played":
             continue
         reply, start, end = int(e["reply_id"]), int(e["start"]), int(e["end"])
