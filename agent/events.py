@@ -150,3 +150,13 @@ class ReplyEnded(Event):
     status: str  # "completed", "interrupted" or "cancelled"
     played: int
     text: str  # what stays in the conversation history
+
+
+@dataclass
+class HistoryItem:
+    """One turn as the conversation remembers it."""
+
+    role: str  # "user" or "assistant"
+    audio_s: float = 0.0
+    text: str = ""
+    status: str = "completed"  # assistant: completed, interrupted, cancelled

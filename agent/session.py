@@ -19,10 +19,10 @@ import contextlib
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
 import numpy as np
 
+from parley.agent.bus import EventBus
 from parley.agent.clock import Clock, MonotonicClock
 from parley.agent.events import (
     AgentState,
@@ -30,6 +30,7 @@ from parley.agent.events import (
     AudioRewound,
     Event,
     FirstAudio,
+    HistoryItem,
     Interrupted,
     PlaybackPaused,
     PlaybackResumed,
@@ -56,16 +57,6 @@ from parley.tokenizers.vocoder import StreamingVocoder
 SAMPLE_RATE = 16000
 
 
-@dataclass
-class HistoryItem:
-    """One turn as the conversation remembers it."""
-
-    role: str  # "user" or "assistant"
-    audio_s: float = 0.0
-    text: str = ""
-    status: str = "completed"  # assistant: completed, interrupted, cancelled
-
-
 class DuplexSession:
     """One conversation on a shared :class:`AgentModel`."""
 
@@ -88,9 +79,9 @@ class DuplexSession:
         self.sample_rate = SAMPLE_RATE
         self.reply_params = reply_params or self._default_reply_params()
         self.state = AgentState.LISTENING
-        self.epoch = 0
+        self._bus = EventBus()
+        self._emit = self._bus.emit
         self.history: list[HistoryItem] = []
-        self.stale_dropped = 0
         self.compute_s = 0.0  # LM and vocoder time spent on replies so far
 
         ms = SAMPLE_RATE // 1000
@@ -120,35 +111,27 @@ class DuplexSession:
         self._reply: Reply | None = None
         self._next_reply_id = 1
         self._tasks: set[asyncio.Task] = set()
-        self._listeners: list[Callable[[Event], None]] = []
-        self._queues: list[asyncio.Queue[Event | None]] = []
         self._closed = False
 
     # ------------------------------------------------------------------ events
 
     def subscribe(self, listener: Callable[[Event], None]) -> None:
         """Call ``listener`` synchronously with every event (it must not block)."""
-        self._listeners.append(listener)
+        self._bus.subscribe(listener)
 
-    async def events(self) -> AsyncIterator[Event]:
+    def events(self) -> AsyncIterator[Event]:
         """Every event from now on, until the session closes."""
-        queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        self._queues.append(queue)
-        try:
-            while (event := await queue.get()) is not None:
-                yield event
-        finally:
-            self._queues.remove(queue)
+        return self._bus.events()
 
-    def _emit(self, event: Event) -> None:
-        # The epoch fence: nothing made under an older epoch gets out after a bump.
-        if event.epoch < self.epoch:
-            self.stale_dropped += 1
-            return
-        for listener in self._listeners:
-            listener(event)
-        for queue in self._queues:
-            queue.put_nowait(event)
+    @property
+    def epoch(self) -> int:
+        """Bumped on every interruption; events of older epochs never get out."""
+        return self._bus.epoch
+
+    @property
+    def stale_dropped(self) -> int:
+        """Events of a cut reply stopped at the epoch fence."""
+        return self._bus.stale_dropped
 
     def _signal(self, signal: Signal, reason: str) -> None:
         started = self._reply is not None and self._reply.audio_started
@@ -366,7 +349,7 @@ class DuplexSession:
                 output_sample=self.output_sample,
             )
         )
-        self.epoch += 1
+        self._bus.epoch += 1
         self._reply = None
         self._signal(Signal.INTERRUPT, reason)
         self._spawn(self._tear_down(reply, keep, heard))
@@ -505,8 +488,7 @@ class DuplexSession:
                 await task
         await self.context.abort()
         self.context.close()
-        for queue in self._queues:
-            queue.put_nowait(None)
+        self._bus.close()
 
     @property
     def running_tasks(self) -> int:
