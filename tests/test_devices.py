@@ -1,8 +1,4 @@
-"""DeviceTransport: ring logic and pump without PortAudio; real streams on PulseAudio null sinks.
-
-The ``realdevice`` tests print their measurements (run with ``-s`` to see them). Under CPU
-load about one run in five glitches (DESIGN.md section 5), so they assert with tolerance.
-"""
+"""DeviceTransport without a sound card: ring logic, and the pump over a fake PortAudio."""
 
 from __future__ import annotations
 
