@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parley.agent.runtime import default_checkpoint, load_runtime_config, open_checkpoint
+from parley.agent.runtime import default_checkpoint, load_runtime_config
 from parley.config import load_config
 from parley.tokenizers.vocab import TokenClass
 
@@ -42,7 +42,6 @@ def _sample_path() -> Path:
 
 def demo(args: argparse.Namespace, log: Log) -> int:
     from parley.agent.speak import SpeakPipeline
-    from parley.llm.engines import create_engine
     from parley.speech_io.audio import load_audio, write_wav
 
     cfg = load_runtime_config(args)
@@ -51,11 +50,9 @@ def demo(args: argparse.Namespace, log: Log) -> int:
     source = args.input or _sample_path()
     audio = load_audio(source, rate)
     log(f"input: {source} ({len(audio) / rate:.2f} s)")
-    path = args.checkpoint or default_checkpoint(log)
-    checkpoint = open_checkpoint(path, cfg, log)
-
-    engine = create_engine(checkpoint, cfg.engine)
-    pipeline = SpeakPipeline(checkpoint, engine, cfg.agent)
+    model, cfg = _load_model(args, log)
+    checkpoint, path = model.checkpoint, model.checkpoint.path
+    pipeline = SpeakPipeline(checkpoint, model.engine, cfg.agent)
     result = asyncio.run(pipeline.run_turn(audio))
 
     write_wav(args.output, result.audio, result.sample_rate)

@@ -7,8 +7,6 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 from parley.config import ParleyConfig, load_config
 from parley.errors import CheckpointError
 
@@ -49,13 +47,3 @@ def default_checkpoint(log: Callable[[str], None]) -> Path:
         path, load_config(DEFAULT_PRESET).model, seed=DEFAULT_SEED, log=log, overwrite=True
     )
     return path
-
-
-def open_checkpoint(path: Path, cfg: ParleyConfig, log: Callable[[str], None]):
-    """Load a checkpoint for ``cfg``'s engine, with torch's threads set as configured."""
-    from parley.llm.checkpoint import load_checkpoint
-
-    if cfg.engine.threads:
-        torch.set_num_threads(cfg.engine.threads)
-    log(f"loading checkpoint {path}")
-    return load_checkpoint(path, dtype=cfg.engine.dtype)
