@@ -147,7 +147,7 @@ class Interrupted(Event):
 class ReplyEnded(Event):
     type: ClassVar[str] = "reply_ended"
     reply_id: int
-    status: str  # "completed", "interrupted" or "cancelled"
+    status: str  # "completed", "interrupted" or "failed"
     played: int
     text: str  # what stays in the conversation history
 
@@ -159,4 +159,4 @@ class HistoryItem:
     role: str  # "user" or "assistant"
     audio_s: float = 0.0
     text: str = ""
-    status: str = "completed"  # assistant: completed, interrupted, cancelled
+    status: str = "completed"  # assistant: completed, interrupted, failed

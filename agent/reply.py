@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from parley.agent.text import IncrementalDetokenizer
+from parley.config import AgentConfig
 from parley.llm.engine import LMContext, ReplyParams
 from parley.tokenizers.vocab import TokenClass, VocabLayout
 from parley.tokenizers.vocoder import StreamingVocoder
@@ -49,6 +51,15 @@ class Reply:
     @property
     def finished_playing(self) -> bool:
         return self.generation_done and self.position >= len(self.audio)
+
+
+def reply_params_for(config: AgentConfig, token_rate_hz: float) -> ReplyParams:
+    """The agent's reply length bounds (seconds) as speech-token bounds for the engine."""
+    lo, hi = config.reply_min_s, config.reply_max_s
+    return ReplyParams(
+        min_speech_tokens=None if lo is None else math.ceil(lo * token_rate_hz),
+        max_speech_tokens=None if hi is None else max(1, round(hi * token_rate_hz)),
+    )
 
 
 async def produce(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -44,17 +45,17 @@ from parley.agent.events import (
 )
 from parley.agent.input import InputStage, SpeechDetector
 from parley.agent.model import AgentModel
-from parley.agent.reply import Reply, produce
+from parley.agent.reply import Reply, produce, reply_params_for
 from parley.agent.state import Signal, transition
-from parley.agent.text import IncrementalDetokenizer
+from parley.agent.text import IncrementalDetokenizer, text_of
 from parley.config import AgentConfig
 from parley.llm.engine import ReplyParams
 from parley.llm.frontend import StreamingFrontEnd
 from parley.llm.schedule import heard_prefix
-from parley.tokenizers.vocab import TokenClass
 from parley.tokenizers.vocoder import StreamingVocoder
 
 SAMPLE_RATE = 16000
+log = logging.getLogger(__name__)
 
 
 class DuplexSession:
@@ -77,7 +78,7 @@ class DuplexSession:
                 f"duplex sessions run at {SAMPLE_RATE} Hz; the vocoder makes {codec.sample_rate}"
             )
         self.sample_rate = SAMPLE_RATE
-        self.reply_params = reply_params or self._default_reply_params()
+        self.reply_params = reply_params or reply_params_for(self.config, codec.token_rate_hz)
         self.state = AgentState.LISTENING
         self._bus = EventBus()
         self._emit = self._bus.emit
@@ -266,18 +267,6 @@ class DuplexSession:
 
     # ------------------------------------------------------------------ reply
 
-    def _default_reply_params(self) -> ReplyParams:
-        rate = self.model.checkpoint.manifest.model.codec.token_rate_hz
-        cfg = self.config
-        return ReplyParams(
-            min_speech_tokens=None
-            if cfg.reply_min_s is None
-            else math.ceil(cfg.reply_min_s * rate),
-            max_speech_tokens=None
-            if cfg.reply_max_s is None
-            else max(1, round(cfg.reply_max_s * rate)),
-        )
-
     def _start_reply(self) -> None:
         reply = Reply(
             id=self._next_reply_id,
@@ -301,6 +290,25 @@ class DuplexSession:
                 self._on_reply_audio,
             )
         )
+        reply.task.add_done_callback(lambda task: self._on_producer_done(reply, task))
+
+    def _on_producer_done(self, reply: Reply, task: asyncio.Task) -> None:
+        """A reply whose generation failed ends as failed; the conversation goes on."""
+        if task.cancelled() or task.exception() is None or reply is not self._reply:
+            return
+        log.error("reply %d failed: %r", reply.id, task.exception())
+        self.compute_s += reply.compute_s
+        self._reply = None
+        self._onset = None
+        self.history.append(HistoryItem(role="assistant", text="", status="failed"))
+        self._emit(
+            ReplyEnded(
+                t=self.clock.now(), epoch=reply.epoch, reply_id=reply.id,
+                status="failed", played=reply.position, text="",
+            )
+        )  # fmt: skip
+        self._signal(Signal.INTERRUPT, "reply failed")
+        self._signal(Signal.TORN_DOWN, "reply failed")
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -338,7 +346,7 @@ class DuplexSession:
             return
         spt = self.model.samples_per_token
         keep = heard_prefix(reply.classes, math.ceil(reply.position / spt))
-        heard = self._text_of(reply.tokens[:keep], reply.classes[:keep])
+        heard = text_of(self.model.checkpoint.tokenizer, reply.tokens[:keep], reply.classes[:keep])
         self._emit(
             Interrupted(
                 t=self.clock.now(),
@@ -375,10 +383,6 @@ class DuplexSession:
         )
         self._signal(Signal.TORN_DOWN, "reply torn down")
         self._check_timers()  # the user's turn may have ended while we tore down
-
-    def _text_of(self, tokens: list[int], classes: list[TokenClass]) -> str:
-        ids = [t for t, c in zip(tokens, classes, strict=True) if c is TokenClass.TEXT]
-        return self.model.checkpoint.tokenizer.decode(ids, skip_special_tokens=True)
 
     async def interrupt(self) -> None:
         """Cut the current reply now (an application's stop button)."""

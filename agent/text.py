@@ -28,3 +28,11 @@ class IncrementalDetokenizer:
         delta = full[len(self._emitted) :] if full.startswith(self._emitted) else full
         self._emitted = full
         return delta
+
+
+def text_of(tokenizer, tokens: list[int], classes: list) -> str:
+    """The text carried by the text tokens among ``tokens`` (``classes`` names each one's)."""
+    from parley.tokenizers.vocab import TokenClass
+
+    ids = [t for t, c in zip(tokens, classes, strict=True) if c is TokenClass.TEXT]
+    return tokenizer.decode(ids, skip_special_tokens=True)

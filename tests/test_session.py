@@ -158,3 +158,24 @@ async def test_explicit_interrupt_and_close(tiny_model):
     assert np.all(session.pull_output(1600) == 0)
     await session.aclose()
     assert session.running_tasks == 0
+
+
+async def test_a_failing_engine_ends_the_reply_and_the_conversation_goes_on(tiny_model):
+    engine = tiny_model.engine
+    real, calls = engine.forward, [0]
+
+    def flaky(emb, cache):
+        calls[0] += 1
+        if calls[0] == 5:
+            raise RuntimeError("device lost")
+        return real(emb, cache)
+
+    engine.forward = flaky
+    try:
+        session, events, out = await run(tiny_model, [(0.2, 1.0), (4.0, 5.0)], 14.0)
+    finally:
+        engine.forward = real
+    ended = [e for e in events if e.type == "reply_ended"]
+    assert [e.status for e in ended] == ["failed", "completed"]
+    assert states(events)[:3] == [(L, T), (T, X), (X, L)]
+    assert session.state is L and session.running_tasks == 0
