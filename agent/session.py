@@ -297,16 +297,9 @@ class DuplexSession:
         if task.cancelled() or task.exception() is None or reply is not self._reply:
             return
         log.error("reply %d failed: %r", reply.id, task.exception())
-        self.compute_s += reply.compute_s
         self._reply = None
         self._onset = None
-        self.history.append(HistoryItem(role="assistant", text="", status="failed"))
-        self._emit(
-            ReplyEnded(
-                t=self.clock.now(), epoch=reply.epoch, reply_id=reply.id,
-                status="failed", played=reply.position, text="",
-            )
-        )  # fmt: skip
+        self._end_reply(reply, "failed", "")
         self._signal(Signal.INTERRUPT, "reply failed")
         self._signal(Signal.TORN_DOWN, "reply failed")
 
@@ -324,21 +317,24 @@ class DuplexSession:
             self._finish_reply(reply)  # a reply without a single sample of audio
 
     def _finish_reply(self, reply: Reply) -> None:
-        self.compute_s += reply.compute_s
-        text = reply.detokenizer.text
-        self.history.append(HistoryItem(role="assistant", text=text))
         self._reply = None
+        self._end_reply(reply, "completed", reply.detokenizer.text)
+        self._signal(Signal.REPLY_FINISHED, "reply played to the end")
+
+    def _end_reply(self, reply: Reply, status: str, text: str) -> None:
+        """Account a reply that is over, remember what of it stays, and say so."""
+        self.compute_s += reply.compute_s
+        self.history.append(HistoryItem(role="assistant", text=text, status=status))
         self._emit(
             ReplyEnded(
                 t=self.clock.now(),
-                epoch=reply.epoch,
+                epoch=self.epoch,
                 reply_id=reply.id,
-                status="completed",
+                status=status,
                 played=reply.position,
                 text=text,
             )
         )
-        self._signal(Signal.REPLY_FINISHED, "reply played to the end")
 
     def _interrupt(self, reason: str) -> None:
         reply = self._reply
@@ -367,20 +363,9 @@ class DuplexSession:
             reply.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reply.task
-        self.compute_s += reply.compute_s
         self.vocoder.reset()
         self.context.truncate_reply(min(keep, len(reply.tokens)))
-        self.history.append(HistoryItem(role="assistant", text=heard, status="interrupted"))
-        self._emit(
-            ReplyEnded(
-                t=self.clock.now(),
-                epoch=self.epoch,
-                reply_id=reply.id,
-                status="interrupted",
-                played=reply.position,
-                text=heard,
-            )
-        )
+        self._end_reply(reply, "interrupted", heard)
         self._signal(Signal.TORN_DOWN, "reply torn down")
         self._check_timers()  # the user's turn may have ended while we tore down
 

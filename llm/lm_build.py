@@ -16,7 +16,7 @@ from transformers import (
 from parley.config import LMConfig
 from parley.errors import CheckpointError
 from parley.tokenizers.text_tokenizer import train_text_tokenizer
-from parley.tokenizers.vocab import VocabLayout, add_speech_vocab
+from parley.tokenizers.vocab import EOT, VocabLayout, add_speech_vocab
 
 
 def random_lm(cfg: LMConfig, codebook_size: int, seed: int) -> tuple[PreTrainedModel, object]:
@@ -24,7 +24,7 @@ def random_lm(cfg: LMConfig, codebook_size: int, seed: int) -> tuple[PreTrainedM
     tokenizer = train_text_tokenizer(cfg.text_vocab)
     add_speech_vocab(tokenizer, codebook_size)
     config_cls = Qwen2Config if cfg.architecture == "qwen2" else LlamaConfig
-    eot = tokenizer.convert_tokens_to_ids("<|eot|>")
+    eot = tokenizer.convert_tokens_to_ids(EOT)
     config = config_cls(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden,
@@ -61,7 +61,7 @@ def lm_from_pretrained(path: Path, codebook_size: int) -> tuple[PreTrainedModel,
     rows = model.get_input_embeddings().weight.shape[0]
     # Keep padding rows a model may carry beyond its tokenizer; grow when the new ids need it.
     model.resize_token_embeddings(max(rows, len(tokenizer)))
-    model.config.eos_token_id = tokenizer.convert_tokens_to_ids("<|eot|>")
+    model.config.eos_token_id = tokenizer.convert_tokens_to_ids(EOT)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model.eval(), tokenizer
 

@@ -97,7 +97,9 @@ class ScenarioScript:
         e = self.scenario.echo
         if e is None:
             return None
-        return EchoPath(e.delay_ms, e.gain_db, room_ms=e.room_ms, noise_db=e.noise_db, seed=self.seed)
+        return EchoPath(
+            e.delay_ms, e.gain_db, room_ms=e.room_ms, noise_db=e.noise_db, seed=self.seed
+        )
 
     def reply_started(self, at_sample: int, earliest: int) -> None:
         """A reply's first audio sounded at ``at_sample``; place the steps that follow it,
@@ -139,9 +141,11 @@ async def run_scenario(
     events: list[dict] = []
     session.subscribe(lambda e: events.append(e.to_dict()))
     session.subscribe(
-        lambda e: script.reply_started(e.output_sample, session.input_sample)
-        if e.type == "first_audio"
-        else None
+        lambda e: (
+            script.reply_started(e.output_sample, session.input_sample)
+            if e.type == "first_audio"
+            else None
+        )
     )
     room = VirtualRoom(script.user, script.echo_path())
     try:
