@@ -27,9 +27,18 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--engine",
-        choices=["transformers"],
+        choices=["transformers", "vllm", "vllm-server"],
         default=None,
-        help="LM engine (default: transformers, in process)",
+        help=(
+            "LM engine: transformers (default, in process), vllm (AsyncLLM in process), "
+            "vllm-server (a running `vllm serve`, see --engine-url)"
+        ),
+    )
+    p.add_argument(
+        "--engine-url",
+        default=None,
+        metavar="URL",
+        help="base URL of the vLLM server for --engine vllm-server (e.g. http://127.0.0.1:8000)",
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
@@ -121,6 +130,25 @@ def build_parser() -> argparse.ArgumentParser:
     duplex.add_argument("--events", type=Path, metavar="JSON", help="write the event log here")
     _add_checkpoint_arg(duplex)
     _add_config_args(duplex)
+
+    lm_server = sub.add_parser(
+        "lm-server",
+        help="serve the checkpoint's LM with `vllm serve`, set up for --engine vllm-server",
+        description=(
+            "Start `vllm serve` on the checkpoint's lm/ directory with what Parley's "
+            "vllm-server engine needs: prompt embeddings, the interleave-schedule logits "
+            "processor, prefix caching. Arguments after `--` go to vllm serve as they are "
+            "(e.g. -- --tensor-parallel-size 2)."
+        ),
+    )
+    _add_checkpoint_arg(lm_server)
+    lm_server.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    lm_server.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    lm_server.add_argument(
+        "--print", action="store_true", help="print the vllm serve command instead of running it"
+    )
+    lm_server.add_argument("vllm_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    _add_config_args(lm_server)
     return parser
 
 
@@ -142,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": commands.demo,
         "bench": commands.bench,
         "duplex": commands.duplex,
+        "lm-server": commands.lm_server,
     }[args.command]
     try:
         return run(args, _log)

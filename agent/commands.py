@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from parley.config import load_config
 from parley.tokenizers.vocab import TokenClass
 
 Log = Callable[[str], None]
+T = TypeVar("T")
 
 SAMPLE_UTTERANCE = "samples/what_time.wav"
 
@@ -50,10 +52,12 @@ def demo(args: argparse.Namespace, log: Log) -> int:
     source = args.input or _sample_path()
     audio = load_audio(source, rate)
     log(f"input: {source} ({len(audio) / rate:.2f} s)")
-    model, cfg = _load_model(args, log)
+
+    async def turn(model, cfg):
+        return model, await SpeakPipeline(model.checkpoint, model.engine, cfg.agent).run_turn(audio)
+
+    model, result = _with_model(args, log, turn)
     checkpoint, path = model.checkpoint, model.checkpoint.path
-    pipeline = SpeakPipeline(checkpoint, model.engine, cfg.agent)
-    result = asyncio.run(pipeline.run_turn(audio))
 
     write_wav(args.output, result.audio, result.sample_rate)
     speech = sum(
@@ -92,10 +96,29 @@ def _load_model(args: argparse.Namespace, log: Log):
     cfg = load_runtime_config(args)
     path = args.checkpoint or default_checkpoint(log)
     log(f"loading checkpoint {path}")
+    if cfg.engine.name == "vllm":
+        log("starting the vLLM engine (about 30 s on CPU)")
     model = AgentModel.load(path, cfg)
     if model.random_weights:
         log("this checkpoint has random weights: replies are noise; timings and control are real")
     return model, cfg
+
+
+def _with_model(args: argparse.Namespace, log: Log, body: Callable[..., Awaitable[T]]) -> T:
+    """Load the model and run ``body(model, cfg)`` on one event loop, then stop the engine.
+
+    One loop for the whole command: a vLLM engine binds its output handling to the loop it
+    first runs on.
+    """
+
+    async def main() -> T:
+        model, cfg = _load_model(args, log)
+        try:
+            return await body(model, cfg)
+        finally:
+            await model.aclose()
+
+    return asyncio.run(main())
 
 
 def bench(args: argparse.Namespace, log: Log) -> int:
@@ -109,18 +132,21 @@ def bench(args: argparse.Namespace, log: Log) -> int:
         from parley.agent.harness.realtime import check_realtime_available
 
         check_realtime_available()
-    model, cfg = _load_model(args, log)
-    records, scored = [], []
-    for scenario in scenarios:
-        log(f"scenario {scenario.name} ({'real time' if args.realtime else 'virtual time'})")
-        if args.realtime:
-            from parley.agent.harness.realtime import run_scenario_realtime
 
-            record = asyncio.run(run_scenario_realtime(model, scenario, cfg.agent))
-        else:
-            record = asyncio.run(run_scenario(model, scenario, cfg.agent))
-        records.append(record)
-        scored.append(score(record))
+    async def run_all(model, cfg):
+        records = []
+        for scenario in scenarios:
+            log(f"scenario {scenario.name} ({'real time' if args.realtime else 'virtual time'})")
+            if args.realtime:
+                from parley.agent.harness.realtime import run_scenario_realtime
+
+                records.append(await run_scenario_realtime(model, scenario, cfg.agent))
+            else:
+                records.append(await run_scenario(model, scenario, cfg.agent))
+        return records
+
+    records = _with_model(args, log, run_all)
+    scored = [score(r) for r in records]
     write_report(args.out, records, scored)
     pooled = aggregate(scored)
     print((args.out / "summary.md").read_text())
@@ -141,21 +167,19 @@ def duplex(args: argparse.Namespace, log: Log) -> int:
     cfg = load_runtime_config(args)
     rate = cfg.model.features.sample_rate
     user = load_audio(args.input, rate)
-    model, cfg = _load_model(args, log)
-    clock = VirtualClock()
-    session = DuplexSession(model, cfg.agent, clock=clock)
     events: list[dict] = []
-    session.subscribe(lambda e: events.append(e.to_dict()))
-
     sink = FileSink(args.output)
 
-    async def run() -> None:
+    async def run(model, cfg) -> None:
+        clock = VirtualClock()
+        session = DuplexSession(model, cfg.agent, clock=clock)
+        session.subscribe(lambda e: events.append(e.to_dict()))
         try:
             await drive(session, clock, ArraySource(user), sink, len(user))
         finally:
             await session.aclose()
 
-    asyncio.run(run())
+    _with_model(args, log, run)
     out = sink.samples
     sink.close()
     if args.events:
@@ -167,3 +191,26 @@ def duplex(args: argparse.Namespace, log: Log) -> int:
         f"wrote {args.output} ({len(out) / rate:.2f} s, same length as the input): {replies} replies, {cuts} interrupted"
     )
     return 0
+
+
+def lm_server(args: argparse.Namespace, log: Log) -> int:
+    import os
+    import shlex
+
+    from parley.llm.checkpoint import read_manifest
+    from parley.llm.vllm_engine import import_vllm
+    from parley.llm.vllm_server import serve_command
+
+    cfg = load_runtime_config(args)
+    path = args.checkpoint or default_checkpoint(log)
+    read_manifest(path)
+    extra = [a for a in args.vllm_args if a != "--"]
+    cmd = serve_command(path / "lm", cfg.engine, args.host, args.port, extra)
+    if args.print:
+        print(shlex.join(cmd))
+        return 0
+    import_vllm()
+    log(f"serving {path / 'lm'} on http://{args.host}:{args.port} (vLLM start-up: about 30 s on CPU)")
+    log(f"agents connect with: --engine vllm-server --engine-url http://{args.host}:{args.port}")
+    os.execv(cmd[0], cmd)
+    return 0  # not reached: the process is now vllm serve

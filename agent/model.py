@@ -10,7 +10,7 @@ import torch
 from parley.config import ParleyConfig
 from parley.llm.checkpoint import Checkpoint, load_checkpoint
 from parley.llm.engine import SpokenLM
-from parley.llm.engines import create_engine
+from parley.llm.engines import create_engine, needs_lm_weights
 
 
 @dataclass
@@ -26,8 +26,14 @@ class AgentModel:
         """Load ``path`` and start ``config``'s engine on it."""
         if config.engine.threads:
             torch.set_num_threads(config.engine.threads)
-        checkpoint = load_checkpoint(path, dtype=config.engine.dtype)
+        checkpoint = load_checkpoint(
+            path, dtype=config.engine.dtype, lm_weights=needs_lm_weights(config.engine)
+        )
         return cls(checkpoint, create_engine(checkpoint, config.engine), config)
+
+    async def aclose(self) -> None:
+        """Stop the engine (a vLLM engine's processes, a server connection)."""
+        await self.engine.aclose()
 
     @property
     def random_weights(self) -> bool:

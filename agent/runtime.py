@@ -27,6 +27,8 @@ def load_runtime_config(args: argparse.Namespace) -> ParleyConfig:
     overrides: dict = {"engine": {}}
     if getattr(args, "engine", None):
         overrides["engine"]["name"] = args.engine
+    if getattr(args, "engine_url", None):
+        overrides["engine"]["url"] = args.engine_url
     if getattr(args, "threads", None) is not None:
         overrides["engine"]["threads"] = args.threads
     return load_config(getattr(args, "config", None) or DEFAULT_PRESET, overrides)

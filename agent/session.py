@@ -475,8 +475,7 @@ class DuplexSession:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.context.abort()
-        self.context.close()
+        await self.context.aclose()
         self._bus.close()
 
     @property

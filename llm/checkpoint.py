@@ -21,7 +21,7 @@ from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from parley.config import CHECKPOINT_FORMAT_VERSION, ModelConfig
 from parley.errors import CheckpointError
@@ -32,7 +32,7 @@ from parley.tokenizers.codec_io import load_codec
 from parley.tokenizers.speech_tokenizer import SpeechTokenizer
 from parley.tokenizers.vocab import VocabLayout
 from parley.tokenizers.vocoder import TokenVocoder
-from parley.weights import load_file_into
+from parley.weights import load_file_into, read_input_embeddings
 
 ROOT_CONFIG = "parley.json"
 REQUIRED_FILES = (
@@ -68,7 +68,8 @@ class Checkpoint:
     manifest: Manifest
     encoder: BlockCausalEncoder
     adapter: Adapter
-    lm: PreTrainedModel
+    lm: PreTrainedModel | None  # None when loaded for an engine that serves lm/ itself
+    lm_embeddings: torch.Tensor  # the LM's input embedding table (rows, hidden)
     tokenizer: object
     vocoder: TokenVocoder
     speech_tokenizer: SpeechTokenizer
@@ -105,8 +106,12 @@ def read_manifest(path: Path) -> Manifest:
         raise CheckpointError(f"{path / ROOT_CONFIG}: {key}: {first['msg']}") from None
 
 
-def load_checkpoint(path: Path, dtype: str = "float32") -> Checkpoint:
-    """Load and cross-check every part of the checkpoint at ``path``."""
+def load_checkpoint(path: Path, dtype: str = "float32", lm_weights: bool = True) -> Checkpoint:
+    """Load and cross-check every part of the checkpoint at ``path``.
+
+    With ``lm_weights=False`` only the LM's input embeddings are read (an engine such as
+    vLLM loads ``lm/`` itself; a second full copy here would double the memory).
+    """
     path = Path(path)
     manifest = read_manifest(path)
     cfg = manifest.model
@@ -123,21 +128,28 @@ def load_checkpoint(path: Path, dtype: str = "float32") -> Checkpoint:
     adapter = Adapter.from_config(cfg.adapter, cfg.encoder.d_model, manifest.lm_hidden)
     load_file_into(adapter, path / "adapter.safetensors")
 
+    lm = None
     try:
         tokenizer = AutoTokenizer.from_pretrained(path / "lm")
-        lm = AutoModelForCausalLM.from_pretrained(path / "lm", dtype=getattr(torch, dtype))
+        if lm_weights:
+            lm = AutoModelForCausalLM.from_pretrained(path / "lm", dtype=getattr(torch, dtype))
+            embeddings = lm.get_input_embeddings().weight.detach()
+            lm_config = lm.config
+        else:
+            lm_config = AutoConfig.from_pretrained(path / "lm")
+            embeddings = read_input_embeddings(path / "lm")
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path / 'lm'}: cannot load the LM ({exc})") from None
-    rows = lm.get_input_embeddings().weight.shape[0]
+    rows = embeddings.shape[0]
     found = VocabLayout.from_tokenizer(tokenizer, manifest.vocab.codebook_size, rows)
     if found != manifest.vocab:
         raise CheckpointError(
             f"{path / 'lm'}: tokenizer/embedding layout {found} differs from {ROOT_CONFIG}'s "
             f"{manifest.vocab}"
         )
-    if lm.config.hidden_size != manifest.lm_hidden:
+    if lm_config.hidden_size != manifest.lm_hidden or embeddings.shape[1] != manifest.lm_hidden:
         raise CheckpointError(
-            f"{path / 'lm/config.json'}: hidden_size {lm.config.hidden_size}, but the adapter "
+            f"{path / 'lm/config.json'}: hidden_size {lm_config.hidden_size}, but the adapter "
             f"emits {manifest.lm_hidden}"
         )
 
@@ -147,7 +159,8 @@ def load_checkpoint(path: Path, dtype: str = "float32") -> Checkpoint:
         manifest=manifest,
         encoder=encoder.eval(),
         adapter=adapter.eval(),
-        lm=lm.eval(),
+        lm=None if lm is None else lm.eval(),
+        lm_embeddings=embeddings,
         tokenizer=tokenizer,
         vocoder=vocoder.eval(),
         speech_tokenizer=speech_tokenizer.eval(),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from parley.config import EngineConfig, ScheduleConfig
 from parley.tokenizers.vocab import TokenClass, VocabLayout
 
 
@@ -33,6 +34,22 @@ class ReplyParams:
     max_speech_tokens: int | None = None
     temperature: float | None = None
     top_k: int | None = None
+
+    def resolve(
+        self, schedule: ScheduleConfig, engine: EngineConfig
+    ) -> tuple[ScheduleConfig, float, int]:
+        """The schedule, temperature and top-k this reply runs with."""
+        bounds = {
+            k: v
+            for k, v in (
+                ("min_speech_tokens", self.min_speech_tokens),
+                ("max_speech_tokens", self.max_speech_tokens),
+            )
+            if v is not None
+        }
+        temperature = engine.temperature if self.temperature is None else self.temperature
+        top_k = engine.top_k if self.top_k is None else self.top_k
+        return schedule.model_copy(update=bounds), temperature, top_k
 
 
 class LMContext(abc.ABC):
@@ -68,6 +85,11 @@ class LMContext(abc.ABC):
 
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Free what the context holds."""
+
+    async def aclose(self) -> None:
+        """Abort whatever this conversation still has running on the engine, then free it."""
+        await self.abort()
+        self.close()
 
 
 class SpokenLM(abc.ABC):

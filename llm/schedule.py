@@ -59,6 +59,12 @@ def advance(state: ScheduleState, cls: TokenClass, schedule: ScheduleConfig) -> 
     return replace(state, done=True)
 
 
+def max_reply_tokens(schedule: ScheduleConfig) -> int:
+    """An upper bound on a reply's length under ``schedule``, end of turn included."""
+    text_slots = schedule.max_speech_tokens // schedule.speech_tokens + 2
+    return schedule.max_speech_tokens + text_slots * schedule.text_tokens + 2
+
+
 def heard_prefix(classes: list[TokenClass], speech_heard: int) -> int:
     """How many of a reply's tokens to keep when only ``speech_heard`` speech tokens played.
 

@@ -163,22 +163,10 @@ class TransformersContext(LMContext):
             raise RuntimeError("a reply is already running in this context")
         if not self._pending:
             raise RuntimeError("nothing to reply to: add user audio first")
-        params = params or ReplyParams()
         engine = self.engine
-        schedule = engine.schedule.model_copy(
-            update={
-                k: v
-                for k, v in (
-                    ("min_speech_tokens", params.min_speech_tokens),
-                    ("max_speech_tokens", params.max_speech_tokens),
-                )
-                if v is not None
-            }
+        schedule, temperature, top_k = (params or ReplyParams()).resolve(
+            engine.schedule, engine.engine
         )
-        temperature = (
-            engine.engine.temperature if params.temperature is None else params.temperature
-        )
-        top_k = engine.engine.top_k if params.top_k is None else params.top_k
         processor = ScheduleLogitsProcessor(engine.layout, schedule, engine.vocab_rows)
 
         self._running = True

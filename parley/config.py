@@ -189,7 +189,33 @@ class EngineConfig(_Section):
     temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 means greedy.")
     top_k: int = Field(0, ge=0, le=100_000, description="0 disables top-k.")
     seed: int = Field(0, ge=0, description="Sampling seed.")
-    url: str | None = Field(None, description="Server URL for the vllm-server engine.")
+    url: str | None = Field(
+        None, description="Base URL of a running `vllm serve` for the vllm-server engine."
+    )
+    eager: bool = Field(
+        True,
+        description="vLLM: run eagerly (no torch.compile or graphs); starts in half the time.",
+    )
+    kv_cache_mb: int = Field(
+        512,
+        ge=0,
+        le=1_048_576,
+        description="vLLM KV cache size; 0 sizes it from gpu_memory_utilization instead.",
+    )
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    max_model_len: int = Field(
+        8192, ge=256, le=1_048_576, description="vLLM: longest conversation, in positions."
+    )
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    block_size: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description=(
+            "vLLM KV block size, also the prefix cache's unit of reuse; 0 takes vLLM's "
+            "default for the device (CPU: 128; a multiple of 32 there)."
+        ),
+    )
 
 
 class AgentConfig(_Section):

@@ -70,3 +70,33 @@ def load_file_into(module: torch.nn.Module, path: Path) -> None:
 
 def _more(items: list[str]) -> str:
     return f" (+{len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
+
+
+def read_input_embeddings(lm_dir: Path) -> torch.Tensor:
+    """The input embedding table of the HF causal LM in ``lm_dir``, without loading the rest.
+
+    Reads the one tensor named ``*embed_tokens.weight`` from ``model.safetensors`` or,
+    for a sharded model, from the shard its index names.
+    """
+    from safetensors import safe_open
+
+    index = lm_dir / "model.safetensors.index.json"
+    if index.is_file():
+        import json
+
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        names = [k for k in weight_map if k.endswith("embed_tokens.weight")]
+        files = [lm_dir / weight_map[k] for k in names[:1]]
+    else:
+        files = [lm_dir / "model.safetensors"]
+        names = []
+    for file in files:
+        if not file.is_file():
+            raise CheckpointError(f"missing checkpoint file: {file}")
+        with safe_open(str(file), framework="pt") as f:
+            name = next((k for k in f.keys() if k.endswith("embed_tokens.weight")), None)  # noqa: SIM118  (safe_open is not a dict)
+            if name is not None:
+                return f.get_tensor(name)
+    raise CheckpointError(
+        f"{lm_dir}: no '*embed_tokens.weight' tensor in {', '.join(map(str, files))}"
+    )

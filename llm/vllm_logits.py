@@ -1,0 +1,68 @@
+"""The interleave schedule inside vLLM: a V1 logits processor with per-request state.
+
+vLLM loads this class in its engine process by name (``logits_processors=[PROCESSOR]``
+in process, ``--logits-processors`` for ``vllm serve``). A request opts in by carrying
+:func:`schedule_args` in ``SamplingParams.extra_args`` (``vllm_xargs`` over HTTP), which
+holds the vocabulary layout and the schedule as one JSON string, since the server side
+accepts only flat string and number values there. Requests without it (cache priming)
+pass through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import torch
+from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
+
+from parley.config import ScheduleConfig
+from parley.llm.logits import ScheduleLogitsProcessor
+from parley.tokenizers.vocab import VocabLayout
+
+PROCESSOR = "parley.llm.vllm_logits:ScheduleAdapter"
+ARG_KEY = "parley_schedule"
+
+
+def schedule_args(layout: VocabLayout, schedule: ScheduleConfig) -> dict[str, str]:
+    """The ``extra_args`` that make a request follow ``schedule``."""
+    spec = {"layout": layout.model_dump(mode="json"), "schedule": schedule.model_dump()}
+    return {ARG_KEY: json.dumps(spec, sort_keys=True)}
+
+
+@lru_cache(maxsize=64)
+def _parse(spec: str) -> tuple[VocabLayout, ScheduleConfig]:
+    raw = json.loads(spec)
+    return VocabLayout.model_validate(raw["layout"]), ScheduleConfig.model_validate(raw["schedule"])
+
+
+class _RequestSchedule:
+    """One request's schedule; vLLM hands it the growing list of output ids each step."""
+
+    def __init__(self, layout: VocabLayout, schedule: ScheduleConfig) -> None:
+        self.layout = layout
+        self.schedule = schedule
+        self.processor: ScheduleLogitsProcessor | None = None
+
+    def __call__(self, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
+        if self.processor is None:
+            # The logits row may be wider than the layout's vocabulary (padded tables).
+            self.processor = ScheduleLogitsProcessor(self.layout, self.schedule, logits.shape[-1])
+        proc = self.processor
+        for token in output_ids[len(proc.classes) :]:
+            proc.accept(token)
+        return proc.apply(logits)
+
+
+class ScheduleAdapter(AdapterLogitsProcessor):
+    """Applies :func:`parley.llm.schedule.allowed_next` to every request that asks for it."""
+
+    def is_argmax_invariant(self) -> bool:
+        # Masking changes the argmax, so greedy requests must run it too.
+        return False
+
+    def new_req_logits_processor(self, params) -> _RequestSchedule | None:
+        spec = (params.extra_args or {}).get(ARG_KEY)
+        if spec is None:
+            return None
+        return _RequestSchedule(*_parse(spec))
