@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -44,6 +45,7 @@ class Sampling:
     seed: int | None = None
     stop_token_ids: tuple[int, ...] = ()
     extra_args: dict[str, str] = field(default_factory=dict)
+    cache_salt: str | None = None  # a request with a new salt shares no cached blocks
 
 
 @dataclass(frozen=True)
@@ -92,12 +94,21 @@ class PromptEngine(SpokenLM):
         self.schedule = schedule
         self.engine = engine
         self.hidden_size = int(embeddings.shape[1])
+        self._contexts: weakref.WeakSet[PromptContext] = weakref.WeakSet()
 
     def embed_ids(self, ids: list[int]) -> torch.Tensor:
         return self.embeddings[torch.tensor(ids, dtype=torch.long)]
 
     def open_context(self) -> PromptContext:
-        return PromptContext(self)
+        ctx = PromptContext(self)
+        self._contexts.add(ctx)
+        return ctx
+
+    async def abort_all(self) -> None:
+        """Abort every request of every open conversation (before the engine goes away)."""
+        for ctx in list(self._contexts):
+            await ctx.abort()
+            await ctx.stop_priming()
 
     def schedule_args(self, schedule: ScheduleConfig) -> dict[str, str]:
         """``extra_args`` that make the engine's logits processor apply ``schedule``."""
@@ -142,6 +153,10 @@ class PromptContext(LMContext):
     def last_reply_tokens(self) -> list[int]:
         return list(self._reply_tokens)
 
+    def last_prompt(self) -> torch.Tensor:
+        """The prompt of the last reply request: the conversation up to that reply."""
+        return torch.cat(self._history)
+
     def _remember(self, embeddings: torch.Tensor) -> None:
         self._history.append(embeddings)
         self._history_positions += embeddings.shape[0]
@@ -183,7 +198,7 @@ class PromptContext(LMContext):
 
     async def aclose(self) -> None:
         await self.abort()
-        await self._stop_priming()
+        await self.stop_priming()
         self.close()
 
     def close(self) -> None:
@@ -283,7 +298,8 @@ class PromptContext(LMContext):
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(self._prime)
 
-    async def _stop_priming(self) -> None:
+    async def stop_priming(self) -> None:
+        """Cancel the priming request, if any, and abort it on the engine."""
         task = self._prime
         if task is None:
             return

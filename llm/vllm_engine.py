@@ -16,6 +16,7 @@ must guard their entry point with ``if __name__ == "__main__":``.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,8 +30,10 @@ from parley.tokenizers.vocab import VocabLayout
 
 def import_vllm():
     """The ``vllm`` module, or a clear error saying how to get it."""
-    # vLLM logs every step of its start-up at INFO; a voice agent's console needs less.
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    # vLLM logs its start-up at INFO and performance advice at WARNING; a voice agent's
+    # console needs its errors only (VLLM_LOGGING_LEVEL set by the user wins).
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"vllm\.")
     try:
         import vllm
     except ImportError as exc:
@@ -89,11 +92,14 @@ class VLLMSpokenLM(PromptEngine):
 
         args = AsyncEngineArgs(**engine_args(lm_dir, engine), disable_log_stats=True)
         self.llm = AsyncLLM.from_engine_args(args)
+        self._dtype = getattr(torch, engine.dtype)
         self._closed = False
 
     async def stream(
         self, request_id: str, prompt: torch.Tensor, sampling: Sampling
     ) -> AsyncIterator[Chunk]:
+        if self._closed:
+            raise EngineUnavailableError("the vLLM engine has been shut down")
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -108,10 +114,14 @@ class VLLMSpokenLM(PromptEngine):
             output_kind=RequestOutputKind.DELTA,
             extra_args=dict(sampling.extra_args) or None,
         )
+        # In the model's dtype, as vLLM's server casts them: the cache keys blocks by these bytes.
+        request = {"prompt_embeds": prompt.to(self._dtype)}
+        if sampling.cache_salt is not None:
+            request["cache_salt"] = sampling.cache_salt
         first = True
         finished = False
         try:
-            async for out in self.llm.generate({"prompt_embeds": prompt}, params, request_id):
+            async for out in self.llm.generate(request, params, request_id):
                 cached = out.num_cached_tokens if first else None
                 first = False
                 finished = out.finished
@@ -131,6 +141,7 @@ class VLLMSpokenLM(PromptEngine):
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
+            await self.abort_all()
             self.llm.shutdown()
             # Dropped now, while the interpreter is whole: AsyncLLM.__del__ shuts down
             # again, which fails noisily if it first runs during interpreter exit.

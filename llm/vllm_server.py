@@ -107,6 +107,8 @@ class VLLMServerSpokenLM(PromptEngine):
         }
         if sampling.seed is not None:
             body["seed"] = sampling.seed
+        if sampling.cache_salt is not None:
+            body["cache_salt"] = sampling.cache_salt
         if sampling.extra_args:
             body["vllm_xargs"] = dict(sampling.extra_args)
         # Leaving this block before the stream ends closes the connection: the server
@@ -149,4 +151,5 @@ class VLLMServerSpokenLM(PromptEngine):
         return len(self._live)
 
     async def aclose(self) -> None:
+        await self.abort_all()
         await self._client.aclose()

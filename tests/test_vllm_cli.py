@@ -1,0 +1,48 @@
+"""The commands on ``--engine vllm``: one engine per command, several scenarios on it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.test_cli import run_cli
+from tests.vllm_support import require_vllm
+
+pytestmark = pytest.mark.vllm
+
+SHIPPED = "configs/scenarios"
+
+
+@pytest.fixture(autouse=True)
+def _vllm():
+    require_vllm()
+
+
+def test_demo_on_vllm(tiny_checkpoint, tmp_path):
+    events = tmp_path / "events.json"
+    res = run_cli(
+        "demo", "--engine", "vllm", "--checkpoint", str(tiny_checkpoint),
+        "--output", str(tmp_path / "reply.wav"), "--events", str(events),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "starting the vLLM engine" in res.stderr
+    log = json.loads(events.read_text())
+    assert log["reply"]["audio_s"] > 1.0 and log["reply"]["token_ids"][-1] > 0
+
+
+def test_bench_runs_several_scenarios_on_one_vllm_engine(tiny_checkpoint, tmp_path):
+    scenarios = tmp_path / "scenarios"
+    (scenarios / "clips").mkdir(parents=True)
+    for name in ("plain-turn.yaml", "interrupt-mid-reply.yaml"):
+        shutil.copy(f"{SHIPPED}/{name}", scenarios / name)
+    shutil.copytree(f"{SHIPPED}/clips", scenarios / "clips", dirs_exist_ok=True)
+    out = tmp_path / "out"
+    res = run_cli(
+        "bench", "--engine", "vllm", "--checkpoint", str(tiny_checkpoint),
+        "--scenario", str(scenarios), "--out", str(out),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["aggregate"]["replies"] >= 2 and metrics["aggregate"]["interruptions"] == 1
