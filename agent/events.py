@@ -93,6 +93,7 @@ class FirstAudio(Event):
     type: ClassVar[str] = "first_audio"
     reply_id: int
     output_sample: int
+    compute_ms: float = 0.0  # LM and vocoder time the reply took to its first audio
 
 
 @dataclass(frozen=True, kw_only=True)

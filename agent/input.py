@@ -82,6 +82,23 @@ class InputStage:
         return self.detector.speaking
 
     @property
+    def tentative_onset(self) -> int | None:
+        """Where possible, not yet confirmed, user speech began; None when there is none.
+
+        Detectors without a tentative stage (``tentative``/``run_start``) never report one.
+        """
+        if getattr(self.detector, "tentative", False):
+            return int(self.detector.run_start)
+        return None
+
+    @property
+    def starting(self) -> bool:
+        """The detector has an unconfirmed run open (it may still confirm it)."""
+        return bool(getattr(self.detector, "tentative", False)) or (
+            str(getattr(self.detector, "state", "")) == "starting"
+        )
+
+    @property
     def oldest(self) -> int:
         """The oldest input sample whose residual is still held."""
         return self.residual.start

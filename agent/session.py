@@ -55,6 +55,7 @@ from parley.llm.schedule import heard_prefix
 from parley.tokenizers.vocoder import StreamingVocoder
 
 SAMPLE_RATE = 16000
+TENTATIVE_HOLD_MS = 100
 log = logging.getLogger(__name__)
 
 
@@ -89,6 +90,9 @@ class DuplexSession:
         self._frame = self.config.frame_ms * ms
         self._endpoint = self.config.endpoint_silence_ms * ms
         self._min_interruption = self.config.min_interruption_ms * ms
+        # A pause on unconfirmed speech is held this long before it may be undone, so a
+        # flickering onset does not stutter the output; silero confirms well within it.
+        self._tentative_hold = TENTATIVE_HOLD_MS * ms
         self._preroll = self.config.preroll_ms * ms
         self._max_ahead = self.config.max_ahead_ms * ms
 
@@ -109,6 +113,7 @@ class DuplexSession:
         self._utterance_fed = 0  # input sample up to which it went into the front end
         self._speech_end: int | None = None  # silence began here; the turn may be ending
         self._onset: int | None = None  # user speech over our reply began here
+        self._tentative_since: int | None = None  # paused on possible speech, at this sample
         self._reply: Reply | None = None
         self._next_reply_id = 1
         self._tasks: set[asyncio.Task] = set()
@@ -168,7 +173,22 @@ class DuplexSession:
                 self._on_speech_start(ev.sample)
             else:
                 self._on_speech_stop(ev.sample)
+        self._check_tentative()
         self._check_timers()
+
+    def _check_tentative(self) -> None:
+        """Pause at possible user speech over the reply; resume if it is never confirmed."""
+        since = self._tentative_since
+        if since is None:
+            onset = self.input.tentative_onset
+            if self.state is AgentState.SPEAKING and onset is not None:
+                self._tentative_since = self.input_sample
+                self._pause(onset, "possible user speech over the reply")
+        elif self.state is not AgentState.PAUSED:
+            self._tentative_since = None
+        elif not self.input.starting and self.input_sample - since >= self._tentative_hold:
+            self._tentative_since = None
+            self._resume("not speech after all")
 
     def _feed_utterance(self) -> None:
         audio = self.input.recent(self._utterance_fed, self.input_sample)
@@ -179,25 +199,18 @@ class DuplexSession:
     def _pause(self, onset: int, reason: str) -> None:
         self._onset = onset
         self._signal(Signal.USER_ONSET, reason)
-        reply = self._reply
-        if reply is not None and reply.audio_started:
-            self._emit(
-                PlaybackPaused(
-                    t=self.clock.now(),
-                    epoch=self.epoch,
-                    reply_id=reply.id,
-                    position=reply.position,
-                    output_sample=self.output_sample,
-                )
-            )
+        self._playback_event(PlaybackPaused)
 
     def _resume(self, reason: str) -> None:
         self._onset = None
         self._signal(Signal.USER_YIELDED, reason)
+        self._playback_event(PlaybackResumed)
+
+    def _playback_event(self, kind: type[PlaybackPaused] | type[PlaybackResumed]) -> None:
         reply = self._reply
         if reply is not None and reply.audio_started:
             self._emit(
-                PlaybackResumed(
+                kind(
                     t=self.clock.now(),
                     epoch=self.epoch,
                     reply_id=reply.id,
@@ -210,6 +223,9 @@ class DuplexSession:
         self._emit(UserSpeechStarted(t=self.clock.now(), epoch=self.epoch, input_sample=sample))
         if self.state in (AgentState.THINKING, AgentState.SPEAKING):
             self._pause(sample, "user speech over the reply")
+        elif self._tentative_since is not None:  # already paused on it: now it is speech
+            self._onset = sample
+        self._tentative_since = None
         if self._utterance_start is None:
             self._utterance_start = max(0, sample - self._preroll, self.input.oldest)
             self._utterance_fed = self._utterance_start
@@ -219,6 +235,7 @@ class DuplexSession:
 
     def _on_speech_stop(self, sample: int) -> None:
         self._emit(UserSpeechEnded(t=self.clock.now(), epoch=self.epoch, input_sample=sample))
+        self._tentative_since = None
         if self.state is AgentState.PAUSED and self._onset is not None:
             # It ended before min_interruption (else we would have interrupted): resume.
             self._drop_utterance()
@@ -394,6 +411,7 @@ class DuplexSession:
                             epoch=reply.epoch,
                             reply_id=reply.id,
                             output_sample=self.output_sample,
+                            compute_ms=1000.0 * (reply.first_audio_compute_s or 0.0),
                         )
                     )
                 out[:k] = reply.audio[reply.position : reply.position + k]

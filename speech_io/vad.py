@@ -72,6 +72,12 @@ class VADOptions:
     and voiced onsets pass 0.3 one or two chunks in; silero's own 0.5 costs about a
     chunk more on many onsets. Not lower, because in loud noise (-20 dBFS) right after
     speech silero lingers at 0.1-0.4 and a lower bar restarts speech on nothing."""
+    tentative_threshold: float = 0.15
+    """Silero probability at which an open stage-1 run counts as *possible* speech
+    (:attr:`StreamingVAD.tentative`): enough for a speaking agent to pause its output, which
+    it undoes exactly if the run is not confirmed, never enough to start a turn. Fricative
+    onsets ("s", "h") hold silero at 0.15-0.3 for up to 90 ms before the vowel confirms
+    them; noise stays under 0.1."""
     silero_phases: Literal[1, 2, 4] = 2
     """Interleaved silero streams: a new probability every ``32 / phases`` ms, at about
     ``phases`` × 0.2 ms of CPU per 32 ms of audio. 2 cuts median onset latency from
@@ -88,6 +94,10 @@ class VADOptions:
             raise ValueError("start_window must be at least start_frames")
         if not 0.0 <= self.confirm_threshold <= 1.0:
             raise ValueError(f"confirm_threshold must be in [0, 1], got {self.confirm_threshold}")
+        if not 0.0 <= self.tentative_threshold <= 1.0:
+            raise ValueError(
+                f"tentative_threshold must be in [0, 1], got {self.tentative_threshold}"
+            )
         if self.silero_phases not in (1, 2, 4):
             raise ValueError(f"silero_phases must be 1, 2 or 4, got {self.silero_phases}")
 
@@ -213,6 +223,22 @@ class StreamingVAD(Streaming):
     def speaking(self) -> bool:
         """True while speech goes on, not yet in its closing silence (SPEAKING only)."""
         return self._s.state is VADState.SPEAKING
+
+    @property
+    def tentative(self) -> bool:
+        """True while a stage-1 run is open (STARTING, this frame voiced) and silero leans
+        towards speech (:attr:`VADOptions.tentative_threshold`), before it confirms."""
+        s = self._s
+        return (
+            s.state is VADState.STARTING
+            and s.unconfirmed > 0
+            and s.prob >= self.options.tentative_threshold
+        )
+
+    @property
+    def run_start(self) -> int:
+        """First sample of the open STARTING or STOPPING run (the onset a start would report)."""
+        return self._s.run_start
 
     @property
     def frame_is_speech(self) -> bool:

@@ -18,6 +18,8 @@ class ScriptedDetector:
     """Says the user speaks over the given sample spans, with fixed detection delays."""
 
     spans: list[tuple[int, int]]
+    # Spans of possible speech that is never confirmed (a VAD's tentative stage).
+    tentative_spans: list[tuple[int, int]] = field(default_factory=list)
     onset_delay: int = 480  # 30 ms to confirm speech
     stop_delay: int = 3200  # 200 ms of silence to call it over
     pos: int = 0
@@ -39,6 +41,18 @@ class ScriptedDetector:
     @property
     def speaking(self) -> bool:
         return any(a + self.onset_delay <= self.pos < b for a, b in self.spans)
+
+    @property
+    def tentative(self) -> bool:
+        return any(a <= self.pos < b for a, b in self.tentative_spans)
+
+    @property
+    def run_start(self) -> int:
+        return next(a for a, b in self.tentative_spans if a <= self.pos < b)
+
+    @property
+    def state(self) -> str:
+        return "starting" if self.tentative else "speaking" if self.speaking else "quiet"
 
     def reset(self) -> None:
         self.pos = 0

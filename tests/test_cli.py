@@ -148,8 +148,19 @@ def test_duplex_writes_same_length_channel(checkpoint, tmp_path):
     full = np.zeros(6 * 16000)
     full[8000 : 8000 + len(speech)] = speech
     sf.write(tmp_path / "in.wav", full, 16000)
-    code = main(["duplex", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "in.wav"),
-                 "--output", str(tmp_path / "out.wav"), "--events", str(tmp_path / "ev.json")])
+    code = main(
+        [
+            "duplex",
+            "--checkpoint",
+            str(checkpoint),
+            "--input",
+            str(tmp_path / "in.wav"),
+            "--output",
+            str(tmp_path / "out.wav"),
+            "--events",
+            str(tmp_path / "ev.json"),
+        ]
+    )
     assert code == 0
     out, rate = sf.read(tmp_path / "out.wav")
     assert rate == 16000 and len(out) == len(full)
@@ -161,6 +172,16 @@ def test_duplex_writes_same_length_channel(checkpoint, tmp_path):
 def test_bench_rejects_a_bad_scenario(checkpoint, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\ntimeline:\n  - {at: 1.0, say: hi, noise: white}\n")
-    code = main(["bench", "--checkpoint", str(checkpoint), "--scenario", str(bad), "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "bench",
+            "--checkpoint",
+            str(checkpoint),
+            "--scenario",
+            str(bad),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "bad.yaml" in err and "step 0" in err

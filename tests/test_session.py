@@ -119,6 +119,32 @@ async def test_backchannel_resumes_from_the_exact_sample(tiny_model):
     assert first(events, "reply_ended").status == "completed"
 
 
+async def test_unconfirmed_onset_pauses_then_resumes_exactly(tiny_model):
+    # 40 ms that might be speech (a VAD's tentative stage) and never is: the output pauses
+    # at once, holds for TENTATIVE_HOLD_MS, then goes on from the exact sample.
+    clock = VirtualClock()
+    detector = ScriptedDetector([(int(0.2 * SR), int(1.4 * SR))], tentative_spans=[(48000, 48640)])
+    session = DuplexSession(
+        tiny_model, AgentConfig(echo_cancellation=False), clock=clock, detector=detector
+    )
+    events = []
+    session.subscribe(events.append)
+    user = np.zeros(12 * SR, dtype=np.float32)
+    user[int(0.2 * SR) : int(1.4 * SR)] = speechlike(int(1.2 * SR))
+    out = await play(session, clock, user, len(user))
+    await session.aclose()
+    assert states(events) == [(L, T), (T, S), (S, P), (P, S), (S, L)]
+    paused, resumed = first(events, "playback_paused"), first(events, "playback_resumed")
+    assert paused.output_sample <= 48000 + 160  # within a frame of the possible onset
+    assert resumed.output_sample - paused.output_sample == pytest.approx(0.1 * SR, abs=160)
+    assert paused.position == resumed.position
+    assert np.all(out[paused.output_sample : resumed.output_sample] == 0)
+    spans = [(e.start, e.end) for e in events if e.type == "audio_played"]
+    assert all(b[0] == a[1] for a, b in zip(spans, spans[1:], strict=False))
+    assert not [e for e in events if e.type in ("interrupted", "user_speech_started")][1:]
+    assert first(events, "reply_ended").status == "completed"
+
+
 async def test_pause_inside_user_turn_does_not_take_over(tiny_model):
     # 300 ms pause (< 500 ms endpoint) between two parts of one turn
     session, events, out = await run(tiny_model, [(0.2, 1.0), (1.3, 2.0)], 4.0)

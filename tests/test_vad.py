@@ -245,3 +245,41 @@ def test_loading_silero_keeps_torch_threads(monkeypatch):
 def test_options_are_validated(bad):
     with pytest.raises(ValueError):
         VADOptions(**bad)
+
+
+def tentative_frames(vad: StreamingVAD, audio: np.ndarray) -> list[int]:
+    """End samples of the frames after which the VAD reported possible, unconfirmed speech."""
+    vad.reset()
+    frame, ends = vad.options.frame_samples, []
+    for i in range(0, len(audio) - frame + 1, frame):
+        vad.push(audio[i : i + frame])
+        if vad.tentative:
+            ends.append(i + frame)
+    return ends
+
+
+@pytest.mark.parametrize("kind", ["white", "brown"])
+@pytest.mark.parametrize("dbfs", [-40, -15, -6])
+def test_noise_is_never_tentative_speech(vad, kind, dbfs):
+    assert tentative_frames(vad, noise(kind, dbfs, seconds=2.0, seed=dbfs + 70)) == []
+
+
+def test_fricative_onset_is_tentative_before_it_is_confirmed(tmp_path):
+    # "s" holds silero under the confirmation bar until the vowel; the tentative stage
+    # says "possibly speech" earlier, so a speaking agent can pause sooner.
+    path = tmp_path / "s.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(path), "stop please"], check=True)
+    audio, rate = sf.read(path, dtype="float32")
+    clip = soxr.resample(audio, rate, RATE).astype(np.float32)
+    earlier = []
+    for lead_ms in range(500, 532, 2):
+        x = np.concatenate([silence(lead_ms), clip, silence(300)])
+        vad = StreamingVAD()
+        first_tentative = min(tentative_frames(vad, x), default=None)
+        vad.reset()
+        start = next(e for e in vad.push(x) if e.kind == "start")
+        if first_tentative is not None:
+            assert first_tentative <= start.detected_at
+            earlier.append(start.detected_at - first_tentative)
+    assert earlier and max(earlier) >= 30 * MS  # somewhere it is much earlier
+    assert not vad.tentative  # once confirmed, speech is no longer merely possible

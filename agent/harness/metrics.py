@@ -16,14 +16,28 @@ import numpy as np
 
 from parley.agent.harness.record import RunRecord, UserSegment
 
-__all__ = ["COUNT_KEYS", "DIST_KEYS", "TARGETS", "aggregate", "check_targets", "score"]
+__all__ = [
+    "COUNT_KEYS",
+    "DIST_KEYS",
+    "REALTIME_TARGETS",
+    "TARGETS",
+    "aggregate",
+    "check_targets",
+    "score",
+    "targets_for",
+]
 
 SILENT = 1e-4  # |x| at or below this is silence
 AUDIBLE_BEFORE_MS = 50.0  # the agent counts as playing if audible this long before onset
 STOPPED_FOR_MS = 100.0  # output must stay silent this long to count as stopped
 TAKEOVER_GRACE_S = 1.0  # an interruption this long after a segment still belongs to it
 
-DIST_KEYS = ("barge_in_stop_ms", "response_latency_ms", "response_overhead_ms")
+DIST_KEYS = (
+    "barge_in_stop_ms",
+    "response_latency_ms",
+    "response_overhead_ms",
+    "response_compute_ms",
+)
 COUNT_KEYS = (
     "barge_ins",
     "barge_in_unstopped",
@@ -51,6 +65,13 @@ TARGETS: dict[str, tuple[str, float]] = {
     "stale_events_after_interrupt": ("==", 0),
     "response_overhead_ms": ("p95<=", 50.0),
 }
+# Through real devices their buffers add to the stop time; the design allows 150 ms there.
+REALTIME_TARGETS = {**TARGETS, "barge_in_stop_ms": ("p95<=", 150.0)}
+
+
+def targets_for(realtime: bool) -> dict[str, tuple[str, float]]:
+    """The targets a run is held to: virtual time, or through real devices."""
+    return REALTIME_TARGETS if realtime else TARGETS
 
 
 def score(record: RunRecord) -> dict[str, Any]:
@@ -59,7 +80,10 @@ def score(record: RunRecord) -> dict[str, Any]:
     events = record.events
     segments = sorted(record.segments, key=lambda s: (s.onset_sample, s.step))
     stops, unstopped = _barge_in(record.output, segments, sr)
-    latency = _latency(segments, events, sr)
+    latency, compute = _latency(segments, events, sr)
+    # In virtual time the clock stands still while the model computes, so latency holds
+    # none of it; through real devices it does, and the pipeline's share is what is left.
+    hidden = compute if record.realtime else [0.0] * len(latency)
     pause_n, pause_hits = _pause_takeovers(segments, events, sr)
     bc_n, bc_hits = _backchannel_takeovers(segments, events, sr)
     lost, repeated = _resume_exactness(events)
@@ -69,7 +93,10 @@ def score(record: RunRecord) -> dict[str, Any]:
         "barge_ins": len(stops) + unstopped,
         "barge_in_unstopped": unstopped,
         "response_latency_ms": _dist(latency),
-        "response_overhead_ms": _dist([v - record.endpoint_silence_ms for v in latency]),
+        "response_overhead_ms": _dist(
+            [v - record.endpoint_silence_ms - c for v, c in zip(latency, hidden, strict=True)]
+        ),
+        "response_compute_ms": _dist(compute),
         "pause_takeover_rate": _rate(pause_hits, pause_n),
         "pause_takeovers": pause_hits,
         "pause_segments": pause_n,
@@ -85,6 +112,7 @@ def score(record: RunRecord) -> dict[str, Any]:
         "endpoint_silence_ms": record.endpoint_silence_ms,
         "model_compute_s": record.model_compute_s,
         "realtime": record.realtime,
+        "rig_latency_ms": record.rig_latency_ms,
     }
     return out
 
@@ -102,13 +130,14 @@ def aggregate(scored: Sequence[dict[str, Any]]) -> dict[str, Any]:
     )
     out["model_compute_s"] = float(sum(s["model_compute_s"] for s in scored))
     out["realtime"] = bool(scored) and all(s["realtime"] for s in scored)
+    out["rig_latency_ms"] = max((s.get("rig_latency_ms", 0.0) for s in scored), default=0.0)
     return out
 
 
 def check_targets(scored: dict[str, Any]) -> dict[str, bool | None]:
     """For each target: True met, False missed, None nothing measured."""
     result: dict[str, bool | None] = {}
-    for key, (op, bound) in TARGETS.items():
+    for key, (op, bound) in targets_for(bool(scored.get("realtime"))).items():
         value = scored[key]["p95"] if op == "p95<=" else scored[key]
         if value is None:
             result[key] = None
@@ -161,18 +190,26 @@ def _barge_in(output: np.ndarray, segments: list[UserSegment], sr: int) -> tuple
     return stops, unstopped
 
 
-def _latency(segments: list[UserSegment], events: list[dict[str, Any]], sr: int) -> list[float]:
-    firsts = sorted(int(e["output_sample"]) for e in events if e["type"] == "first_audio")
-    out = []
+def _latency(
+    segments: list[UserSegment], events: list[dict[str, Any]], sr: int
+) -> tuple[list[float], list[float]]:
+    """Response latencies (ms, turn end to first audio) and each reply's compute to it."""
+    firsts = sorted(
+        (int(e["output_sample"]), float(e.get("compute_ms", 0.0)))
+        for e in events
+        if e["type"] == "first_audio"
+    )
+    out, compute = [], []
     for i, seg in enumerate(segments):
         if seg.role not in ("turn", "interrupt", "continuation"):
             continue
         if i + 1 < len(segments) and segments[i + 1].role == "continuation":
             continue  # the user's turn goes on after this pause; it ends with the continuation
-        after = [s for s in firsts if s >= seg.offset_sample]
+        after = [f for f in firsts if f[0] >= seg.offset_sample]
         if after:
-            out.append((after[0] - seg.offset_sample) * 1000.0 / sr)
-    return out
+            out.append((after[0][0] - seg.offset_sample) * 1000.0 / sr)
+            compute.append(after[0][1])
+    return out, compute
 
 
 def _pause_takeovers(

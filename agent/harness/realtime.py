@@ -5,6 +5,12 @@ and listens to ``parley_in``'s monitor through :class:`DeviceTransport`, exactly
 sound card. A second duplex stream plays the user: it records what the agent played (from
 ``parley_out``'s monitor) and plays the scripted user channel, plus the scenario's echo of
 the agent, into ``parley_in``. Both channels are kept sample-aligned by that one callback.
+
+That room stream has latency of its own, which a real room does not: the user's voice
+enters the agent's microphone sink late, and the agent's speaker sink is recorded late.
+It is measured before each run (a click through a null sink and its monitor) and taken
+out of the recorded output, so the metrics time the agent, its devices included, and not
+the rig. The figure is reported as ``rig_latency_ms``.
 """
 
 from __future__ import annotations
@@ -44,6 +50,35 @@ def check_realtime_available() -> None:
         load_sounddevice()
     except ParleyError as exc:
         raise EngineUnavailableError(f"--realtime needs PortAudio: {exc}") from None
+
+
+def measure_rig_latency(sd, sink: str, monitor: str, tries: int = 3) -> int:
+    """The rig's own round trip in samples: played into ``sink``, recorded from ``monitor``.
+
+    The room stream adds this to every measurement: the user's voice reaches the agent's
+    microphone sink that much after the room writes it (playback half), and the agent's
+    speaker sink is recorded that much after it sounded (capture half). In a real room
+    both are air, a few ms. Measured with a stream set up like the room's; median of
+    ``tries`` clicks.
+    """
+    length = SR // 2
+    at = SR // 10
+    click = np.zeros(length, dtype=np.float32)
+    click[at : at + 80] = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(80) / SR)
+    found = []
+    for _ in range(tries):
+        heard = sd.playrec(
+            click, samplerate=SR, channels=1, dtype="float32", blocking=True,
+            device=(monitor, sink), blocksize=BLOCK, latency="low",
+        )[:, 0]  # fmt: skip
+        loud = np.flatnonzero(np.abs(heard) > 0.05)
+        if loud.size:
+            found.append(int(loud[0]) - at)
+    if not found:
+        raise EngineUnavailableError(
+            f"calibration click played into {sink} never came back from {monitor}"
+        )
+    return max(0, int(np.median(found)))
 
 
 def _first_sound(output: np.ndarray, start: int, limit: int) -> int:
@@ -90,6 +125,7 @@ async def run_scenario_realtime(
             raise sd.CallbackStop
 
     with pulse_null_sinks(SINKS) as dev:
+        rig = measure_rig_latency(sd, dev.sinks["parley_in"], dev.monitors["parley_in"])
         clock = MonotonicClock()
         session = DuplexSession(model, config, clock=clock)
         raw: list[tuple[Any, float]] = []
@@ -113,6 +149,9 @@ async def run_scenario_realtime(
             stream.close()
             await session.aclose()
 
+    # What the agent played, as it sounded at its speaker sink: the recording is late by
+    # the rig's round trip (see measure_rig_latency), so it moves back by that much.
+    output = np.concatenate([output[rig:], np.zeros(rig, dtype=np.float32)])
     # Events on the room's time base: seconds since the room stream started; a first_audio
     # is placed where its sound actually reached the room.
     events = []
@@ -129,4 +168,5 @@ async def run_scenario_realtime(
         endpoint_silence_ms=float(config.endpoint_silence_ms),
         model_compute_s=session.compute_s,
         realtime=True,
+        rig_latency_ms=rig * 1000.0 / SR,
     )

@@ -58,6 +58,7 @@ class RunRecord:
     endpoint_silence_ms: float = 500.0
     model_compute_s: float = 0.0
     realtime: bool = False
+    rig_latency_ms: float = 0.0  # real-time runs: the test rig's round trip, taken out of output
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from parley.agent.harness.metrics import TARGETS, aggregate, check_targets
+from parley.agent.harness.metrics import aggregate, check_targets, targets_for
 from parley.agent.harness.record import RunRecord
 from parley.speech_io.audio import write_wav
 
@@ -103,10 +103,11 @@ def _dist_cell(d: dict[str, Any]) -> str:
     )
 
 
-def _target_text(key: str) -> str:
-    if key not in TARGETS:
+def _target_text(key: str, realtime: bool) -> str:
+    targets = targets_for(realtime)
+    if key not in targets:
         return ""
-    op, bound = TARGETS[key]
+    op, bound = targets[key]
     return f"p95 <= {bound:g}" if op == "p95<=" else f"{bound:g}"
 
 
@@ -116,8 +117,11 @@ def _table(s: dict[str, Any]) -> str:
         ("barge-in: onset to silent (ms)", _dist_cell(s["barge_in_stop_ms"]), "barge_in_stop_ms"),
         ("barge-ins never silenced", _fmt(s["barge_in_unstopped"]), "barge_in_unstopped"),
         ("response latency (ms)", _dist_cell(s["response_latency_ms"]), ""),
+        ("model compute to first audio (ms)", _dist_cell(s["response_compute_ms"]), ""),
         (
-            "response overhead beyond endpoint (ms)",
+            "response overhead beyond endpoint and compute (ms)"
+            if s.get("realtime")
+            else "response overhead beyond endpoint (ms)",
             _dist_cell(s["response_overhead_ms"]),
             "response_overhead_ms",
         ),
@@ -147,11 +151,14 @@ def _table(s: dict[str, Any]) -> str:
         ("interruptions / replies", f"{s['interruptions']} / {s['replies']}", ""),
         ("model compute (s)", _fmt(s["model_compute_s"], 3), ""),
     ]
+    if s.get("realtime"):
+        rows.append(("test rig round trip, taken out (ms)", _fmt(s["rig_latency_ms"]), ""))
     lines = ["| metric | value | target | status |", "| --- | --- | --- | --- |"]
     for label, value, key in rows:
         verdict = verdicts.get(key) if key else None
         status = "" if not key else {True: "pass", False: "**FAIL**", None: "n/a"}[verdict]
-        lines.append(f"| {label} | {value} | {_target_text(key)} | {status} |")
+        target = _target_text(key, bool(s.get("realtime")))
+        lines.append(f"| {label} | {value} | {target} | {status} |")
     return "\n".join(lines)
 
 
