@@ -131,6 +131,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint_arg(duplex)
     _add_config_args(duplex)
 
+    serve = sub.add_parser(
+        "serve",
+        help="serve the agent over WebSocket, speaking the OpenAI Realtime event protocol",
+        description=(
+            "A WebSocket server at ws://HOST:PORT/v1/realtime speaking a subset of the OpenAI "
+            "Realtime API (docs/protocol.md), many sessions on one loaded model; also "
+            "/healthz and Prometheus /metrics. Binds 127.0.0.1 unless told otherwise, and "
+            "refuses any other address without --token."
+        ),
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default: 8765)")
+    serve.add_argument(
+        "--token",
+        default=None,
+        help="bearer token clients must send (Authorization: Bearer TOKEN); needed off loopback",
+    )
+    serve.add_argument(
+        "--max-sessions", type=int, default=16, help="concurrent sessions (default: 16)"
+    )
+    serve.add_argument(
+        "--max-buffered-audio",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="client audio a session may queue ahead of real time (default: 10)",
+    )
+    _add_checkpoint_arg(serve)
+    _add_config_args(serve)
+
     lm_server = sub.add_parser(
         "lm-server",
         help="serve the checkpoint's LM with `vllm serve`, set up for --engine vllm-server",
@@ -171,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bench": commands.bench,
         "duplex": commands.duplex,
         "lm-server": commands.lm_server,
+        "serve": commands.serve,
     }[args.command]
     try:
         return run(args, _log)

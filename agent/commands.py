@@ -210,7 +210,48 @@ def lm_server(args: argparse.Namespace, log: Log) -> int:
         print(shlex.join(cmd))
         return 0
     import_vllm()
-    log(f"serving {path / 'lm'} on http://{args.host}:{args.port} (vLLM start-up: about 30 s on CPU)")
+    log(
+        f"serving {path / 'lm'} on http://{args.host}:{args.port} (vLLM start-up: about 30 s on CPU)"
+    )
     log(f"agents connect with: --engine vllm-server --engine-url http://{args.host}:{args.port}")
     os.execv(cmd[0], cmd)
     return 0  # not reached: the process is now vllm serve
+
+
+def serve(args: argparse.Namespace, log: Log) -> int:
+    import logging
+    import signal
+
+    from parley.agent.service.api import Agent
+    from parley.agent.service.limits import ServiceLimits, check_bind
+    from parley.agent.service.server import REALTIME_PATHS, RealtimeServer
+    from parley.errors import ConfigError
+
+    # Refuse a bad bind before spending time on the model.
+    check_bind(args.host, args.token)
+    # Session logs (parley.service): one line per event worth keeping, with session=ID.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    if args.max_sessions < 1 or args.max_buffered_audio <= 0:
+        raise ConfigError("--max-sessions must be >= 1 and --max-buffered-audio > 0")
+    limits = ServiceLimits(
+        max_sessions=args.max_sessions, max_buffered_audio_s=args.max_buffered_audio
+    )
+
+    async def run(model, cfg) -> None:
+        server = RealtimeServer(Agent(model), limits, token=args.token)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with server.serve(args.host, args.port) as srv:
+            port = srv.sockets[0].getsockname()[1]
+            log(
+                f"serving ws://{args.host}:{port}{REALTIME_PATHS[0]} (clients: base URL "
+                f"ws://{args.host}:{port}/v1); /healthz, /metrics; Ctrl-C stops"
+            )
+            await stop.wait()
+        log("stopped")
+
+    _with_model(args, log, run)
+    return 0

@@ -80,6 +80,11 @@ class LMContext(abc.ABC):
 
     @property
     @abc.abstractmethod
+    def last_reply_tokens(self) -> list[int]:
+        """The last reply's tokens as the conversation keeps them (after any truncation)."""
+
+    @property
+    @abc.abstractmethod
     def context_length(self) -> int:
         """Positions the engine holds for this conversation (its KV cache length)."""
 

@@ -19,6 +19,11 @@ if (_checkout / "run_agent.py").is_file() and (_checkout / "agent").is_dir():
 
 # The public API, imported on first use so that `import parley` stays light.
 _EXPORTS = {
+    "Agent": "parley.agent.service.api",
+    "AgentSession": "parley.agent.service.api",
+    "SessionSettings": "parley.agent.service.settings",
+    "RealtimeServer": "parley.agent.service.server",
+    "ServiceLimits": "parley.agent.service.limits",
     "AgentModel": "parley.agent.model",
     "DuplexSession": "parley.agent.session",
     "AgentState": "parley.agent.events",

@@ -1,0 +1,292 @@
+"""The Python embedding API: one loaded :class:`Agent`, many :class:`AgentSession` on it.
+
+An ``AgentSession`` is a :class:`~parley.agent.session.DuplexSession` plus the controls an
+application needs beside audio: settings that can change, and truncation of the last reply
+to what the user really heard. Its events are the duplex session's own typed events
+(``parley.agent.events``), the same ones the harness and the terminal use.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from parley.agent.bus import EventBus
+from parley.agent.clock import Clock
+from parley.agent.events import Event
+from parley.agent.input import SpeechDetector
+from parley.agent.model import AgentModel
+from parley.agent.service.audio import INPUT_QUALITY, MODEL_RATE, Resampler
+from parley.agent.service.settings import SessionSettings
+from parley.agent.session import DuplexSession
+from parley.agent.text import text_of
+from parley.config import AgentConfig, ParleyConfig, load_config
+from parley.errors import ParleyError
+from parley.llm.schedule import heard_prefix
+
+log = logging.getLogger(__name__)
+
+DetectorFactory = Callable[[AgentConfig, SessionSettings], SpeechDetector]
+
+
+class SessionControlError(ParleyError):
+    """A control that cannot apply to the session as it stands; ``code`` names the case."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class CapacityError(ParleyError):
+    """The agent already runs its maximum number of sessions."""
+
+
+@dataclass
+class _ReplyRecord:
+    reply_id: int
+    running: bool = True
+    played: int = 0  # reply samples played (16 kHz), final once the reply ended
+    last_in_context: bool = True  # no user turn went into the LM context after it
+
+
+class AgentSession:
+    """One conversation on an :class:`Agent`: push microphone audio, pull speaker audio,
+    read events, control it. Open it with :meth:`Agent.open_session`."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        session_id: str,
+        settings: SessionSettings,
+        clock: Clock | None,
+        detector_factory: DetectorFactory | None,
+    ) -> None:
+        self.agent = agent
+        self.id = session_id
+        self.settings = settings
+        self._clock = clock
+        self._detector_factory = detector_factory
+        self._bus = EventBus()
+        self._last_reply: _ReplyRecord | None = None
+        self._resampler: Resampler | None = None
+        self._closed = False
+        self.session = self._build()
+
+    def _build(self) -> DuplexSession:
+        cfg = self.settings.agent_config(self.agent.config.agent)
+        detector = None
+        if self._detector_factory is not None:
+            detector = self._detector_factory(cfg, self.settings)
+        elif self.settings.vad_threshold is not None:
+            from parley.speech_io.vad import StreamingVAD, VADOptions
+
+            detector = StreamingVAD(
+                VADOptions(frame_ms=cfg.frame_ms, confirm_threshold=self.settings.vad_threshold)
+            )
+        session = DuplexSession(self.agent.model, cfg, clock=self._clock, detector=detector)
+        session.subscribe(self._on_event)
+        return session
+
+    # ------------------------------------------------------------------ events
+
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener`` synchronously with every event (it must not block)."""
+        self._bus.subscribe(listener)
+
+    def events(self) -> AsyncIterator[Event]:
+        """Every event from now on, until the session closes."""
+        return self._bus.events()
+
+    def _on_event(self, event: Event) -> None:
+        rec = self._last_reply
+        if event.type == "reply_started":
+            self._last_reply = _ReplyRecord(event.reply_id)  # type: ignore[attr-defined]
+        elif event.type == "reply_ended" and rec is not None:
+            rec.running = False
+            rec.played = event.played  # type: ignore[attr-defined]
+        elif event.type == "user_turn_ended" and rec is not None and not rec.running:
+            rec.last_in_context = False  # the engine closed that reply behind a new turn
+        self._bus.emit(event)
+
+    # ------------------------------------------------------------------ audio
+
+    def push_audio(self, samples: np.ndarray, sample_rate: int = MODEL_RATE) -> None:
+        """Microphone samples (mono float32, consecutive), resampled to 16 kHz if needed."""
+        if sample_rate != MODEL_RATE:
+            if self._resampler is None or self._resampler.src != sample_rate:
+                self._resampler = Resampler(sample_rate, MODEL_RATE, INPUT_QUALITY)
+            samples = self._resampler.push(samples)
+        self.session.push_input(samples)
+
+    def pull_audio(self, n: int) -> np.ndarray:
+        """The next ``n`` samples (16 kHz) to play; silence when nothing is playing."""
+        return self.session.pull_output(n)
+
+    def connect_devices(self, input_device=None, output_device=None, **options):
+        """Sound devices for this session (``async with session.connect_devices(): ...``).
+        Settle the settings first: a settings rebuild does not carry devices over."""
+        from parley.agent.live import connect_devices
+
+        return connect_devices(self.session, input_device, output_device, **options)
+
+    # ------------------------------------------------------------------ control
+
+    @property
+    def pristine(self) -> bool:
+        """Nothing has been heard or said yet, so the session can still be rebuilt."""
+        return self.session.input_sample == 0 and self._last_reply is None
+
+    @property
+    def last_reply_id(self) -> int | None:
+        return None if self._last_reply is None else self._last_reply.reply_id
+
+    @property
+    def reply_running(self) -> bool:
+        return self._last_reply is not None and self._last_reply.running
+
+    async def interrupt(self) -> bool:
+        """Cut the reply in flight, keeping in the history what was played; False if none."""
+        if not self.reply_running:
+            return False
+        await self.session.interrupt()
+        return True
+
+    async def update(self, settings: SessionSettings) -> SessionSettings:
+        """Apply new settings. Turn-taking values rebuild the duplex session, which is only
+        possible before any audio went in; instructions can change at any time."""
+        if settings.shapes_session != self.settings.shapes_session:
+            if not self.pristine:
+                raise SessionControlError(
+                    "session_update_too_late",
+                    "turn detection settings can only change before the first audio",
+                )
+            old = self.session
+            self.settings = settings
+            self.session = self._build()
+            await old.aclose()
+        self.settings = settings
+        return settings
+
+    async def truncate(self, audio_end_ms: int, reply_id: int | None = None) -> str:
+        """Keep only the first ``audio_end_ms`` of the last reply in the conversation, as a
+        Realtime client does after playing part of it. A reply still in flight is cut first.
+        Returns the text the kept audio carries."""
+        rec = self._last_reply
+        if rec is None:
+            raise SessionControlError("item_not_found", "there is no reply to truncate")
+        if (reply_id is not None and reply_id != rec.reply_id) or not rec.last_in_context:
+            raise SessionControlError(
+                "item_not_truncatable",
+                "a user turn came after this reply; only the most recent reply can be cut",
+            )
+        if audio_end_ms < 0:
+            raise SessionControlError("invalid_value", "audio_end_ms must not be negative")
+        if rec.running:
+            await self.interrupt()
+        samples = audio_end_ms * MODEL_RATE // 1000
+        # A client measures in its own rate: allow a millisecond of rounding.
+        if samples > rec.played + MODEL_RATE // 1000:
+            raise SessionControlError(
+                "invalid_value",
+                f"audio_end_ms {audio_end_ms} is past the reply's audio "
+                f"({rec.played * 1000 // MODEL_RATE} ms)",
+            )
+        samples = min(samples, rec.played)
+        model, context = self.agent.model, self.session.context
+        tokens: list[int] = list(context.last_reply_tokens)
+        classes = [model.checkpoint.manifest.vocab.classify(t) for t in tokens]
+        keep = min(heard_prefix(classes, math.ceil(samples / model.samples_per_token)), len(tokens))
+        context.truncate_reply(keep)
+        heard = text_of(model.checkpoint.tokenizer, tokens[:keep], classes[:keep])
+        rec.played = samples
+        last = self.session.history[-1] if self.session.history else None
+        if last is not None and last.role == "assistant":
+            last.text, last.status = heard, "interrupted"
+        return heard
+
+    async def settle(self) -> None:
+        """Wait for background work to catch up (virtual-time driving and tests)."""
+        await self.session.settle()
+
+    async def aclose(self) -> None:
+        """Abort whatever this session runs on the engine and free it."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.session.aclose()
+        finally:
+            self._bus.close()
+            self.agent._forget(self)
+
+
+class Agent:
+    """A loaded model serving any number of sessions (one engine, shared)."""
+
+    def __init__(
+        self, model: AgentModel, max_sessions: int = 0, config: ParleyConfig | None = None
+    ) -> None:
+        self.model = model
+        # Sessions take their agent settings from here; another config than the model's
+        # own may change conversation behaviour, not the model or engine.
+        self.config: ParleyConfig = config or model.config
+        self.max_sessions = max_sessions  # 0: no limit
+        self._sessions: dict[str, AgentSession] = {}
+        self._ids = itertools.count(1)
+
+    @classmethod
+    def load(
+        cls,
+        checkpoint: str | Path | None = None,
+        config: ParleyConfig | str | Path | None = None,
+        max_sessions: int = 0,
+    ) -> Agent:
+        """Load a checkpoint (default: the tiny random one, built once and cached) with a
+        config (a :class:`ParleyConfig`, a preset name or a YAML file; default ``tiny``)."""
+        from parley.agent.runtime import default_checkpoint
+
+        cfg = config if isinstance(config, ParleyConfig) else load_config(config or "tiny")
+        path = Path(checkpoint) if checkpoint is not None else default_checkpoint(log.info)
+        return cls(AgentModel.load(path, cfg), max_sessions)
+
+    @property
+    def sessions(self) -> list[AgentSession]:
+        return list(self._sessions.values())
+
+    def open_session(
+        self,
+        settings: SessionSettings | None = None,
+        *,
+        clock: Clock | None = None,
+        detector_factory: DetectorFactory | None = None,
+        session_id: str | None = None,
+    ) -> AgentSession:
+        """A new conversation on this agent's engine (call it inside a running event loop)."""
+        if self.max_sessions and len(self._sessions) >= self.max_sessions:
+            raise CapacityError(f"the agent already runs {self.max_sessions} sessions")
+        sid = session_id or f"sess_{next(self._ids)}_{secrets.token_hex(4)}"
+        session = AgentSession(self, sid, settings or SessionSettings(), clock, detector_factory)
+        self._sessions[sid] = session
+        return session
+
+    def _forget(self, session: AgentSession) -> None:
+        self._sessions.pop(session.id, None)
+
+    async def aclose(self) -> None:
+        """Close every session, then stop the engine."""
+        for session in self.sessions:
+            await session.aclose()
+        await self.model.aclose()
+
+    async def __aenter__(self) -> Agent:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()

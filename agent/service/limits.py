@@ -1,0 +1,55 @@
+"""What one server and each of its sessions may use, and who may bind where."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from parley.errors import ParleyError
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """Bounds that keep one client from taking memory or time from the others."""
+
+    max_sessions: int = 16
+    """Concurrent sessions; a connection beyond this is refused with HTTP 503."""
+    max_message_bytes: int = 1 << 20
+    """A bigger client message gets an ``error`` event and is dropped; one over twice
+    this is not even read (the connection closes with 1009)."""
+    max_buffered_audio_s: float = 10.0
+    """Client audio waiting to be heard: audio pushed faster than real time queues, and
+    what would go past this gets an ``error`` event instead of memory. The same bound
+    holds the uncommitted plus committed audio with turn detection off."""
+    max_pending_events: int = 4096
+    """Server events queued for a client that does not read them; past this the
+    connection is closed (1008), since it would otherwise grow without bound."""
+    input_hold_ms: int = 200
+    """A client that appended audio this recently is still streaming: the audio clock
+    waits for its next chunk instead of filling silence (network jitter)."""
+    tick_ms: int = 20
+    """How often the audio clock runs: input frames go in and output goes out in steps
+    of this size, so it is also the size of most audio deltas."""
+    max_catch_up_s: float = 0.5
+    """After a stall (an overloaded loop), at most this much time is caught up at once;
+    the rest is skipped, so output is never sent in a multi-second burst."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to listen beyond this machine without a bearer token."""
+    if not is_loopback(host) and not token:
+        raise ParleyError(
+            f"refusing to listen on {host} without --token: anyone who can reach it could "
+            "use the model; pass --token TOKEN (clients send 'Authorization: Bearer TOKEN') "
+            "or bind 127.0.0.1"
+        )

@@ -1,0 +1,120 @@
+"""The audio clock of a served session.
+
+A duplex session advances by input frames: each recorded frame goes in and one frame to
+play comes out. Over the wire the client's microphone stream is that clock while it
+streams; when it stops (a clip sent, then nothing) the server fills silence in real time,
+so turns still end and replies still play out. Client audio is held back to real time,
+which bounds both the CPU a session takes and the audio it may queue.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from parley.agent.clock import Clock
+
+SAMPLE_RATE = 16000
+
+
+class BufferFullError(Exception):
+    """Audio beyond the session's bound on queued input."""
+
+
+class InputPacer:
+    """Client audio in, frames out at real time; silence once the client is idle.
+
+    The timeline starts with the first audio. A frame is due once the clock has passed
+    its end. A due frame takes queued client audio; with none queued it waits while the
+    client appended within ``hold_s`` (its next chunk is on the way), and is silence
+    after that.
+    """
+
+    def __init__(
+        self, clock: Clock, frame: int, max_buffered: int, hold_s: float, max_catch_up: int
+    ) -> None:
+        self.clock = clock
+        self.frame = frame
+        self.max_buffered = max_buffered
+        self.hold_s = hold_s
+        self.max_catch_up = max_catch_up
+        self.timeline = 0  # samples that went into the session
+        self.origin: float | None = None  # clock time of timeline sample 0
+        self._queue: deque[np.ndarray] = deque()
+        self.buffered = 0
+        self._last_append = -np.inf
+
+    @property
+    def started(self) -> bool:
+        return self.origin is not None
+
+    def start(self) -> None:
+        if self.origin is None:
+            self.origin = self.clock.now()
+
+    def append(self, samples: np.ndarray) -> None:
+        """Queue 16 kHz client audio; raises :class:`BufferFullError` past the bound."""
+        if self.buffered + len(samples) > self.max_buffered:
+            raise BufferFullError(
+                f"{self.buffered / SAMPLE_RATE:.2f} s of audio already wait to be heard "
+                f"(at most {self.max_buffered / SAMPLE_RATE:.1f} s); send audio at real time"
+            )
+        self.start()
+        if len(samples):
+            self._queue.append(np.asarray(samples, dtype=np.float32))
+            self.buffered += len(samples)
+        self._last_append = self.clock.now()
+
+    def clear(self) -> int:
+        """Drop queued audio not heard yet; returns how many samples."""
+        dropped, self.buffered = self.buffered, 0
+        self._queue.clear()
+        return dropped
+
+    def took(self, n: int) -> None:
+        """``n`` samples went in outside the clock (a committed clip taken at once): move
+        the clock's origin back so real-time pacing goes on from after them."""
+        self.start()
+        assert self.origin is not None
+        self.timeline += n
+        self.origin -= n / SAMPLE_RATE
+
+    def due_frames(self) -> list[np.ndarray]:
+        """The frames whose time has come, in order."""
+        if self.origin is None:
+            return []
+        now = self.clock.now()
+        due = round((now - self.origin) * SAMPLE_RATE)
+        if due - self.timeline > self.max_catch_up:
+            # A stall: skip the time beyond the catch-up bound rather than burst it out.
+            self.origin += (due - self.timeline - self.max_catch_up) / SAMPLE_RATE
+            due = self.timeline + self.max_catch_up
+        idle = now - self._last_append >= self.hold_s
+        frames = []
+        while self.timeline + self.frame <= due:
+            if self.buffered >= self.frame:
+                frames.append(self._take(self.frame))
+            elif idle:
+                frame = np.zeros(self.frame, dtype=np.float32)
+                rest = self._take(self.buffered)
+                frame[: len(rest)] = rest
+                frames.append(frame)
+            else:
+                break
+            self.timeline += self.frame
+        return frames
+
+    def _take(self, n: int) -> np.ndarray:
+        parts, need = [], n
+        while need > 0:
+            head = self._queue[0]
+            if len(head) <= need:
+                parts.append(self._queue.popleft())
+                need -= len(head)
+            else:
+                parts.append(head[:need])
+                self._queue[0] = head[need:]
+                need = 0
+        self.buffered -= n
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)

@@ -1,0 +1,255 @@
+"""The WebSocket server: Realtime sessions at ``/v1/realtime``, ``/healthz``, ``/metrics``.
+
+One :class:`Agent` (one engine) serves every connection. Each connection gets its own
+:class:`RealtimeBridge`, audio-clock task and send queue, and everything that can go
+wrong with a connection ends at its own handler: a bad message is an ``error`` event, a
+failure inside a session closes that session, a client that leaves has its engine work
+aborted. Nothing a client does reaches another session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from parley.agent.clock import Clock
+from parley.agent.service.api import Agent, CapacityError
+from parley.agent.service.bridge import RealtimeBridge
+from parley.agent.service.limits import ServiceLimits
+from parley.agent.service.metrics import ServiceMetrics
+from parley.agent.service.protocol import ProtocolError
+
+log = logging.getLogger("parley.service")
+
+# A stock Realtime client connects to ``<base>/realtime?model=...``; with the base
+# ``ws://HOST:PORT/v1`` that is /v1/realtime.
+REALTIME_PATHS = ("/v1/realtime", "/realtime")
+
+
+class RealtimeServer:
+    """Serves an :class:`Agent` over the Realtime protocol (``docs/protocol.md``)."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        limits: ServiceLimits | None = None,
+        token: str | None = None,
+        metrics: ServiceMetrics | None = None,
+        clock_factory: type[Clock] | None = None,
+        session_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.agent = agent
+        self.limits = limits or ServiceLimits()
+        self.token = token
+        self.metrics = metrics or ServiceMetrics()
+        self.clock_factory = clock_factory
+        self.session_options = session_options or {}  # passed to Agent.open_session (tests)
+        agent.max_sessions = self.limits.max_sessions
+
+    # ------------------------------------------------------------------ HTTP side
+
+    def _respond(
+        self, connection: ServerConnection, status: HTTPStatus, body: str, content_type: str
+    ) -> Response:
+        response = connection.respond(status, body)
+        response.headers = Headers(
+            [
+                ("Content-Type", content_type),
+                ("Content-Length", str(len(response.body))),
+                ("Connection", "close"),
+            ]
+        )
+        return response
+
+    def _authorized(self, request: Request) -> bool:
+        if not self.token:
+            return True
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), self.token.encode()
+        )
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == "/healthz":
+            body = json.dumps({"status": "ok", "sessions": len(self.agent.sessions)})
+            return self._respond(connection, HTTPStatus.OK, body + "\n", "application/json")
+        if path == "/metrics":
+            self.metrics.sessions_active = len(self.agent.sessions)
+            return self._respond(
+                connection,
+                HTTPStatus.OK,
+                self.metrics.render(),
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+        if path not in REALTIME_PATHS:
+            return self._respond(
+                connection,
+                HTTPStatus.NOT_FOUND,
+                f"not found; Realtime sessions are at {REALTIME_PATHS[0]}\n",
+                "text/plain",
+            )
+        if not self._authorized(request):
+            self.metrics.sessions_rejected["unauthorized"] += 1
+            return self._respond(
+                connection, HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token\n", "text/plain"
+            )
+        if len(self.agent.sessions) >= self.limits.max_sessions:
+            self.metrics.sessions_rejected["capacity"] += 1
+            return self._respond(
+                connection,
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"the server already runs {self.limits.max_sessions} sessions\n",
+                "text/plain",
+            )
+        return None
+
+    # ------------------------------------------------------------------ sessions
+
+    async def handler(self, ws: ServerConnection) -> None:
+        try:
+            session = self.agent.open_session(
+                clock=self.clock_factory() if self.clock_factory else None, **self.session_options
+            )
+        except CapacityError:
+            # Two handshakes raced for the last place; the loser is told why.
+            self.metrics.sessions_rejected["capacity"] += 1
+            await ws.close(1013, "too many sessions")
+            return
+        self.metrics.sessions_total += 1
+        try:
+            await self._run_session(ws, session)
+        finally:
+            # Aborts the reply on the engine if one is still running: the client is gone.
+            await session.aclose()
+
+    async def _run_session(self, ws: ServerConnection, session) -> None:
+        outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        overflow = asyncio.Event()
+
+        def send(event: dict[str, Any]) -> None:
+            if outbox.qsize() >= self.limits.max_pending_events:
+                overflow.set()  # the client reads nothing; never grow without bound
+                return
+            outbox.put_nowait(event)
+
+        bridge = RealtimeBridge(
+            session,
+            send,
+            self.limits,
+            self.metrics,
+            clock=session.session.clock,
+            model_name=_model_name(ws.request.path if ws.request else ""),
+        )
+        slog = bridge.log
+        slog.info("opened from %s", ws.remote_address)
+        tasks = [
+            asyncio.create_task(self._send_loop(ws, outbox), name="send"),
+            asyncio.create_task(bridge.run(), name="clock"),
+            asyncio.create_task(self._receive_loop(ws, bridge, outbox), name="receive"),
+            asyncio.create_task(overflow.wait(), name="overflow"),
+        ]
+        bridge.open()
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        failures = [
+            (task, exc)
+            for task, exc in zip(tasks, results, strict=True)
+            if isinstance(exc, Exception) and not isinstance(exc, ConnectionClosed)
+        ]
+        for task, exc in failures:
+            slog.error("failed in %s: %r", task.get_name(), exc, exc_info=exc)
+            self.metrics.errors["server_error"] += 1
+        if failures:
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(json.dumps(_server_error(failures[0][1])))
+            await ws.close(1011, "internal error")
+        elif overflow.is_set():
+            slog.warning("closing: %d events pending unread", outbox.qsize())
+            self.metrics.errors["client_too_slow"] += 1
+            await ws.close(1008, "client does not read its events")
+        slog.info("closed (code %s)", ws.close_code)
+
+    async def _receive_loop(
+        self, ws: ServerConnection, bridge: RealtimeBridge, outbox: asyncio.Queue
+    ) -> None:
+        async for message in ws:
+            if outbox.qsize() > self.limits.max_pending_events // 2:
+                # Read no more from a client that does not read its answers: its own
+                # messages then wait in its socket, not in our memory.
+                await outbox.join()
+            if len(message) > self.limits.max_message_bytes:
+                bridge.out.error(
+                    ProtocolError(
+                        "message_too_large",
+                        f"message of {len(message)} bytes; at most "
+                        f"{self.limits.max_message_bytes} (send audio in smaller chunks)",
+                    )
+                )
+                continue
+            await bridge.handle(message)
+
+    @staticmethod
+    async def _send_loop(ws: ServerConnection, outbox: asyncio.Queue[dict[str, Any]]) -> None:
+        while True:
+            event = await outbox.get()
+            try:
+                await ws.send(json.dumps(event))
+            finally:
+                outbox.task_done()
+
+    # ------------------------------------------------------------------ serving
+
+    @contextlib.asynccontextmanager
+    async def serve(self, host: str = "127.0.0.1", port: int = 8765) -> AsyncIterator[Server]:
+        """Listen until the context exits (port 0 picks a free port: see ``server.sockets``)."""
+        async with serve(
+            self.handler,
+            host,
+            port,
+            process_request=self.process_request,
+            max_size=2 * self.limits.max_message_bytes,
+            compression=None,
+            server_header="parley",
+        ) as server:
+            yield server
+        for session in self.agent.sessions:
+            await session.aclose()
+
+
+def _model_name(path: str) -> str:
+    from urllib.parse import parse_qs
+
+    model = parse_qs(urlsplit(path).query).get("model", ["parley"])[0]
+    return model[:128]
+
+
+def _server_error(exc: BaseException) -> dict[str, Any]:
+    return {
+        "type": "error",
+        "event_id": "event_server_error",
+        "error": {
+            "type": "server_error",
+            "code": "server_error",
+            "message": f"the session failed and is closed: {type(exc).__name__}",
+            "param": None,
+            "event_id": None,
+        },
+    }
