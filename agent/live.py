@@ -15,7 +15,11 @@ def connect_devices(
 ):
     """A :class:`~parley.speech_io.devices.DeviceTransport` for ``session`` whose unplayed
     output is dropped the moment playback pauses or is cut, so the speaker goes silent
-    within the device's own buffer. Use it as ``async with connect_devices(session): ...``."""
+    within the device's own buffer, and whose queued silence is dropped when a reply's
+    first audio arrives, so the reply starts within that buffer too. Use it as
+    ``async with connect_devices(session): ...``."""
+    import asyncio
+
     from parley.speech_io.devices import DeviceTransport
 
     transport = DeviceTransport(session, input_device, output_device, **options)
@@ -23,6 +27,11 @@ def connect_devices(
     def on_event(event) -> None:
         if event.type in ("playback_paused", "interrupted"):
             transport.clear_output()
+        elif event.type == "first_audio":
+            # Emitted while the transport is pulling: clear once that pull is queued. The
+            # session takes the reply samples back (rewind_output) and hands them out again
+            # at once, ahead of the silence that was waiting in front of them.
+            asyncio.get_running_loop().call_soon(transport.clear_output)
 
     session.subscribe(on_event)
     return transport
