@@ -297,3 +297,49 @@ def test_without_portaudio_the_error_says_what_to_install(monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "sounddevice", None)
     with pytest.raises(AudioDeviceError, match="install libportaudio2"):
         list_devices()
+
+
+async def test_first_reply_audio_jumps_the_queued_silence(fake_sd: _FakeSD, tiny_model) -> None:
+    from parley.agent.live import connect_devices
+    from parley.agent.session import DuplexSession
+    from parley.config import AgentConfig
+    from tests.scripted import ScriptedDetector
+    from tests.test_session import speechlike
+
+    session = DuplexSession(
+        tiny_model,
+        AgentConfig(echo_cancellation=False),
+        detector=ScriptedDetector([(0, SR // 2)]),
+    )
+    events = []
+    session.subscribe(events.append)
+    user = np.concatenate([speechlike(SR // 2), np.zeros(3 * SR, np.float32)])
+    played, first_at = [], None
+    async with connect_devices(session) as t:
+        inp, out = fake_sd.streams
+        for k in range(len(user) // BLOCK):
+            inp.callback(user[k * BLOCK : (k + 1) * BLOCK, None], BLOCK, None, 0)
+            await session.settle()
+            await _settle()
+            if first_at is None and any(e.type == "first_audio" for e in events):
+                first_at = k
+            block = np.zeros((BLOCK, 1), np.float32)
+            out.callback(block, BLOCK, None, 0)
+            played.append(block[:, 0])
+            await _settle()
+    await session.aclose()
+    sound = np.concatenate(played)
+    heard_at = int(np.flatnonzero(np.abs(sound) > 0)[0]) // BLOCK
+    # The fake device holds nothing itself, so the reply sounds in the very block it became
+    # ready in: the silence the transport had queued ahead of it was dropped.
+    assert first_at is not None and heard_at == first_at
+    # The reply's samples came out once each, in order, from its first sample on.
+    reply = next(e for e in events if e.type == "reply_started")
+    spans = [
+        (e.start, e.end)
+        for e in events
+        if e.type == "audio_played" and e.reply_id == reply.reply_id
+    ]
+    rewound = [e for e in events if e.type == "audio_rewound"]
+    assert rewound and rewound[0].position == 0
+    assert spans[0][0] == 0 and t.stats.output_underruns == 0
