@@ -54,11 +54,17 @@ class InputStage:
         self.residual = SampleRing(HISTORY_S * SAMPLE_RATE)
         self.reference = SampleRing(HISTORY_S * SAMPLE_RATE)
         self.echo = None
-        if config.echo_cancellation:
+        self.set_echo_cancellation(config.echo_cancellation)
+
+    def set_echo_cancellation(self, on: bool) -> None:
+        """Switch echo handling; switched on again it starts learning the path afresh."""
+        if on and self.echo is None:
             from parley.speech_io.echo import EchoCanceller, NearEndGate
 
             self.echo = EchoCanceller()
             self.gate = NearEndGate(self.echo)
+        elif not on:
+            self.echo = None
 
     def process(self, frame: np.ndarray, start: int) -> list[VoiceEvent]:
         """Run one microphone frame that began at input sample ``start``."""

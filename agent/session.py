@@ -79,24 +79,19 @@ class DuplexSession:
                 f"duplex sessions run at {SAMPLE_RATE} Hz; the vocoder makes {codec.sample_rate}"
             )
         self.sample_rate = SAMPLE_RATE
-        self.reply_params = reply_params or reply_params_for(self.config, codec.token_rate_hz)
+        self._fixed_reply_params = reply_params
         self.state = AgentState.LISTENING
         self._bus = EventBus()
         self._emit = self._bus.emit
         self.history: list[HistoryItem] = []
         self.compute_s = 0.0  # LM and vocoder time spent on replies so far
 
-        ms = SAMPLE_RATE // 1000
-        self._frame = self.config.frame_ms * ms
-        self._endpoint = self.config.endpoint_silence_ms * ms
-        self._min_interruption = self.config.min_interruption_ms * ms
+        self._frame = self.config.frame_ms * SAMPLE_RATE // 1000
         # A pause on unconfirmed speech is held this long before it may be undone, so a
         # flickering onset does not stutter the output; silero confirms well within it.
-        self._tentative_hold = TENTATIVE_HOLD_MS * ms
-        self._preroll = self.config.preroll_ms * ms
-        self._max_ahead = self.config.max_ahead_ms * ms
-
+        self._tentative_hold = TENTATIVE_HOLD_MS * SAMPLE_RATE // 1000
         self.input = InputStage(self.config, detector, self._frame)
+        self._apply(self.config)
         self.context = model.engine.open_context()
         cfg = model.checkpoint.manifest.model
         self.frontend = StreamingFrontEnd(
@@ -118,6 +113,24 @@ class DuplexSession:
         self._next_reply_id = 1
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
+
+    def _apply(self, config: AgentConfig) -> None:
+        ms = SAMPLE_RATE // 1000
+        self.config = config
+        self._endpoint = config.endpoint_silence_ms * ms
+        self._min_interruption = config.min_interruption_ms * ms
+        self._preroll = config.preroll_ms * ms
+        self._max_ahead = config.max_ahead_ms * ms
+        rate = self.model.checkpoint.manifest.model.codec.token_rate_hz
+        self.reply_params = self._fixed_reply_params or reply_params_for(config, rate)
+        self.input.set_echo_cancellation(config.echo_cancellation)
+
+    def reconfigure(self, config: AgentConfig) -> None:
+        """Apply new settings from the next frame on (turn-taking, barge-in, echo handling,
+        reply bounds); a reply already running keeps its bounds. ``frame_ms`` is fixed."""
+        if config.frame_ms != self.config.frame_ms:
+            raise ValueError("frame_ms cannot change during a session")
+        self._apply(config)
 
     # ------------------------------------------------------------------ events
 

@@ -205,3 +205,37 @@ async def test_a_failing_engine_ends_the_reply_and_the_conversation_goes_on(tiny
     assert [e.status for e in ended] == ["failed", "completed"]
     assert states(events)[:3] == [(L, T), (T, X), (X, L)]
     assert session.state is L and session.running_tasks == 0
+
+
+async def test_settings_change_live(tiny_model):
+    # Endpoint silence shortened mid-session: the second turn ends sooner than the first.
+    clock = VirtualClock()
+    spans = [(0.2, 1.0), (9.0, 9.8)]
+    session = DuplexSession(
+        tiny_model,
+        AgentConfig(echo_cancellation=False),
+        clock=clock,
+        detector=ScriptedDetector([(int(a * SR), int(b * SR)) for a, b in spans]),
+    )
+    events = []
+    session.subscribe(events.append)
+    user = np.zeros(14 * SR, dtype=np.float32)
+    for a, b in spans:
+        user[int(a * SR) : int(b * SR)] = speechlike(int((b - a) * SR))
+    await play(session, clock, user, 8 * SR)
+    session.reconfigure(
+        session.config.model_copy(update={"endpoint_silence_ms": 200, "echo_cancellation": True})
+    )
+    assert session.input.echo is not None
+    with pytest.raises(ValueError, match="frame_ms"):
+        session.reconfigure(session.config.model_copy(update={"frame_ms": 20}))
+    sink = ArraySink()
+    for start in range(8 * SR, len(user), 160):
+        session.push_input(user[start : start + 160])
+        clock.set((start + 160) / SR)
+        await session.settle()
+        sink.write(session.pull_output(160))
+    await session.aclose()
+    ends = [e.t for e in events if e.type == "user_turn_ended"]
+    assert ends[0] == pytest.approx(1.0 + 0.5, abs=0.011)
+    assert ends[1] == pytest.approx(9.8 + 0.2, abs=0.011)
