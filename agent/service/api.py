@@ -8,6 +8,7 @@ to what the user really heard. Its events are the duplex session's own typed eve
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -159,20 +160,30 @@ class AgentSession:
         return True
 
     async def update(self, settings: SessionSettings) -> SessionSettings:
-        """Apply new settings. Turn-taking values rebuild the duplex session, which is only
-        possible before any audio went in; instructions can change at any time."""
+        """Apply new settings. Before any audio the duplex session is rebuilt with them;
+        after, they apply live from the next frame (``DuplexSession.reconfigure``, and the
+        VAD's confirmation threshold in place)."""
         if settings.shapes_session != self.settings.shapes_session:
-            if not self.pristine:
-                raise SessionControlError(
-                    "session_update_too_late",
-                    "turn detection settings can only change before the first audio",
-                )
-            old = self.session
-            self.settings = settings
-            self.session = self._build()
-            await old.aclose()
+            if self.pristine:
+                old = self.session
+                self.settings = settings
+                self.session = self._build()
+                await old.aclose()
+            else:
+                self.session.reconfigure(settings.agent_config(self.agent.config.agent))
+                self._set_vad_threshold(settings.vad_threshold)
         self.settings = settings
         return settings
+
+    def _set_vad_threshold(self, threshold: float | None) -> None:
+        from parley.speech_io.vad import VADOptions
+
+        detector = self.session.input.detector
+        options = getattr(detector, "options", None)
+        if isinstance(options, VADOptions):
+            default = VADOptions().confirm_threshold
+            value = default if threshold is None else threshold
+            detector.options = dataclasses.replace(options, confirm_threshold=value)
 
     async def truncate(self, audio_end_ms: int, reply_id: int | None = None) -> str:
         """Keep only the first ``audio_end_ms`` of the last reply in the conversation, as a
