@@ -123,6 +123,7 @@ class PlaybackPaused(Event):
     reply_id: int
     position: int  # reply samples played when output stopped
     output_sample: int
+    onset_sample: int  # input sample where the (possible) user speech began
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -27,10 +27,7 @@ from parley.agent.bus import EventBus
 from parley.agent.clock import Clock, MonotonicClock
 from parley.agent.events import (
     AgentState,
-    AudioPlayed,
-    AudioRewound,
     Event,
-    FirstAudio,
     HistoryItem,
     Interrupted,
     PlaybackPaused,
@@ -45,6 +42,7 @@ from parley.agent.events import (
 )
 from parley.agent.input import InputStage, SpeechDetector
 from parley.agent.model import AgentModel
+from parley.agent.playback import PlaybackSide
 from parley.agent.reply import Reply, produce, reply_params_for
 from parley.agent.state import Signal, transition
 from parley.agent.text import IncrementalDetokenizer, text_of
@@ -59,7 +57,7 @@ TENTATIVE_HOLD_MS = 100
 log = logging.getLogger(__name__)
 
 
-class DuplexSession:
+class DuplexSession(PlaybackSide):
     """One conversation on a shared :class:`AgentModel`."""
 
     def __init__(
@@ -212,14 +210,14 @@ class DuplexSession:
     def _pause(self, onset: int, reason: str) -> None:
         self._onset = onset
         self._signal(Signal.USER_ONSET, reason)
-        self._playback_event(PlaybackPaused)
+        self._playback_event(PlaybackPaused, onset_sample=onset)
 
     def _resume(self, reason: str) -> None:
         self._onset = None
         self._signal(Signal.USER_YIELDED, reason)
         self._playback_event(PlaybackResumed)
 
-    def _playback_event(self, kind: type[PlaybackPaused] | type[PlaybackResumed]) -> None:
+    def _playback_event(self, kind: type[PlaybackPaused | PlaybackResumed], **extra) -> None:
         reply = self._reply
         if reply is not None and reply.audio_started:
             self._emit(
@@ -229,6 +227,7 @@ class DuplexSession:
                     reply_id=reply.id,
                     position=reply.position,
                     output_sample=self.output_sample,
+                    **extra,
                 )
             )
 
@@ -405,74 +404,6 @@ class DuplexSession:
             self._onset = None
             self._interrupt("interrupted by the application")
         await self.settle()
-
-    # ------------------------------------------------------------------ output
-
-    def pull_output(self, n: int) -> np.ndarray:
-        """The next ``n`` samples to play; silence when nothing is playing."""
-        out = np.zeros(n, dtype=np.float32)
-        reply, k = self._reply, 0
-        if reply is not None and self.state in (AgentState.THINKING, AgentState.SPEAKING):
-            k = min(n, reply.buffered)
-            if k > 0:
-                if not reply.audio_started:
-                    reply.audio_started = True
-                    self._signal(Signal.AUDIO_STARTED, "first reply audio")
-                    self._emit(
-                        FirstAudio(
-                            t=self.clock.now(),
-                            epoch=reply.epoch,
-                            reply_id=reply.id,
-                            output_sample=self.output_sample,
-                            compute_ms=1000.0 * (reply.first_audio_compute_s or 0.0),
-                        )
-                    )
-                out[:k] = reply.audio[reply.position : reply.position + k]
-                self._emit(
-                    AudioPlayed(
-                        t=self.clock.now(),
-                        epoch=reply.epoch,
-                        reply_id=reply.id,
-                        start=reply.position,
-                        end=reply.position + k,
-                        output_sample=self.output_sample,
-                    )
-                )
-                reply.position += k
-                if reply.buffered <= self._max_ahead and not reply.space.is_set():
-                    # Wake the producer, and mark it busy now, so settle() waits for it.
-                    reply.idle.clear()
-                    reply.space.set()
-            if reply.finished_playing and self.state in (AgentState.THINKING, AgentState.SPEAKING):
-                self._finish_reply(reply)
-        self._recent_pulls.append((n, reply.id if reply is not None and k else 0, k))
-        self.input.played(out, self.output_sample)
-        self.output_sample += n
-        return out
-
-    def rewind_output(self, n: int) -> None:
-        """The last ``n`` pulled samples never reached the speaker (a device buffer was cleared)."""
-        while n > 0 and self._recent_pulls:
-            size, reply_id, k = self._recent_pulls.pop()
-            take = min(size, n)
-            reply = self._reply
-            # Only the reply samples at the tail of the dropped span go back to the reply.
-            back = max(0, k - (size - take))
-            if reply is not None and reply.id == reply_id and back:
-                reply.position -= back
-                self._emit(
-                    AudioRewound(
-                        t=self.clock.now(),
-                        epoch=reply.epoch,
-                        reply_id=reply.id,
-                        position=reply.position,
-                    )
-                )
-            self.output_sample -= take
-            self.input.unplayed(take)
-            if take < size:
-                self._recent_pulls.append((size - take, reply_id, k - back))
-            n -= take
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -69,7 +69,8 @@ class Outbound:
         self._in_pull = False
         self._ended: Any = None
         self._turn_end_t: float | None = None
-        self._onset_sample: int | None = None
+        # Speech over a reply not yet told to the client: [start sample, end sample or None].
+        self._held: list[int | None] | None = None
 
     def emit(self, event: dict[str, Any]) -> None:
         self._send({"event_id": f"event_{next(self._event_ids)}", **event})
@@ -130,32 +131,31 @@ class Outbound:
         if kind == "audio_played":
             self._played_in_pull += ev.end - ev.start
         elif kind == "user_speech_started":
-            self._onset_sample = ev.input_sample
             # Audio that played before the onset, the filter's tail included, goes out
-            # before the client hears of it: no reply audio follows a speech_started
-            # until playback resumes (with a fresh filter).
+            # now; no reply audio follows until playback resumes (with a fresh filter).
             resp = self.response
             if resp is not None:
                 self.flush_audio(last=True)
                 resp.resampler = Resampler(MODEL_RATE, self.wire.output_rate, OUTPUT_QUALITY)
-            if vad:
-                self._user_item = self._user_item or self.new_item()
-                self.emit(
-                    {
-                        "type": "input_audio_buffer.speech_started",
-                        "audio_start_ms": ev.input_sample * 1000 // MODEL_RATE,
-                        "item_id": self._user_item,
-                    }
-                )
+            if vad and resp is not None:
+                # Over a reply the session pauses and decides later. A Realtime client cuts
+                # its playback and the reply on speech_started, so it hears of this speech
+                # only once the speech takes the turn; a backchannel stays unheard of.
+                self._held = [ev.input_sample, None]
+            elif vad:
+                self._speech_started(ev.input_sample)
         elif kind == "user_speech_ended" and vad:
-            self._user_item = self._user_item or self.new_item()
-            self.emit(
-                {
-                    "type": "input_audio_buffer.speech_stopped",
-                    "audio_end_ms": ev.input_sample * 1000 // MODEL_RATE,
-                    "item_id": self._user_item,
-                }
-            )
+            if self._held is not None:
+                self._held[1] = ev.input_sample
+            else:
+                self._speech_stopped(ev.input_sample)
+        elif kind == "interrupted" and self._held is not None:
+            (start, stop), self._held = self._held, None
+            self._speech_started(start)
+            if stop is not None:
+                self._speech_stopped(stop)
+        elif kind == "playback_resumed":
+            self._held = None
         elif kind == "user_turn_ended":
             self._turn_end_t = ev.t
             if vad:
@@ -185,14 +185,34 @@ class Outbound:
                 )
         elif kind == "first_audio" and self._turn_end_t is not None:
             self.metrics.response_latency.observe(ev.t - self._turn_end_t)
-        elif kind == "playback_paused" and self._onset_sample is not None:
+        elif kind == "playback_paused":
             # Input and output share one sample timeline, so onset to pause is exact.
-            self.metrics.barge_in_stop.observe((ev.output_sample - self._onset_sample) / MODEL_RATE)
+            self.metrics.barge_in_stop.observe((ev.output_sample - ev.onset_sample) / MODEL_RATE)
         elif kind == "reply_ended":
             if self._in_pull:
                 self._ended = ev  # the pull that ended it still holds its last audio
             else:
                 self._finish(ev)
+
+    def _speech_started(self, sample: int) -> None:
+        self._user_item = self._user_item or self.new_item()
+        self.emit(
+            {
+                "type": "input_audio_buffer.speech_started",
+                "audio_start_ms": sample * 1000 // MODEL_RATE,
+                "item_id": self._user_item,
+            }
+        )
+
+    def _speech_stopped(self, sample: int) -> None:
+        self._user_item = self._user_item or self.new_item()
+        self.emit(
+            {
+                "type": "input_audio_buffer.speech_stopped",
+                "audio_end_ms": sample * 1000 // MODEL_RATE,
+                "item_id": self._user_item,
+            }
+        )
 
     def _reply_started(self, ev: Any) -> None:
         item = self.new_item()
