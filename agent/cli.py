@@ -115,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run through real sounddevice streams on PulseAudio null sinks, in real time",
     )
+    bench.add_argument(
+        "--url",
+        default=None,
+        metavar="URL",
+        help=(
+            "run against a running `serve` over the Realtime protocol, in real time "
+            "(e.g. ws://127.0.0.1:8765); no model is loaded here"
+        ),
+    )
+    bench.add_argument("--token", default=None, help="bearer token for --url")
     _add_config_args(bench)
 
     duplex = sub.add_parser(
@@ -179,6 +189,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lm_server.add_argument("vllm_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     _add_config_args(lm_server)
+
+    chat = sub.add_parser(
+        "chat",
+        help="talk with the agent in the terminal, through the sound card",
+        description=(
+            "A terminal voice chat: the conversation as it happens (barge-ins marked), the "
+            "agent's state, microphone and output levels, latencies, and keys for mute, "
+            "push-to-talk, interrupt, save, settings and devices. Headphones recommended."
+        ),
+    )
+    _add_checkpoint_arg(chat)
+    chat.add_argument("--input-device", metavar="ID", help="microphone: index or name part")
+    chat.add_argument("--output-device", metavar="ID", help="speaker: index or name part")
+    chat.add_argument(
+        "--save-dir", default=".", metavar="DIR", help="where the save key writes (default: .)"
+    )
+    _add_config_args(chat)
     return parser
 
 
@@ -202,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "duplex": commands.duplex,
         "lm-server": commands.lm_server,
         "serve": commands.serve,
+        "chat": commands.chat,
     }[args.command]
     try:
         return run(args, _log)

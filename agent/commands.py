@@ -128,6 +128,10 @@ def bench(args: argparse.Namespace, log: Log) -> int:
     from parley.agent.harness.scenario import load_scenarios, shipped_scenarios_dir
 
     scenarios = load_scenarios(args.scenario or shipped_scenarios_dir())
+    if args.url and args.realtime:
+        from parley.errors import ConfigError
+
+        raise ConfigError("--url runs against a server in real time already; drop --realtime")
     if args.realtime:
         from parley.agent.harness.realtime import check_realtime_available
 
@@ -145,7 +149,7 @@ def bench(args: argparse.Namespace, log: Log) -> int:
                 records.append(await run_scenario(model, scenario, cfg.agent))
         return records
 
-    records = _with_model(args, log, run_all)
+    records = _bench_wire(args, scenarios, log) if args.url else _with_model(args, log, run_all)
     scored = [score(r) for r in records]
     write_report(args.out, records, scored)
     pooled = aggregate(scored)
@@ -155,6 +159,20 @@ def bench(args: argparse.Namespace, log: Log) -> int:
         f"report: {args.out} ({len(records)} scenario(s)); targets missed: {', '.join(misses) or 'none'}"
     )
     return 0
+
+
+def _bench_wire(args: argparse.Namespace, scenarios, log: Log) -> list:
+    """Each scenario against the server at ``args.url``; no model is loaded here."""
+    from parley.agent.harness.wire import realtime_url, run_scenario_wire
+
+    async def run_all() -> list:
+        records = []
+        for scenario in scenarios:
+            log(f"scenario {scenario.name} (real time, over {realtime_url(args.url)})")
+            records.append(await run_scenario_wire(args.url, scenario, args.token, log=log))
+        return records
+
+    return asyncio.run(run_all())
 
 
 def duplex(args: argparse.Namespace, log: Log) -> int:
@@ -255,3 +273,9 @@ def serve(args: argparse.Namespace, log: Log) -> int:
 
     _with_model(args, log, run)
     return 0
+
+
+def chat(args: argparse.Namespace, log: Log) -> int:
+    from parley.agent.chat.command import chat as run_chat
+
+    return run_chat(args, log)
