@@ -244,7 +244,9 @@ def test_write_report(tmp_path: Path) -> None:
             t=0.5, epoch=0, old=AgentState.THINKING, new=AgentState.SPEAKING, reason="audio"
         ),
         FirstAudio(t=0.5, epoch=0, reply_id=0, output_sample=8000),
-        PlaybackPaused(t=1.05, epoch=0, reply_id=0, position=8800, output_sample=16800),
+        PlaybackPaused(
+            t=1.05, epoch=0, reply_id=0, position=8800, output_sample=16800, onset_sample=16000
+        ),
         PlaybackResumed(t=1.3, epoch=0, reply_id=0, position=8800, output_sample=20800),
         _interrupted(1.45),
         StateChanged(

@@ -148,6 +148,9 @@ class _Scoped:
         self.endpoint.subscribe(lambda event: None if self.closed else listener(event))
 
 
+CHAT_AHEAD_BLOCKS = 6
+
+
 class DeviceBackend:
     """Sound cards through :class:`~parley.speech_io.devices.DeviceTransport`, in 10 ms
     blocks, with the output dropped the moment playback pauses (``connect_devices``)."""
@@ -169,6 +172,10 @@ class DeviceBackend:
             self.input_device,
             self.output_device,
             block_ms=10,
+            # The UI redraws on the loop that tops the output up: 60 ms of lead rides out a
+            # slow frame. It costs no reaction time, since a pause drops the lead and a
+            # reply's first audio jumps it (connect_devices).
+            ahead_blocks=CHAT_AHEAD_BLOCKS,
         )
         await self._transport.start()
         t = self._transport
