@@ -67,7 +67,7 @@ async def run(model, user: np.ndarray, dev, with_ui: bool) -> dict[str, Any]:
                            blocksize=160, latency="low", callback=play)  # fmt: skip
     duration = len(user) / SR
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    ui_cpu = 0.0
+    ui_cpu, figures = 0.0, ""
     if with_ui:
         app = ChatApp(session, backend, random_weights=model.random_weights)
         async with app.run_test(size=(140, 40)) as pilot:
@@ -75,6 +75,7 @@ async def run(model, user: np.ndarray, dev, with_ui: bool) -> dict[str, Any]:
             await pilot.pause(duration)
             events = app.event_log
             ui_cpu = app.ui_cpu_s
+            figures = app.figures_text()
             await backend.aclose()
     else:
         endpoint = ChatEndpoint(session)
@@ -102,6 +103,7 @@ async def run(model, user: np.ndarray, dev, with_ui: bool) -> dict[str, Any]:
         "portaudio_flags": sum(st.status_flags.values()),
         "replies": sum(e["type"] == "reply_started" for e in events),
         "interruptions": sum(e["type"] == "interrupted" for e in events),
+        "figures": figures,
     }
 
 
@@ -130,6 +132,7 @@ async def main_async(args: argparse.Namespace) -> None:
               f"{r['underruns_per_min']:14.2f} {r['overruns_per_min']:13.2f} "
               f"{r['portaudio_flags']:8d} {r['replies']:7d} {r['interruptions']:5d}")  # fmt: skip
     ui = results[0]
+    print(f"as the app showed them: {ui['figures']}")
     print(f"UI redraw callbacks: {100 * ui['ui_redraw_cpu_s'] / ui['wall_s']:.1f}% of one core")
     if len(results) == 2:
         extra = (ui["cpu_s"] - results[1]["cpu_s"]) / ui["wall_s"]
