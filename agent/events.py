@@ -94,6 +94,9 @@ class FirstAudio(Event):
     reply_id: int
     output_sample: int
     compute_ms: float = 0.0  # LM and vocoder time the reply took to its first audio
+    # Input samples processed when it happened: output runs ahead of input by what the
+    # device holds, so figures against user speech are taken on the input timeline.
+    input_sample: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,6 +127,7 @@ class PlaybackPaused(Event):
     position: int  # reply samples played when output stopped
     output_sample: int
     onset_sample: int  # input sample where the (possible) user speech began
+    input_sample: int | None = None  # input samples processed when output paused
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,6 +35,7 @@ class PlaybackSide:
                             reply_id=reply.id,
                             output_sample=self.output_sample,
                             compute_ms=1000.0 * (reply.first_audio_compute_s or 0.0),
+                            input_sample=self.input_sample,
                         )
                     )
                 out[:k] = reply.audio[reply.position : reply.position + k]

@@ -210,7 +210,7 @@ class DuplexSession(PlaybackSide):
     def _pause(self, onset: int, reason: str) -> None:
         self._onset = onset
         self._signal(Signal.USER_ONSET, reason)
-        self._playback_event(PlaybackPaused, onset_sample=onset)
+        self._playback_event(PlaybackPaused, onset_sample=onset, input_sample=self.input_sample)
 
     def _resume(self, reason: str) -> None:
         self._onset = None

@@ -280,3 +280,23 @@ async def test_device_picker_switches_the_audio(tiny_model, speech):
         assert "virtual audio" in app.notice
         await app.backend.aclose()
     await session.aclose()
+
+
+def test_device_figures_are_taken_on_the_input_timeline():
+    # On devices the output counter runs ahead of the input by what the transport holds;
+    # the figures count from the user's speech on the input timeline, plus the devices'
+    # own buffers.
+    conv = Conversation(device_latency_ms=40.0)
+    kw = {"t": 0.0, "epoch": 0}
+    conv.apply(UserTurnEnded(input_sample=16000, audio_s=1.0, **kw))
+    conv.apply(ReplyStarted(reply_id=1, **kw))
+    conv.apply(FirstAudio(reply_id=1, output_sample=27200, input_sample=24000, **kw))
+    conv.apply(
+        PlaybackPaused(
+            reply_id=1, position=9000, output_sample=44000, onset_sample=40000,
+            input_sample=40800, **kw,
+        )
+    )  # fmt: skip
+    conv.apply(Interrupted(reply_id=1, played=9000, heard_text="", output_sample=52800, **kw))
+    reply = conv.turns[-1]
+    assert reply.latency_ms == 540.0 and reply.stop_ms == 90.0

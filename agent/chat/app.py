@@ -140,6 +140,7 @@ class ChatApp(App[None]):
             self._audio_stopped(f"audio did not start: {exc}")
             return
         self.audio_running = True
+        self.conversation.device_latency_ms = getattr(backend, "latency_ms", 0.0)
         self.notice = f"audio: {backend.description}"
         self.run_worker(self._watch(backend), exit_on_error=False, group="audio")
 

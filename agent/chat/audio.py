@@ -160,6 +160,7 @@ class DeviceBackend:
     ) -> None:
         self.input_device, self.output_device = input_device, output_device
         self.description = "devices"
+        self.latency_ms = 0.0  # input + output buffer, as PortAudio reports them
         self._transport: Any = None
         self._scope: _Scoped | None = None
 
@@ -179,6 +180,7 @@ class DeviceBackend:
         )
         await self._transport.start()
         t = self._transport
+        self.latency_ms = 1000.0 * (t.input_format.latency + t.output_format.latency)
         self.description = (
             f"in {t.input_format.device.name} / out {t.output_format.device.name} "
             f"({1000 * t.output_format.latency:.0f} ms)"

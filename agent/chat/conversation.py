@@ -82,7 +82,13 @@ class Conversation:
     _replies: dict[int, AgentTurn] = field(default_factory=dict)
     _speech_end: int | None = None  # input sample where the last user turn's speech ended
     _onset: int | None = None  # input sample of the latest user speech onset
-    _paused_at: int | None = None  # output sample where playback last paused
+    _paused_at: int | None = None  # input sample at which playback last paused
+    # What the sound devices add between the session and the air (input + output
+    # buffers); the figures are taken on the input timeline, then this is added.
+    device_latency_ms: float = 0.0
+
+    def _ms_after(self, since: int, at: int) -> float:
+        return 1000.0 * max(0, at - since) / SR + self.device_latency_ms
 
     def apply(self, event: Event) -> None:
         """The session listener: cheap, never blocks."""
@@ -113,11 +119,13 @@ class Conversation:
             turn = self._replies.get(event.reply_id)
             if turn is None or self._speech_end is None:
                 return
-            turn.latency_ms = 1000.0 * max(0, event.output_sample - self._speech_end) / SR
+            at = event.input_sample if event.input_sample is not None else event.output_sample
+            turn.latency_ms = self._ms_after(self._speech_end, at)
             self.response.add(turn.latency_ms)
         elif isinstance(event, PlaybackPaused):
             # The pause's own onset: a tentative pause comes before the confirmed start.
-            self._paused_at, self._onset = event.output_sample, event.onset_sample
+            at = event.input_sample if event.input_sample is not None else event.output_sample
+            self._paused_at, self._onset = at, event.onset_sample
             return
         elif isinstance(event, Interrupted):
             if (turn := self._replies.get(event.reply_id)) is None:
@@ -127,7 +135,7 @@ class Conversation:
             if self._onset is not None:
                 # Output went silent at the pause (or now, when nothing paused it first).
                 silent = self._paused_at if self._paused_at is not None else event.output_sample
-                turn.stop_ms = 1000.0 * max(0, silent - self._onset) / SR
+                turn.stop_ms = self._ms_after(self._onset, silent)
                 self.barge_in.add(turn.stop_ms)
             self._onset = None
         elif isinstance(event, ReplyEnded):
