@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-import yaml
 
 from parley.agent.events import (
     AgentState,
@@ -31,18 +30,6 @@ from parley.agent.harness.scenario import (
 )
 
 SR = 16000
-SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "scenarios"
-CLIP = SHIPPED / "clips" / "stop_please.wav"
-
-
-def _write(folder: Path, data: Any, name: str = "s.yaml") -> Path:
-    path = folder / name
-    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
-    return path
-
-
-def _rms_db(x: np.ndarray) -> float:
-    return 20 * np.log10(np.sqrt(np.mean(np.asarray(x, np.float64) ** 2)))
 
 
 # ---------------------------------------------------------------- metrics
