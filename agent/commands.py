@@ -19,7 +19,7 @@ from parley.tokenizers.vocab import TokenClass
 Log = Callable[[str], None]
 T = TypeVar("T")
 
-SAMPLE_UTTERANCE = "samples/what_time.wav"
+SAMPLE_UTTERANCE = "samples/seven_times_eight.wav"
 
 
 def make_checkpoint(args: argparse.Namespace, log: Log) -> int:
@@ -279,3 +279,54 @@ def chat(args: argparse.Namespace, log: Log) -> int:
     from parley.agent.chat.command import chat as run_chat
 
     return run_chat(args, log)
+
+
+def evaluate(args: argparse.Namespace, log: Log) -> int:
+    from parley.evaluation.run_eval import run
+
+    return run(args, log)
+
+
+def make_corpus(args: argparse.Namespace, log: Log) -> int:
+    from parley.train.corpus import CorpusOptions
+    from parley.train.corpus import make_corpus as build
+
+    voices = tuple(v.strip() for v in args.voices.split(",") if v.strip()) if args.voices else None
+    opts = CorpusOptions(
+        out=args.out,
+        dialogues=args.dialogues,
+        heldout=args.heldout,
+        seed=args.seed,
+        workers=args.workers,
+        voices=voices,
+        progress=not args.quiet,
+    )
+    build(opts, log)
+    return 0
+
+
+def train(args: argparse.Namespace, log: Log) -> int:
+    from parley.train.lm_train import LMTrainConfig
+    from parley.train.pipeline import TrainOptions, run_training
+
+    run_training(
+        TrainOptions(
+            out=args.out,
+            work=args.work,
+            corpus=args.corpus,
+            preset=args.preset,
+            encoder_from=args.encoder_from,
+            dialogues=args.dialogues,
+            codec_minutes=args.codec_minutes,
+            lm=LMTrainConfig(
+                steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads
+            ),
+            seed=args.seed,
+            workers=args.workers,
+            progress=not args.quiet,
+            force=args.force,
+            stages=tuple(args.stages.split(",")) if args.stages else (),
+        ),
+        log=log,
+    )
+    return 0

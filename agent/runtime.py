@@ -34,7 +34,28 @@ def load_runtime_config(args: argparse.Namespace) -> ParleyConfig:
     return load_config(getattr(args, "config", None) or DEFAULT_PRESET, overrides)
 
 
+SHIPPED_MODEL = "model"
+"""The trained default model, inside the package's configs (``configs/model/``)."""
+
+
+def shipped_checkpoint() -> Path | None:
+    """The trained model shipped with the package, if this install has it."""
+    from importlib import resources
+
+    path = Path(str(resources.files("parley.configs").joinpath(SHIPPED_MODEL)))
+    return path if (path / "parley.json").is_file() else None
+
+
 def default_checkpoint(log: Callable[[str], None]) -> Path:
+    """The shipped trained model; without one, the tiny random checkpoint (built once)."""
+    shipped = shipped_checkpoint()
+    if shipped is not None:
+        return shipped
+    log("no trained model in this install (configs/model/): using random weights")
+    return random_checkpoint(log)
+
+
+def random_checkpoint(log: Callable[[str], None]) -> Path:
     """The cached tiny random checkpoint, built on first use."""
     from parley.llm.builder import build_checkpoint
     from parley.llm.checkpoint import read_manifest

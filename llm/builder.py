@@ -71,7 +71,12 @@ def build_checkpoint(
     adapter = Adapter.from_config(
         cfg.adapter, cfg.encoder.d_model, lm_hidden, seed * 10 + _PART_SEEDS["adapter"]
     )
-    vocoder, speech_tokenizer = build_codec(cfg.codec, seed * 10 + _PART_SEEDS["codec"])
+    vocoder, speech_tokenizer = build_codec(
+        cfg.codec,
+        seed * 10 + _PART_SEEDS["codec"],
+        encoder=BlockCausalEncoder(whisper, cfg.encoder.block_frames, cfg.encoder.context_blocks),
+        features=cfg.features,
+    )
 
     manifest = Manifest(model=cfg, vocab=layout, lm_hidden=lm_hidden, seed=seed, sources=sources)
     out.parent.mkdir(parents=True, exist_ok=True)

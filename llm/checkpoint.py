@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -28,8 +28,7 @@ from parley.errors import CheckpointError
 from parley.llm.adapter import Adapter
 from parley.llm.encoder import BlockCausalEncoder
 from parley.llm.encoder_io import load_encoder
-from parley.tokenizers.codec_io import load_codec
-from parley.tokenizers.speech_tokenizer import SpeechTokenizer
+from parley.tokenizers.codec_io import AnyTokenizer, load_codec
 from parley.tokenizers.vocab import VocabLayout
 from parley.tokenizers.vocoder import TokenVocoder
 from parley.weights import load_file_into, read_input_embeddings
@@ -58,6 +57,9 @@ class Manifest(BaseModel):
     lm_hidden: int
     seed: int | None = None
     sources: dict[str, str] = {}
+    provenance: dict[str, Any] = {}
+    """How a trained checkpoint was made: sources with versions, hashes and licences, the
+    command, the training time and figures, and the sha256 of every other file."""
 
 
 @dataclass
@@ -72,12 +74,19 @@ class Checkpoint:
     lm_embeddings: torch.Tensor  # the LM's input embedding table (rows, hidden)
     tokenizer: object
     vocoder: TokenVocoder
-    speech_tokenizer: SpeechTokenizer
+    speech_tokenizer: AnyTokenizer  # a UnitTokenizer on `encoder` for "whisper-units"
 
     @property
     def random_weights(self) -> bool:
-        """True when no part came from trained weights: such a model speaks noise."""
-        return all(v == "random" for v in self.manifest.sources.values())
+        """True when a part the voice depends on is untrained: such a model speaks noise.
+
+        A real encoder or LM alone does not make it talk: the adapter joining them and the
+        vocoder voicing the LM's speech tokens are only ever trained here, together.
+        """
+        return any(
+            self.manifest.sources.get(part, "random") == "random"
+            for part in ("adapter", "lm", "vocoder")
+        )
 
 
 def read_manifest(path: Path) -> Manifest:
@@ -153,11 +162,14 @@ def load_checkpoint(path: Path, dtype: str = "float32", lm_weights: bool = True)
             f"emits {manifest.lm_hidden}"
         )
 
-    vocoder, speech_tokenizer, _ = load_codec(path / "vocoder", cfg.codec)
+    encoder = encoder.eval()
+    vocoder, speech_tokenizer, _ = load_codec(
+        path / "vocoder", cfg.codec, encoder=encoder, features=cfg.features
+    )
     return Checkpoint(
         path=path,
         manifest=manifest,
-        encoder=encoder.eval(),
+        encoder=encoder,
         adapter=adapter.eval(),
         lm=None if lm is None else lm.eval(),
         lm_embeddings=embeddings,

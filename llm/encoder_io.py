@@ -4,7 +4,8 @@ We write a ``WhisperConfig`` and the encoder's tensors under the ``encoder.`` pr
 ``WhisperModel`` uses, so the directory is a Whisper checkpoint without a decoder. We read
 any local HF Whisper checkpoint: ``WhisperModel`` (``encoder.``),
 ``WhisperForConditionalGeneration`` (``model.encoder.``) or a bare encoder (no prefix), in
-one safetensors file, sharded safetensors, or ``pytorch_model.bin``.
+one safetensors file, sharded safetensors, or ``pytorch_model.bin``; and a CTranslate2
+(faster-whisper) model directory, whose ``model.bin`` holds the same encoder.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from parley.config import EncoderConfig
 from parley.errors import CheckpointError
+from parley.llm.ct2_whisper import is_ct2_model, load_ct2_encoder
 from parley.weights import load_state, read_tensors, save_state
 
 PREFIXES = ("model.encoder.", "encoder.")
@@ -55,8 +57,10 @@ def _read_any(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_encoder(path: Path) -> tuple[WhisperEncoder, WhisperConfig]:
-    """The encoder of a local HF Whisper checkpoint directory (ours or any other)."""
+    """The encoder of a local Whisper directory: HF layout (ours or any other) or CTranslate2."""
     path = Path(path)
+    if is_ct2_model(path):
+        return load_ct2_encoder(path)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"missing checkpoint file: {path / 'config.json'}")
     try:

@@ -80,3 +80,45 @@ def heard_prefix(classes: list[TokenClass], speech_heard: int) -> int:
             if seen == speech_heard:
                 return i + 1
     return len(classes)
+
+
+def interleave(
+    text: list[int], speech: list[int], schedule: ScheduleConfig
+) -> list[tuple[TokenClass, int]]:
+    """A whole reply laid out as the schedule orders it: the training-side twin of
+    :func:`allowed_next`.
+
+    ``text`` and ``speech`` are the reply's token ids (speech as LM ids, not codes). Text
+    fills the text slots until it runs out, then ``TEXT_END`` closes it; speech fills the
+    rest; ``EOT`` ends the reply. Returns ``(class, id)`` pairs with ``-1`` as the id of
+    ``TEXT_END`` and ``EOT`` (the caller's vocabulary names them). Raises ValueError when
+    the schedule cannot carry the reply (its speech runs out while text is still due, or it
+    exceeds ``max_speech_tokens``): such a reply would be cut at inference too.
+    """
+    if len(speech) > schedule.max_speech_tokens:
+        raise ValueError(
+            f"{len(speech)} speech tokens exceed max_speech_tokens={schedule.max_speech_tokens}"
+        )
+    out: list[tuple[TokenClass, int]] = []
+    state = ScheduleState()
+    t = s = 0
+    while not state.done:
+        allowed = allowed_next(state, schedule)
+        if TokenClass.TEXT in allowed:
+            cls, tok = (TokenClass.TEXT, text[t]) if t < len(text) else (TokenClass.TEXT_END, -1)
+            t += cls is TokenClass.TEXT
+        elif s < len(speech) and TokenClass.SPEECH in allowed:
+            cls, tok = TokenClass.SPEECH, speech[s]
+            s += 1
+        elif TokenClass.EOT in allowed and s == len(speech):
+            cls, tok = TokenClass.EOT, -1
+        elif allowed == {TokenClass.TEXT_END}:
+            raise ValueError("the reply's speech ends the schedule before its text is out")
+        else:
+            raise ValueError(
+                f"the schedule wants {sorted(c.name for c in allowed)} after {s} of "
+                f"{len(speech)} speech and {t} of {len(text)} text tokens"
+            )
+        out.append((cls, tok))
+        state = advance(state, cls, schedule)
+    return out

@@ -41,6 +41,17 @@ class FeatureConfig(_Section):
             "(utterance max - 8), which depends on audio not yet heard; a stream needs a fixed floor."
         ),
     )
+    floor_mode: Literal["fixed", "running_max"] = Field(
+        "fixed",
+        description=(
+            "'fixed': clamp at log_floor. 'running_max': also clamp at (the loudest frame so "
+            "far - dynamic_range), Whisper's own clamp made causal; pretrained Whisper "
+            "encoders expect it, and it follows the input level."
+        ),
+    )
+    dynamic_range: float = Field(
+        8.0, gt=0.0, le=20.0, description="log10 range kept below the running maximum."
+    )
 
 
 class EncoderConfig(_Section):
@@ -143,11 +154,27 @@ class CodecConfig(_Section):
     lookahead: int = Field(2, ge=0, le=16, description="Future tokens the vocoder waits for.")
     n_fft: int = Field(640, ge=16, le=8192, description="iSTFT size of the vocoder head.")
     frames_per_token: int = Field(4, ge=1, le=64, description="iSTFT frames per speech token.")
-    tokenizer_dim: int = Field(128, ge=8, le=4096, description="Speech tokenizer width.")
+    tokenizer_dim: int = Field(
+        128, ge=8, le=4096, description="Speech tokenizer width ('stft' tokenizer only)."
+    )
+    tokenizer: Literal["stft", "whisper-units"] = Field(
+        "stft",
+        description=(
+            "'stft': a small seeded STFT tokenizer of its own. 'whisper-units': k-means "
+            "centroids over the checkpoint's Whisper encoder frames (50 per second, averaged "
+            "over 50 / token_rate_hz frames); vocoder/ then stores only the codebook."
+        ),
+    )
 
     @property
     def samples_per_token(self) -> int:
         return round(self.sample_rate / self.token_rate_hz)
+
+    @property
+    def frames_per_unit(self) -> int:
+        """Whisper encoder frames averaged into one 'whisper-units' token: the encoder
+        makes 50 frames per second (10 ms mel hop, stride-2 conv)."""
+        return round(50.0 / self.token_rate_hz)
 
     @property
     def hop_length(self) -> int:
@@ -165,6 +192,14 @@ class CodecConfig(_Section):
             raise ValueError(
                 f"n_fft ({self.n_fft}) must be a multiple of the iSTFT hop ({self.hop_length})"
             )
+        if self.tokenizer == "whisper-units":
+            if self.sample_rate != 16000:
+                raise ValueError("tokenizer 'whisper-units' needs sample_rate 16000 (Whisper's)")
+            if 50.0 % self.token_rate_hz:
+                raise ValueError(
+                    f"tokenizer 'whisper-units' averages whole encoder frames: token_rate_hz "
+                    f"must divide 50, got {self.token_rate_hz:g}"
+                )
         return self
 
 

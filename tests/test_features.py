@@ -214,3 +214,38 @@ def test_five_minute_stream_keeps_bounded_state() -> None:
     assert streamed.shape == (80, x.size // cfg.hop_length)
     tail = log_mel(x[-SR:], cfg)
     np.testing.assert_allclose(streamed[:, -tail.shape[1] + 2 :], tail[:, 2:], rtol=0, atol=1e-6)
+
+
+RUNNING = dict(floor_mode="running_max", log_floor=-10.0)
+
+
+def _speechlike(seconds: float, seed: int, level: float) -> np.ndarray:
+    """Bursts over near-silence: Whisper's (max - 8) clamp bites in the gaps."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    env = (np.sin(2 * np.pi * 2.0 * np.arange(n) / SR) > 0.3).astype(np.float64)
+    x = env * _noise_and_tone(seconds, seed, noise=0.2) + 1e-6 * rng.standard_normal(n)
+    return (level * x).astype(np.float32)
+
+
+@pytest.mark.parametrize("level", [1.0, 0.01])
+def test_running_max_is_whisper_clamp_once_the_peak_has_passed(level: float) -> None:
+    x = _speechlike(2.0, 0, level)
+    ours = log_mel(x, FeatureConfig(**RUNNING))
+    ref = _hf(x, 80)
+    assert (ref == ref.min()).mean() > 0.05, "Whisper's clamp should bite on this signal"
+    # Once the loudest frame so far is the utterance's loudest, the two clamps are one.
+    peak_at = int(np.argmax(ref.max(axis=0)))
+    np.testing.assert_allclose(ours[:, peak_at:], ref[:, peak_at:], rtol=0, atol=1e-4)
+    # Before it, the causal clamp is lower (it has not heard the peak yet), never higher.
+    assert (ours[:, :peak_at] <= ref[:, :peak_at] + 1e-4).all()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_running_max_stream_equals_offline(seed: int) -> None:
+    cfg = FeatureConfig(**RUNNING)
+    rng = np.random.default_rng(seed)
+    x = _speechlike(rng.uniform(0.5, 2.0), seed, float(rng.choice([1.0, 0.05])))
+    sizes = [int(s) for s in rng.choice([0, 1, 160, 161, 399, 1234, 4000], 40)]
+    streamed, _ = _stream(x, sizes, cfg)
+    np.testing.assert_allclose(streamed, log_mel(x, cfg), rtol=0, atol=1e-6)

@@ -5,7 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parley.config import ScheduleConfig
-from parley.llm.schedule import ScheduleState, advance, allowed_next, heard_prefix
+from parley.llm.schedule import ScheduleState, advance, allowed_next, heard_prefix, interleave
+from parley.tokenizers.vocab import TokenClass
 from parley.tokenizers.vocab import TokenClass as C
 
 T, S, TE, E = C.TEXT, C.SPEECH, C.TEXT_END, C.EOT
@@ -114,3 +115,31 @@ def test_any_choice_sequence_is_well_formed(n, m, lo, span, picks):
         state = advance(state, cls, sched)
         assert len(classes) < 10_000
     assert well_formed(classes, n, m, lo, lo + span + 1), classes
+
+
+@pytest.mark.parametrize(("n_text", "n_speech"), [(0, 5), (3, 40), (13, 26), (14, 60), (30, 100)])
+def test_interleave_follows_the_schedule(n_text, n_speech):
+    sched = ScheduleConfig(
+        text_tokens=13, speech_tokens=26, min_speech_tokens=0, max_speech_tokens=200
+    )
+    text = list(range(100, 100 + n_text))
+    speech = list(range(1000, 1000 + n_speech))
+    laid = interleave(text, speech, sched)
+    state = ScheduleState()
+    for cls, _ in laid:  # advance raises on anything the schedule forbids
+        state = advance(state, cls, sched)
+    assert state.done
+    assert [t for c, t in laid if c is TokenClass.TEXT] == text
+    assert [t for c, t in laid if c is TokenClass.SPEECH] == speech
+    kinds = [c for c, _ in laid]
+    assert kinds.count(TokenClass.TEXT_END) == 1 and kinds[-1] is TokenClass.EOT
+
+
+def test_interleave_refuses_what_inference_would_cut():
+    sched = ScheduleConfig(
+        text_tokens=2, speech_tokens=2, min_speech_tokens=0, max_speech_tokens=10
+    )
+    with pytest.raises(ValueError, match="max_speech_tokens"):
+        interleave([1], list(range(11)), sched)
+    with pytest.raises(ValueError, match="before its text"):
+        interleave(list(range(20)), list(range(10)), sched)

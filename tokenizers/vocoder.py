@@ -33,8 +33,10 @@ INPUT_PAST_TOKENS = 2
 MLP_RATIO = 3
 """Hidden width of each ConvNeXt block's pointwise MLP, in multiples of ``dim``."""
 
-MAX_LOG_MAGNITUDE = 2.0
-"""Log-magnitudes are clamped here, so random or untrained weights give bounded audio."""
+MAX_LOG_MAGNITUDE = 6.0
+"""Log-magnitudes are clamped here, so random or untrained weights give bounded audio. One
+bin at this magnitude is a sinusoid of amplitude ~1.7 after overlap-add; full-scale speech
+(Piper's output peaks at 1.0) needs bins up to ~e^4.6, which 2.0 used to cut off."""
 
 ENVELOPE_FLOOR = 0.1
 """The window envelope is floored at this fraction of its steady value: the last samples of

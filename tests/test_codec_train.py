@@ -1,0 +1,174 @@
+"""Codec training: batched decoding, the training loop (loss falls, resume), the whole stage."""
+
+from __future__ import annotations
+
+import json
+import random
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from parley.config import CodecConfig, EncoderConfig, FeatureConfig
+from parley.llm.encoder import BlockCausalEncoder
+from parley.tokenizers.codec_io import load_codec
+from parley.tokenizers.unit_tokenizer import UnitTokenizer
+from parley.tokenizers.vocoder import StreamingVocoder, TokenVocoder
+from parley.train.codec_train import (
+    DEFAULT_CODEC,
+    METRICS_FILE,
+    STATE_FILE,
+    CodecTrainConfig,
+    TokenizedUtterance,
+    synthesize_batch,
+    train_codec,
+    train_vocoder,
+)
+
+TINY_CODEC = CodecConfig(
+    tokenizer="whisper-units", codebook_size=16, dim=32, layers=2, kernel=3, lookahead=1
+)
+FAST = CodecTrainConfig(
+    crop_s=0.32, past_s=0.08, batch_size=4, lr=1e-2, warmup=5, steps=40, save_every=10,
+    heldout_crops=4, kmeans_units=2000, kmeans_iters=5,
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _toy_data(cfg: CodecConfig, n: int = 6, seed: int = 0) -> list[TokenizedUtterance]:
+    """Utterances whose audio is a tone per token id: a mapping a vocoder can learn."""
+    rng = np.random.default_rng(seed)
+    spt = cfg.samples_per_token
+    out = []
+    for _ in range(n):
+        ids = torch.from_numpy(rng.integers(0, cfg.codebook_size, 40))
+        t = np.arange(spt) / cfg.sample_rate
+        audio = np.concatenate([0.3 * np.sin(2 * np.pi * (150 + 60 * int(i)) * t) for i in ids])
+        out.append(TokenizedUtterance("x", torch.from_numpy(audio.astype(np.float32)), ids))
+    return out
+
+
+def test_batched_decoding_equals_the_vocoder() -> None:
+    vocoder = TokenVocoder(TINY_CODEC, seed=1).eval()
+    spt = TINY_CODEC.samples_per_token
+    ids = torch.randint(0, 16, (3, 20), generator=torch.Generator().manual_seed(0))
+    start, end = torch.tensor([0, 4, 7]), torch.tensor([20, 20, 12])
+    with torch.no_grad():
+        out = synthesize_batch(vocoder, ids, start, end)
+        for i in range(3):
+            a, b = int(start[i]), int(end[i])
+            expected = vocoder(ids[i, a:b])
+            got = out[i, a * spt : b * spt].clamp(-1, 1)
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_loss_falls_and_training_resumes(tmp_path) -> None:
+    data = _toy_data(TINY_CODEC)
+    logs: list[str] = []
+    straight = TokenVocoder(TINY_CODEC, seed=0)
+    train_vocoder(straight, data, data[:2], FAST, tmp_path / "a", 5.0, logs.append, False)
+    rows = [json.loads(line) for line in (tmp_path / "a" / METRICS_FILE).read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert losses[-1] < 0.75 * losses[0]
+    held = [r["val_loss"] for r in rows if "val_loss" in r]
+    assert held[-1] < held[0]
+    assert (tmp_path / "a" / "loss.png").is_file()
+
+    assert torch.load(tmp_path / "a" / STATE_FILE, weights_only=False)["step"] == 40
+
+    # Stopped at step 20 and resumed: the same weights as the straight run.
+    cut = tmp_path / "c"
+    _run_until(TokenVocoder(TINY_CODEC, seed=0), data, FAST, cut, stop_at=20)
+    resumed = TokenVocoder(TINY_CODEC, seed=0)
+    train_vocoder(resumed, data, data[:2], FAST, cut, 5.0, logs.append, False)
+    assert any("resumed at step 20" in m for m in logs)
+    for (name, a), b in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def _run_until(vocoder, data, cfg, work, stop_at: int) -> None:
+    """Train with the cosine horizon of ``cfg`` but stop (and save) at ``stop_at``."""
+    import parley.train.codec_train as ct
+
+    original = ct._lr_at
+
+    def lr_then_stop(step, total, c):
+        if step >= stop_at:
+            raise KeyboardInterrupt
+        return original(step, total, c)
+
+    ct._lr_at = lr_then_stop
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_vocoder(vocoder, data, data[:2], cfg, work, 5.0, lambda _m: None, False)
+    finally:
+        ct._lr_at = original
+    assert torch.load(work / STATE_FILE, weights_only=False)["step"] == stop_at
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_trained_config_streams_like_one_shot(seed: int) -> None:
+    vocoder = TokenVocoder(DEFAULT_CODEC, seed=seed).eval()
+    ids = torch.randint(
+        0, DEFAULT_CODEC.codebook_size, (60,), generator=torch.Generator().manual_seed(seed)
+    )
+    with torch.inference_mode():
+        expected = vocoder(ids)
+    rng, pieces, lo = random.Random(seed), [], 0
+    with StreamingVocoder(vocoder).streaming() as stream:
+        while lo < len(ids):
+            size = rng.choice([0, 1, 2, 3, 5, 8])
+            pieces.append(stream.push(ids[lo : lo + size]))
+            lo += size
+        pieces.append(stream.flush())
+    torch.testing.assert_close(
+        torch.from_numpy(np.concatenate(pieces)), expected, atol=1e-5, rtol=0
+    )
+
+
+def test_train_codec_end_to_end(tmp_path) -> None:
+    encoder = BlockCausalEncoder.from_config(
+        EncoderConfig(d_model=32, layers=1, heads=2, ffn_dim=64), n_mels=80, seed=0
+    )
+    features = FeatureConfig(floor_mode="running_max", log_floor=-10.0)
+    texts = [f"sentence number {i}" for i in range(12)]
+
+    def speak(text: str) -> np.ndarray:
+        rng = np.random.default_rng(zlib.crc32(text.encode()))
+        t = np.arange(16000) / 16000
+        f = rng.uniform(100, 400)
+        return (0.3 * np.sin(2 * np.pi * f * t) + 0.01 * rng.standard_normal(t.size)).astype(
+            np.float32
+        )
+
+    cfg = TINY_CODEC
+    train_cfg = CodecTrainConfig(**{**FAST.__dict__, "steps": 6})
+    vocoder, tok = train_codec(
+        tmp_path, texts, cfg, minutes=1.0, seed=0, log=lambda _m: None, encoder=encoder,
+        features=features, train_cfg=train_cfg, speak=speak, progress=False,
+    )  # fmt: skip
+    assert isinstance(tok, UnitTokenizer) and tok.codebook_size == 16
+    loaded_vocoder, loaded_tok, loaded_cfg = load_codec(
+        tmp_path / "run" / "vocoder", cfg, encoder=encoder, features=features
+    )
+    assert loaded_cfg == cfg
+    assert torch.equal(loaded_tok.codebook, tok.codebook)
+    audio = speak("something else")
+    assert torch.equal(loaded_tok.encode(audio), tok.encode(audio))
+    # The caches are reused: a second call synthesizes nothing.
+    calls = []
+    train_codec(
+        tmp_path, texts, cfg, minutes=1.0, seed=0, log=calls.append, encoder=encoder,
+        features=features, train_cfg=train_cfg, speak=lambda t: pytest.fail(t), progress=False,
+    )  # fmt: skip
+    assert any("codebook from" in m for m in calls)

@@ -1,0 +1,131 @@
+"""LM training: the laid-out dialogues are what inference feeds, and training resumes."""
+
+import asyncio
+import contextlib
+
+import pytest
+import torch
+
+from parley.config import AdapterConfig, EngineConfig, LMConfig, ScheduleConfig
+from parley.llm.adapter import Adapter
+from parley.llm.lm_build import layout_of, random_lm
+from parley.llm.transformers_engine import TransformersSpokenLM
+from parley.train.lm_data import AUDIO, Dialogue, Turn, layout_dialogue
+from parley.train.lm_train import LMTrainConfig, SpokenLMTrainee, train_lm
+
+LM = LMConfig(hidden=48, layers=2, heads=2, kv_heads=1, intermediate=96, text_vocab=300)
+SCHED = ScheduleConfig(text_tokens=3, speech_tokens=5, min_speech_tokens=0, max_speech_tokens=40)
+CODEBOOK = 16
+D_MODEL = 8
+ANSWERS = ["seven times eight is fifty six", "the day after monday is tuesday", "goodbye"]
+
+
+def setup(seed=0):
+    torch.manual_seed(seed)
+    lm, tok = random_lm(LM, CODEBOOK, seed, corpus="\n".join(ANSWERS * 3))
+    layout = layout_of(lm, tok, CODEBOOK)
+    adapter = Adapter.from_config(AdapterConfig(stack=2, hidden=32), D_MODEL, LM.hidden, 1)
+    g = torch.Generator().manual_seed(seed)
+    replies = {
+        a: (
+            tok.encode(a, add_special_tokens=False),
+            torch.randint(0, CODEBOOK, (20 + i,), generator=g).tolist(),
+        )
+        for i, a in enumerate(ANSWERS)
+    }
+    frames = {f"u{i}": torch.randn(11 + 2 * i, D_MODEL, generator=g) for i in range(4)}
+    dialogues = [
+        Dialogue("a", "train", [Turn("u0", ANSWERS[0])], {}),
+        Dialogue("b", "train", [Turn("u1", ANSWERS[1]), Turn("u2", ANSWERS[2])], {}),
+    ]
+    examples = [layout_dialogue(d, frames, replies, layout, SCHED, 2) for d in dialogues]
+    return SpokenLMTrainee(adapter, lm), layout, replies, frames, dialogues, examples
+
+
+def test_layout_marks_audio_and_targets_only_replies():
+    _, layout, _, frames, _, (one, two) = setup()
+    assert one.ids[0] == layout.user and one.ids.count(AUDIO) == -(-frames["u0"].shape[0] // 2)
+    assert two.ids.count(layout.user) == 2 and two.ids.count(layout.eot) == 2
+    for ex in (one, two):
+        for i, t in enumerate(ex.targets):
+            if t != -100:  # a target is always the next id, and never an audio position
+                assert t == ex.ids[i + 1] and ex.ids[i + 1] != AUDIO
+        # every reply token is learnt, from <|assistant|> on, up to its <|eot|>
+        reply_positions = sum(1 for t in ex.targets if t != -100)
+        assert reply_positions == sum(
+            len(ex.ids[i + 1 : ex.ids.index(layout.eot, i) + 1])
+            for i, t in enumerate(ex.ids)
+            if t == layout.assistant
+        )
+
+
+async def _reply(ctx):
+    async with contextlib.aclosing(ctx.reply()) as stream:
+        return [d.token_id async for d in stream]
+
+
+def test_memorised_dialogues_replay_through_the_inference_engine(tmp_path):
+    model, layout, replies, frames, dialogues, examples = setup()
+    cfg = LMTrainConfig(
+        steps=300,
+        batch_size=2,
+        lr=3e-3,
+        warmup=10,
+        save_every=300,
+        eval_every=1000,
+        threads=1,
+        frame_dropout=0.0,
+        bf16=False,
+    )
+    last = train_lm(model, examples, [], cfg, tmp_path, progress=False)
+    assert last["loss"] < 0.05, last
+    assert (tmp_path / "loss.png").is_file() and (tmp_path / "metrics.jsonl").is_file()
+    engine = TransformersSpokenLM(model.lm, layout, SCHED, EngineConfig())
+    for dialogue, example in zip(dialogues, examples, strict=True):
+        ctx = engine.open_context()
+        for turn in dialogue.turns:
+            with torch.no_grad():
+                ctx.add_user_audio(model.adapter(frames[turn.audio]))
+            got = asyncio.run(_reply(ctx))
+            start = [i for i, t in enumerate(example.ids) if t == layout.assistant][
+                dialogue.turns.index(turn)
+            ]
+            want = example.ids[start + 1 : example.ids.index(layout.eot, start) + 1]
+            assert got == want
+
+
+def test_training_resumes_where_it_stopped(tmp_path):
+    cfg = dict(
+        batch_size=2,
+        lr=3e-3,
+        warmup=2,
+        save_every=4,
+        eval_every=1000,
+        threads=1,
+        bf16=False,
+        seed=3,
+    )
+    a, *_, ex = setup()
+    train_lm(a, ex, [], LMTrainConfig(steps=8, **cfg), tmp_path / "a", progress=False)
+    b, *_, ex = setup()
+    train_lm(b, ex, [], LMTrainConfig(steps=8, **cfg), tmp_path / "b", progress=False, stop_at=4)
+    c, *_, ex = setup()  # fresh weights: everything must come from the saved state
+    train_lm(c, ex, [], LMTrainConfig(steps=8, **cfg), tmp_path / "b", progress=False)
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(c.state_dict()[k], v, msg=k)
+
+
+def test_interleave_refusal_is_a_value_error():
+    model, layout, replies, frames, _, _ = setup()
+    too_long = ScheduleConfig(
+        text_tokens=3, speech_tokens=5, min_speech_tokens=0, max_speech_tokens=10
+    )
+    with pytest.raises(ValueError):
+        layout_dialogue(
+            Dialogue("x", "train", [Turn("u0", ANSWERS[0])], {}),
+            frames,
+            replies,
+            layout,
+            too_long,
+            2,
+        )

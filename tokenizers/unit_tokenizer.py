@@ -1,0 +1,180 @@
+"""Speech tokenizer from semantic units: k-means over the model's own Whisper encoder frames.
+
+The checkpoint's Whisper encoder, run block-causally as at runtime over the streaming log-mel
+features, gives 50 frames per second; each token averages ``frames_per_unit`` of them (2 for
+25 tokens per second) and takes the nearest centroid (L2) of a k-means codebook fitted on
+the agent's voice. The tokens then carry what was said rather than how the waveform looked,
+which is what the LM has to predict; the vocoder learns the voice back from them.
+
+Causality: the encoder attends within 0.5 s blocks, so the ids of an audio prefix are a
+prefix of the ids of the whole except in the prefix's last block (and one mel frame of
+lookahead before it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from parley.config import FeatureConfig
+from parley.errors import AudioInputError
+from parley.llm.encoder import BlockCausalEncoder
+from parley.tokenizers.features import log_mel
+
+__all__ = ["UnitTokenizer", "assign_units", "encoder_fingerprint", "fit_codebook"]
+
+_FEATURE_FIELDS = (
+    "sample_rate", "n_mels", "n_fft", "hop_length", "log_floor", "floor_mode", "dynamic_range",
+)  # fmt: skip
+
+_ROWS_PER_CHUNK = 8192
+"""Rows per distance block: keeps the (rows, k) distance matrix to a few tens of MB."""
+
+
+def _check_audio(audio: np.ndarray | Tensor) -> Tensor:
+    x = torch.as_tensor(audio).detach().cpu()
+    if x.dim() != 1:
+        raise AudioInputError(f"audio must be 1-D (mono samples), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise AudioInputError(f"audio must be float samples in [-1, 1], got dtype {x.dtype}")
+    x = x.float()
+    if not torch.isfinite(x).all():
+        raise AudioInputError("audio contains NaN or infinite samples")
+    return x
+
+
+def assign_units(units: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor]:
+    """Nearest codeword (L2) of each row of ``units`` (n, d): (ids (n,), squared distance)."""
+    units = units.float()
+    c_sq = (codebook * codebook).sum(1)
+    ids, dists = [], []
+    for lo in range(0, units.shape[0], _ROWS_PER_CHUNK):
+        x = units[lo : lo + _ROWS_PER_CHUNK]
+        # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin.
+        d = c_sq[None, :] - 2.0 * (x @ codebook.T)
+        best, idx = d.min(dim=1)
+        ids.append(idx)
+        dists.append((best + (x * x).sum(1)).clamp_min(0.0))
+    if not ids:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0)
+    return torch.cat(ids), torch.cat(dists)
+
+
+def fit_codebook(frames: Tensor, k: int, seed: int = 0, iters: int = 30) -> Tensor:
+    """k-means (k-means++ init, then ``iters`` Lloyd steps) of ``frames`` (n, d) into (k, d).
+
+    Seeded and deterministic; an emptied cluster takes the point farthest from its centroid.
+    """
+    x = frames.detach().float().cpu()
+    n = x.shape[0]
+    if x.dim() != 2 or n < k or k < 1:
+        raise ValueError(f"fit_codebook: need a (n >= k, d) matrix for k={k}, got {tuple(x.shape)}")
+    gen = torch.Generator().manual_seed(seed)
+    centers = torch.empty(k, x.shape[1])
+    centers[0] = x[int(torch.randint(n, (1,), generator=gen))]
+    x_sq = (x * x).sum(1)
+    nearest = (x_sq - 2.0 * (x @ centers[0]) + centers[0].dot(centers[0])).clamp_min(0.0)
+    for j in range(1, k):
+        # k-means++: the next centre is drawn with probability proportional to D^2.
+        total = float(nearest.sum())
+        if total <= 0.0:
+            idx = int(torch.randint(n, (1,), generator=gen))
+        else:
+            idx = int(torch.multinomial(nearest / total, 1, generator=gen))
+        centers[j] = x[idx]
+        d = (x_sq - 2.0 * (x @ centers[j]) + centers[j].dot(centers[j])).clamp_min(0.0)
+        nearest = torch.minimum(nearest, d)
+    for _ in range(iters):
+        ids, dist = assign_units(x, centers)
+        sums = torch.zeros_like(centers).index_add_(0, ids, x)
+        counts = torch.bincount(ids, minlength=k)
+        filled = counts > 0
+        centers[filled] = sums[filled] / counts[filled, None].float()
+        empty = (~filled).nonzero().flatten()
+        if empty.numel():
+            far = dist.argsort(descending=True)[: empty.numel()]
+            centers[empty] = x[far]
+    return centers.contiguous()
+
+
+def encoder_fingerprint(encoder: BlockCausalEncoder, features: FeatureConfig) -> bytes:
+    """SHA-256 of everything that decides the units: the encoder's weights and blocking and
+    the feature settings. A codebook is only valid with the encoder it was fitted on."""
+    h = hashlib.sha256()
+    # The fields that shape the features, named: a field added to FeatureConfig later must
+    # not invalidate every codebook fitted before it.
+    shape = {k: getattr(features, k) for k in _FEATURE_FIELDS}
+    h.update(repr(sorted(shape.items())).encode())
+    h.update(f"{encoder.block_frames}/{encoder.context_blocks}".encode())
+    for name, tensor in sorted(encoder.whisper.state_dict().items()):
+        h.update(name.encode())
+        # At float16 precision: checkpoints store the encoder in half, and a float32 encoder
+        # and its half copy give the same units but for the rare id on a cell boundary.
+        h.update(tensor.detach().to(torch.float16).cpu().contiguous().numpy().tobytes())
+    return h.digest()
+
+
+class UnitTokenizer:
+    """Audio (16 kHz) to unit ids: encoder frames, averaged ``frames_per_unit`` at a time,
+    then the nearest row of ``codebook`` (k, d_model)."""
+
+    def __init__(
+        self,
+        encoder: BlockCausalEncoder,
+        features: FeatureConfig,
+        codebook: Tensor,
+        frames_per_unit: int,
+    ) -> None:
+        if codebook.dim() != 2 or codebook.shape[1] != encoder.d_model:
+            raise ValueError(
+                f"codebook must be (k, {encoder.d_model}) for this encoder, "
+                f"got {tuple(codebook.shape)}"
+            )
+        if frames_per_unit < 1:
+            raise ValueError(f"frames_per_unit must be >= 1, got {frames_per_unit}")
+        if features.n_mels != encoder.n_mels:
+            raise ValueError(f"features have {features.n_mels} mels, the encoder {encoder.n_mels}")
+        self.encoder = encoder.eval()
+        self.features = features
+        self.codebook = codebook.detach().float().cpu().contiguous()
+        self.frames_per_unit = frames_per_unit
+        # Two mel hops per encoder frame (the stride-2 conv).
+        self.samples_per_token = frames_per_unit * 2 * features.hop_length
+
+    @property
+    def codebook_size(self) -> int:
+        """Number of distinct ids."""
+        return self.codebook.shape[0]
+
+    def eval(self) -> UnitTokenizer:
+        """Nothing to switch (no dropout); here so it stands in for a module."""
+        return self
+
+    @torch.inference_mode()
+    def frames(self, audio: np.ndarray | Tensor) -> Tensor:
+        """Encoder frames (50 per second) of ``audio``, zero-padded to whole tokens:
+        float32 (n_tokens * frames_per_unit, d_model)."""
+        x = _check_audio(audio)
+        n_tokens = -(-x.shape[0] // self.samples_per_token)
+        if n_tokens == 0:
+            return torch.zeros(0, self.encoder.d_model)
+        x = F.pad(x, (0, n_tokens * self.samples_per_token - x.shape[0]))
+        mel = torch.from_numpy(log_mel(x.numpy(), self.features))
+        return self.encoder(mel)[: n_tokens * self.frames_per_unit].float()
+
+    def pool(self, frames: Tensor) -> Tensor:
+        """Average each ``frames_per_unit`` consecutive frames: (n * fpu, d) to (n, d)."""
+        return frames.reshape(-1, self.frames_per_unit, frames.shape[-1]).mean(dim=1)
+
+    def assign(self, units: Tensor) -> Tensor:
+        """Ids of pooled units (n, d): the nearest codeword of each."""
+        return assign_units(units, self.codebook)[0]
+
+    def encode(self, audio: np.ndarray | Tensor) -> Tensor:
+        """Token ids (int64, ``ceil(len(audio) / samples_per_token)``) of 1-D float audio
+        at 16 kHz; empty audio gives no ids."""
+        return self.assign(self.pool(self.frames(audio)))

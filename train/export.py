@@ -1,0 +1,83 @@
+"""Writing trained parts as a Parley checkpoint directory, with their provenance.
+
+Weights are stored as float16 where the model computes in float32 anyway (they are cast
+back on load); ``eval`` on the written checkpoint is what shows the cast costs nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from parley.config import ModelConfig
+from parley.llm.adapter import Adapter
+from parley.llm.checkpoint import ROOT_CONFIG, Manifest
+from parley.llm.encoder_io import save_encoder
+from parley.llm.lm_build import layout_of
+from parley.tokenizers.codec_io import save_codec
+from parley.weights import save_state
+
+
+def _half(module: nn.Module) -> nn.Module:
+    return copy.deepcopy(module).to(torch.float16)
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_trained_checkpoint(
+    out: Path,
+    cfg: ModelConfig,
+    whisper,
+    adapter: Adapter,
+    lm,
+    tokenizer,
+    vocoder,
+    speech_tokenizer,
+    sources: dict[str, str],
+    provenance: dict,
+    seed: int,
+    half: bool = True,
+) -> Path:
+    """Write every part to ``out`` (built aside, then moved in) and return it."""
+    out = Path(out)
+    layout = layout_of(lm, tokenizer, cfg.codec.codebook_size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    cast = _half if half else (lambda m: m)
+    try:
+        save_encoder(cast(whisper), tmp / "encoder")
+        save_state(cast(adapter), tmp / "adapter.safetensors")
+        cast(lm).save_pretrained(tmp / "lm")
+        tokenizer.save_pretrained(tmp / "lm")
+        save_codec(tmp / "vocoder", cast(vocoder), speech_tokenizer, cfg.codec)
+        files = {
+            str(f.relative_to(tmp)): sha256_of(f) for f in sorted(tmp.rglob("*")) if f.is_file()
+        }
+        manifest = Manifest(
+            model=cfg,
+            vocab=layout,
+            lm_hidden=int(lm.config.hidden_size),
+            seed=seed,
+            sources=sources,
+            provenance={**provenance, "files_sha256": files},
+        )
+        (tmp / ROOT_CONFIG).write_text(manifest.model_dump_json(indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,201 @@
+"""The LM's training data: dialogues of the corpus as token and audio-frame sequences.
+
+The encoder is frozen, so each user utterance goes through features and encoder once and is
+cached (float16 frames, 50 per second); every epoch then costs only the adapter and the LM.
+Each reply is cached as its text ids and speech codes (the agent's voice, tokenized by the
+codec). A training example is a whole dialogue laid out as inference sees it::
+
+    <|user|> audio... <|assistant|> reply... <|eot|> <|user|> audio... <|assistant|> ...
+
+where a reply is interleaved by :func:`parley.llm.schedule.interleave`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from parley.config import FeatureConfig, ScheduleConfig
+from parley.llm.encoder import BlockCausalEncoder
+from parley.llm.schedule import interleave
+from parley.speech_io.audio import load_audio
+from parley.tokenizers.features import log_mel
+from parley.tokenizers.vocab import TokenClass, VocabLayout
+
+AUDIO = -100
+"""Placeholder id of an audio position in a laid-out sequence (its embedding comes from the
+adapter, not the embedding table)."""
+
+TRAIL_S = (0.25, 0.9)
+"""Silence appended to each user utterance: the session hands the model the audio up to its
+endpoint (500 ms of silence by default) plus the VAD's hangover."""
+LEAD_S = (0.0, 0.25)
+"""Silence before it: the session's 200 ms pre-roll, give or take the VAD onset."""
+
+
+def answer_key(answer: str) -> str:
+    """The file stem the corpus gives an answer's audio."""
+    return hashlib.sha1(answer.encode()).hexdigest()[:16]
+
+
+def _seed_of(name: str) -> int:
+    return int.from_bytes(hashlib.sha1(name.encode()).digest()[:4], "little")
+
+
+def pad_like_the_session(audio: np.ndarray, name: str) -> np.ndarray:
+    """``audio`` with the lead and trail of silence (a faint noise floor) a live turn has;
+    seeded by ``name`` so the cache is reproducible."""
+    rng = np.random.default_rng(_seed_of(name))
+    lead = int(rng.uniform(*LEAD_S) * 16000)
+    trail = int(rng.uniform(*TRAIL_S) * 16000)
+    floor = 10 ** (rng.uniform(-75, -55) / 20)
+    out = np.concatenate([np.zeros(lead), audio, np.zeros(trail)]).astype(np.float32)
+    out[:lead] += floor * rng.standard_normal(lead).astype(np.float32)
+    out[lead + audio.size :] += floor * rng.standard_normal(trail).astype(np.float32)
+    return out
+
+
+@torch.inference_mode()
+def encode_utterance(audio: np.ndarray, features: FeatureConfig, encoder: BlockCausalEncoder):
+    """Frozen encoder frames ``(T, d_model)`` of one utterance, exactly as the streaming
+    front end computes them (offline twin of the same block-causal pass)."""
+    mel = torch.from_numpy(log_mel(audio, features))
+    return encoder(mel)
+
+
+def trim_silence(audio: np.ndarray, keep_s: float = 0.04, threshold_db: float = -45.0):
+    """``audio`` without its leading and trailing silence (``keep_s`` of it stays): the
+    reply's first sound should be its first audio."""
+    frame = 160
+    n = audio.size // frame
+    if n == 0:
+        return audio
+    rms = np.sqrt((audio[: n * frame].reshape(n, frame) ** 2).mean(1) + 1e-12)
+    loud = np.nonzero(20 * np.log10(rms / max(rms.max(), 1e-9)) > threshold_db)[0]
+    if loud.size == 0:
+        return audio
+    keep = int(keep_s * 16000)
+    return audio[max(0, loud[0] * frame - keep) : min(audio.size, (loud[-1] + 1) * frame + keep)]
+
+
+@dataclass
+class Turn:
+    audio: str  # utterance id: key of the frame cache
+    answer: str
+
+
+@dataclass
+class Dialogue:
+    id: str
+    split: str
+    turns: list[Turn]
+    meta: dict
+
+
+def read_manifest(corpus: Path) -> list[Dialogue]:
+    """The corpus's dialogues (see ``parley.train.corpus``)."""
+    out = []
+    with open(Path(corpus) / "manifest.jsonl") as f:
+        for line in f:
+            d = json.loads(line)
+            turns = [Turn(t["audio"], t["answer"]) for t in d["turns"]]
+            out.append(Dialogue(d["id"], d["split"], turns, d))
+    return out
+
+
+def cache_user_frames(
+    corpus: Path,
+    dialogues: Iterable[Dialogue],
+    features: FeatureConfig,
+    encoder: BlockCausalEncoder,
+    cache: Path,
+    progress: Callable[[Iterable], Iterable] = lambda it: it,
+) -> dict[str, torch.Tensor]:
+    """Encoder frames of every user utterance, computed once and kept in ``cache``."""
+    frames: dict[str, torch.Tensor] = torch.load(cache) if cache.is_file() else {}
+    todo = sorted({t.audio for d in dialogues for t in d.turns} - set(frames))
+    for i, name in enumerate(progress(todo)):
+        audio = pad_like_the_session(load_audio(Path(corpus) / name), name)
+        frames[name] = encode_utterance(audio, features, encoder).to(torch.float16)
+        if (i + 1) % 2000 == 0:
+            torch.save(frames, cache)
+    if todo:
+        torch.save(frames, cache)
+    return frames
+
+
+def cache_replies(
+    corpus: Path,
+    answers: Iterable[str],
+    text_tokenizer,
+    speech_codes: Callable[[np.ndarray], list[int]],
+    cache: Path,
+    progress: Callable[[Iterable], Iterable] = lambda it: it,
+) -> dict[str, tuple[list[int], list[int]]]:
+    """Text ids and speech codes of every reply, computed once and kept in ``cache``."""
+    replies: dict = json.loads(cache.read_text()) if cache.is_file() else {}
+    todo = sorted(set(answers) - set(replies))
+    for answer in progress(todo):
+        audio = trim_silence(load_audio(Path(corpus) / "agent" / f"{answer_key(answer)}.wav"))
+        text_ids = text_tokenizer.encode(answer, add_special_tokens=False)
+        replies[answer] = (list(text_ids), [int(c) for c in speech_codes(audio)])
+    if todo:
+        cache.write_text(json.dumps(replies))
+    return {k: (list(v[0]), list(v[1])) for k, v in replies.items()}
+
+
+@dataclass
+class Example:
+    """One dialogue laid out: ``ids`` with AUDIO where adapter rows go, the frames of each
+    audio span in order, and per position the target to predict next (-100: none)."""
+
+    ids: list[int]
+    audio: list[torch.Tensor]
+    targets: list[int]
+    kinds: list[int]  # TokenClass of each target (-1 where none)
+
+
+def layout_dialogue(
+    dialogue: Dialogue,
+    frames: dict[str, torch.Tensor],
+    replies: dict[str, tuple[list[int], list[int]]],
+    layout: VocabLayout,
+    schedule: ScheduleConfig,
+    stack: int,
+) -> Example:
+    """The token sequence of ``dialogue`` and what each position learns to predict."""
+    ids: list[int] = []
+    audio: list[torch.Tensor] = []
+    for turn in dialogue.turns:
+        f = frames[turn.audio]
+        audio.append(f)
+        ids += [layout.user] + [AUDIO] * -(-f.shape[0] // stack) + [layout.assistant]
+        text, codes = replies[turn.answer]
+        laid = interleave(text, [layout.speech_offset + c for c in codes], schedule)
+        special = {TokenClass.TEXT_END: layout.text_end, TokenClass.EOT: layout.eot}
+        ids += [special.get(cls, tok) for cls, tok in laid]
+    return _shifted(ids, audio, layout)
+
+
+def _shifted(ids: list[int], audio: list[torch.Tensor], layout: VocabLayout) -> Example:
+    """Targets are the next id wherever the next id is a reply token (after <|assistant|>
+    up to and including the turn's <|eot|>)."""
+    targets = [-100] * len(ids)
+    kinds = [-1] * len(ids)
+    in_reply = False
+    for i, tok in enumerate(ids):
+        if tok == layout.assistant:
+            in_reply = True
+        if in_reply and i + 1 < len(ids):
+            targets[i] = ids[i + 1]
+            kinds[i] = int(layout.classify(ids[i + 1]))
+        if tok == layout.eot:
+            in_reply = False
+            targets[i], kinds[i] = -100, -1
+    return Example(ids, audio, targets, kinds)

@@ -1,0 +1,263 @@
+"""Training the adapter and the LM on laid-out dialogues (the encoder stays frozen).
+
+Seeded, resumable (the whole training state is saved every ``save_every`` steps and picked
+up again), CPU by default and CUDA when present, bfloat16 autocast where the device has
+fast bfloat16 matmuls. Progress goes to a bar and a metrics log (JSON lines); the loss curve
+is drawn to a PNG at every save.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from parley.llm.adapter import Adapter
+from parley.tokenizers.vocab import TokenClass
+from parley.train.lm_data import AUDIO, Example
+
+STATE_FILE = "train_state.pt"
+METRICS_FILE = "metrics.jsonl"
+PLOT_FILE = "loss.png"
+
+
+@dataclass
+class LMTrainConfig:
+    steps: int = 3000
+    batch_size: int = 24
+    lr: float = 1.5e-3
+    min_lr_ratio: float = 0.05
+    warmup: int = 150
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    text_weight: float = 2.0
+    frame_dropout: float = 0.1
+    save_every: int = 250
+    eval_every: int = 250
+    seed: int = 0
+    threads: int = 2
+    bf16: bool = True
+
+
+class SpokenLMTrainee(nn.Module):
+    """Adapter + LM as one module, so one optimizer and one state dict hold both."""
+
+    def __init__(self, adapter: Adapter, lm: nn.Module) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.lm = lm
+
+    def forward(self, batch: dict[str, torch.Tensor], frame_dropout: float = 0.0):
+        embed = self.lm.get_input_embeddings()
+        ids = batch["ids"]
+        x = embed(ids.clamp_min(0))
+        rows = [self.adapter(F.dropout(f, frame_dropout, self.training)) for f in batch["audio"]]
+        if rows:
+            mask = (ids == AUDIO)[..., None]
+            x = x.masked_scatter(mask, torch.cat(rows).to(x.dtype))
+        out = self.lm(inputs_embeds=x, attention_mask=batch["mask"], use_cache=False)
+        return out.logits
+
+
+def collate(examples: list[Example], device: torch.device) -> dict:
+    """Right-padded ids, targets, kinds and attention mask; the audio spans in order."""
+    length = max(len(e.ids) for e in examples)
+
+    def pad(rows, fill):
+        return torch.tensor([r + [fill] * (length - len(r)) for r in rows], device=device)
+
+    return {
+        "ids": pad([e.ids for e in examples], 0),
+        "targets": pad([e.targets for e in examples], -100),
+        "kinds": pad([e.kinds for e in examples], -1),
+        "mask": pad([[1] * len(e.ids) for e in examples], 0),
+        "audio": [f.to(device, torch.float32) for e in examples for f in e.audio],
+    }
+
+
+def loss_and_stats(logits, batch, text_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted cross-entropy on reply positions; accuracy per token class."""
+    targets, kinds = batch["targets"], batch["kinds"]
+    flat = logits.float().reshape(-1, logits.shape[-1])
+    ce = F.cross_entropy(flat, targets.reshape(-1), ignore_index=-100, reduction="none")
+    valid = targets.reshape(-1) != -100
+    weight = torch.where(kinds.reshape(-1) == int(TokenClass.TEXT), text_weight, 1.0) * valid
+    loss = (ce * weight).sum() / weight.sum().clamp_min(1.0)
+    with torch.no_grad():
+        hit = (flat.argmax(-1) == targets.reshape(-1)) & valid
+        stats = {"loss": float(loss)}
+        for cls in (TokenClass.TEXT, TokenClass.SPEECH, TokenClass.TEXT_END, TokenClass.EOT):
+            sel = kinds.reshape(-1) == int(cls)
+            if sel.any():
+                stats[f"acc_{cls.name.lower()}"] = float(hit[sel].float().mean())
+    return loss, stats
+
+
+@torch.no_grad()
+def answer_accuracy(model: SpokenLMTrainee, examples: list[Example], device, batch_size=32):
+    """Teacher-forced: the share of replies whose every text token is the argmax, and the
+    speech-token accuracy, on held-out dialogues."""
+    model.eval()
+    exact = total = 0
+    speech_hit = speech_n = 0
+    for i in range(0, len(examples), batch_size):
+        batch = collate(examples[i : i + batch_size], device)
+        pred = model(batch).argmax(-1)
+        ok = (pred == batch["targets"]) | (batch["targets"] == -100)
+        text = batch["kinds"] == int(TokenClass.TEXT)
+        exact += int((ok | ~text).all(dim=1).sum())
+        total += pred.shape[0]
+        speech = batch["kinds"] == int(TokenClass.SPEECH)
+        speech_hit += int((ok & speech).sum())
+        speech_n += int(speech.sum())
+    model.train()
+    return {
+        "val_text_exact": exact / max(total, 1),
+        "val_acc_speech": speech_hit / max(speech_n, 1),
+    }
+
+
+def _lr_at(step: int, cfg: LMTrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def _batches(examples: list[Example], cfg: LMTrainConfig, rng: random.Random):
+    """Endless batches of similar length (less padding), in a seeded order."""
+    while True:
+        order = sorted(range(len(examples)), key=lambda i: (len(examples[i].ids), rng.random()))
+        chunks = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        rng.shuffle(chunks)
+        for chunk in chunks:
+            yield [examples[i] for i in chunk]
+
+
+def plot_metrics(metrics_path: Path, out: Path) -> None:
+    """The loss and validation curves so far, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
+    train = [r for r in rows if "loss" in r]
+    val = [r for r in rows if "val_text_exact" in r]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.plot([r["step"] for r in train], [r["loss"] for r in train], lw=0.8)
+    a.set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
+    for key in ("val_text_exact", "val_acc_speech"):
+        b.plot([r["step"] for r in val], [r[key] for r in val], marker="o", label=key)
+    b.set(xlabel="step", ylim=(0, 1), title="held-out, teacher-forced")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def train_lm(
+    model: SpokenLMTrainee,
+    train: list[Example],
+    held_out: list[Example],
+    cfg: LMTrainConfig,
+    work: Path,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+    stop_at: int | None = None,
+) -> dict:
+    """Train ``model`` in place for ``cfg.steps`` steps, resuming from ``work`` if a saved
+    state is there; returns the last metrics. ``stop_at`` ends this run early (saved, so a
+    later call goes on from there)."""
+    from tqdm import tqdm
+
+    work.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu" and cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model.to(device).train()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0},
+        ],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+    )
+    rng = random.Random(cfg.seed)
+    step = 0
+    state_path = work / STATE_FILE
+    if state_path.is_file():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        step = state["step"]
+        log(f"resumed at step {step} from {state_path}")
+    metrics_path = work / METRICS_FILE
+    batches = _batches(train, cfg, rng)
+    use_bf16 = cfg.bf16 and device.type == "cpu"
+    last: dict = {}
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="lm", unit="step")
+    t0, window = time.perf_counter(), []
+    end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+    while step < end:
+        batch = collate(next(batches), device)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            logits = model(batch, cfg.frame_dropout)
+        loss, stats = loss_and_stats(logits, batch, cfg.text_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        window.append(stats)
+        bar.update(1)
+        bar.set_postfix(loss=f"{stats['loss']:.3f}", text=f"{stats.get('acc_text', 0):.2f}")
+        if step % 25 == 0 or step == end or step % cfg.save_every == 0:
+            mean = {k: sum(w.get(k, 0.0) for w in window) / len(window) for k in window[0]}
+            last = {
+                "step": step,
+                "lr": _lr_at(step, cfg),
+                "elapsed_s": time.perf_counter() - t0,
+                **mean,
+            }
+            window = []
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(last) + "\n")
+        if held_out and (step % cfg.eval_every == 0 or step == cfg.steps):
+            val = {"step": step, **answer_accuracy(model, held_out, device)}
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(val) + "\n")
+            log(f"step {step}: {json.dumps({k: round(v, 4) for k, v in val.items()})}")
+            last.update(val)
+        if step % cfg.save_every == 0 or step == end:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "rng": rng.getstate(),
+                "torch_rng": torch.get_rng_state(),
+                "step": step,
+                "config": asdict(cfg),
+            }
+            torch.save(state, state_path.with_suffix(".tmp"))
+            state_path.with_suffix(".tmp").replace(state_path)
+            plot_metrics(metrics_path, work / PLOT_FILE)
+    bar.close()
+    model.eval()
+    return last
