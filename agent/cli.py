@@ -319,6 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="M",
         help="vocoder training time (default: 30)",
     )
+    train.add_argument(
+        "--codec-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="vocoder training steps (default: as many as --codec-minutes allow); more "
+        "than a saved run had goes on from its weights",
+    )
     train.add_argument("--steps", type=int, default=3000, help="LM training steps (default: 3000)")
     train.add_argument(
         "--batch-size", type=int, default=24, help="dialogues per step (default: 24)"

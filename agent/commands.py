@@ -318,6 +318,7 @@ def train(args: argparse.Namespace, log: Log) -> int:
             encoder_from=args.encoder_from,
             dialogues=args.dialogues,
             codec_minutes=args.codec_minutes,
+            codec_steps=args.codec_steps,
             lm=LMTrainConfig(
                 steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads
             ),

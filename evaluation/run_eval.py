@@ -142,6 +142,15 @@ def _to_judge_rate(audio: np.ndarray, rate: int) -> np.ndarray:
     return soxr.resample(x, rate, JUDGE_RATE).astype(np.float32)
 
 
+def with_endpoint_silence(audio: np.ndarray, rate: int, agent) -> np.ndarray:
+    """``audio`` followed by what a live session hears before it ends the turn: the
+    endpoint's silence (a faint noise floor, as a microphone gives), so the model is judged
+    on the input it gets in conversation and latency counts from the turn's end."""
+    n = rate * agent.endpoint_silence_ms // 1000
+    floor = np.random.default_rng(n).standard_normal(n).astype(np.float32) * 3e-4
+    return np.concatenate([audio.astype(np.float32), floor])
+
+
 async def _run_dialogues(model, cfg, dialogues, corpus, out, judges, log) -> list[dict]:
     from parley.agent.speak import SpeakPipeline
     from parley.speech_io.audio import load_audio, write_wav
@@ -153,7 +162,9 @@ async def _run_dialogues(model, cfg, dialogues, corpus, out, judges, log) -> lis
         did = str(d.get("id", f"d{i}"))
         try:
             for k, turn in enumerate(d["turns"]):
-                user = load_audio(Path(corpus) / turn["audio"], rate)
+                user = with_endpoint_silence(
+                    load_audio(Path(corpus) / turn["audio"], rate), rate, cfg.agent
+                )
                 result = await pipeline.run_turn(user)
                 wav = out / "audio" / f"{did}_{k}.wav"
                 write_wav(

@@ -19,7 +19,7 @@ import numpy as np
 from parley import Agent, SessionSettings, VirtualClock
 from parley.speech_io.audio import load_audio
 
-SAMPLE = Path(__file__).resolve().parent.parent / "configs" / "samples" / "what_time.wav"
+SAMPLE = Path(__file__).resolve().parent.parent / "configs" / "samples" / "seven_times_eight.wav"
 FRAME = 160  # 10 ms at 16 kHz
 
 
@@ -28,7 +28,7 @@ async def converse(agent: Agent, audio: np.ndarray, name: str) -> list[str]:
     session = agent.open_session(SessionSettings(endpoint_silence_ms=400), clock=clock)
     log: list[str] = []
     session.subscribe(lambda e: log.append(e.type) if e.type != "audio_played" else None)
-    user = np.concatenate([audio, np.zeros(4 * 16000, np.float32)])  # then 4 s of quiet
+    user = np.concatenate([audio, np.zeros(6 * 16000, np.float32)])  # then 6 s of quiet
     played = []
     for start in range(0, len(user) - FRAME + 1, FRAME):
         session.push_audio(user[start : start + FRAME])  # what the microphone heard
@@ -43,10 +43,11 @@ async def converse(agent: Agent, audio: np.ndarray, name: str) -> list[str]:
 
 
 async def main(checkpoint: Path | None = None, wav: Path = SAMPLE) -> list[list[str]]:
-    # Random-weight checkpoints speak noise; keep their replies short for the demo.
+    # Random-weight checkpoints speak noise until cut off: keep those replies short (a
+    # trained model ends its own reply well within the bound).
     from parley import load_config
 
-    config = load_config("tiny", {"agent": {"reply_min_s": 1.0, "reply_max_s": 2.0}})
+    config = load_config("tiny", {"agent": {"reply_min_s": 1.0, "reply_max_s": 4.0}})
     agent = Agent.load(checkpoint, config)
     try:
         audio = load_audio(wav, 16000)

@@ -19,7 +19,7 @@ from openai import AsyncOpenAI
 
 from parley.speech_io.audio import load_audio, write_wav
 
-SAMPLE = Path(__file__).resolve().parent.parent / "configs" / "samples" / "what_time.wav"
+SAMPLE = Path(__file__).resolve().parent.parent / "configs" / "samples" / "seven_times_eight.wav"
 
 
 async def main(url: str, wav: Path, out: Path, token: str) -> None:

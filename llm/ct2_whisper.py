@@ -165,7 +165,10 @@ def _hf_tensors(v: dict[str, np.ndarray], cfg: WhisperConfig) -> dict[str, torch
         src, dst = f"layer_{i}/", f"layers.{i}."
         # CTranslate2 fuses q, k, v into one projection; Whisper's k has no bias (CT2 stores
         # zeros there).
-        qkv_w, qkv_b = t(src + "self_attention/linear_0/weight"), t(src + "self_attention/linear_0/bias")
+        qkv_w, qkv_b = (
+            t(src + "self_attention/linear_0/weight"),
+            t(src + "self_attention/linear_0/bias"),
+        )
         for j, name in enumerate(("q_proj", "k_proj", "v_proj")):
             out[f"{dst}self_attn.{name}.weight"] = qkv_w[j * d : (j + 1) * d]
             if name != "k_proj":

@@ -157,6 +157,16 @@ class CodecConfig(_Section):
     tokenizer_dim: int = Field(
         128, ge=8, le=4096, description="Speech tokenizer width ('stft' tokenizer only)."
     )
+    max_log_magnitude: float = Field(
+        2.0,
+        gt=0.0,
+        le=12.0,
+        description=(
+            "Clamp on the vocoder's predicted log-magnitudes, so untrained weights give "
+            "bounded audio. One bin at 6.0 is a sinusoid of amplitude ~1.7 after overlap-add; "
+            "full-scale speech needs bins up to ~4.6, which 2.0 cuts off: trained codecs use 6.0."
+        ),
+    )
     tokenizer: Literal["stft", "whisper-units"] = Field(
         "stft",
         description=(

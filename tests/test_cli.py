@@ -38,16 +38,30 @@ def test_help_everywhere():
         assert res.returncode == 0 and "usage:" in res.stdout, res.stderr
 
 
-def test_demo_with_defaults_builds_cached_checkpoint(tmp_path):
+def test_demo_with_defaults_answers_the_sample_question(tmp_path):
     res = run_cli(env={"PARLEY_CACHE_DIR": str(tmp_path / "cache")}, cwd=tmp_path)
     assert res.returncode == 2  # no command given: argparse usage error
     res = run_cli("demo", env={"PARLEY_CACHE_DIR": str(tmp_path / "cache")}, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert (tmp_path / "cache" / "checkpoints" / "tiny-seed0" / "parley.json").is_file()
-    assert "random weights" in res.stdout and "first_audio_out" in res.stdout
+    # The shipped trained model, not a random one: nothing is built into the cache.
+    assert "configs/model" in res.stderr and not (tmp_path / "cache" / "checkpoints").exists()
+    assert "random weights" not in res.stdout and "first_audio_out" in res.stdout
+    # The sample asks "what is seven times eight"; the reply's own text answers it.
+    assert "fifty six" in res.stdout
     audio, rate = sf.read(tmp_path / "reply.wav")
-    assert rate == 16000 and len(audio) > rate  # several seconds of (noise) reply
+    assert rate == 16000 and len(audio) > rate  # a spoken sentence
     assert "Traceback" not in res.stderr
+
+
+def test_random_checkpoint_is_built_once_when_asked(tmp_path, monkeypatch):
+    from parley.agent import runtime
+
+    monkeypatch.setenv("PARLEY_CACHE_DIR", str(tmp_path))
+    path = runtime.random_checkpoint(lambda _m: None)
+    assert path == tmp_path / "checkpoints" / "tiny-seed0" and (path / "parley.json").is_file()
+    stamp = (path / "parley.json").stat().st_mtime_ns
+    assert runtime.random_checkpoint(lambda _m: None) == path
+    assert (path / "parley.json").stat().st_mtime_ns == stamp
 
 
 def test_demo_writes_audio_and_event_log(checkpoint, tmp_path):

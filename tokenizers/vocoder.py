@@ -33,11 +33,6 @@ INPUT_PAST_TOKENS = 2
 MLP_RATIO = 3
 """Hidden width of each ConvNeXt block's pointwise MLP, in multiples of ``dim``."""
 
-MAX_LOG_MAGNITUDE = 6.0
-"""Log-magnitudes are clamped here, so random or untrained weights give bounded audio. One
-bin at this magnitude is a sinusoid of amplitude ~1.7 after overlap-add; full-scale speech
-(Piper's output peaks at 1.0) needs bins up to ~e^4.6, which 2.0 used to cut off."""
-
 ENVELOPE_FLOOR = 0.1
 """The window envelope is floored at this fraction of its steady value: the last samples of
 the tail are covered by window edges only, and dividing by their near-zero squares would
@@ -166,7 +161,7 @@ class TokenVocoder(nn.Module):
     def frames(self, x: Tensor) -> Tensor:
         """Backbone output (dim, n) to (n * frames_per_token, n_fft) windowed time frames."""
         h = self.head(self.norm(x.T)).reshape(-1, 2, self.bins)
-        magnitude = torch.exp(h[:, 0].clamp(max=MAX_LOG_MAGNITUDE))
+        magnitude = torch.exp(h[:, 0].clamp(max=self.cfg.max_log_magnitude))
         spectrum = torch.polar(magnitude, h[:, 1])
         return torch.fft.irfft(spectrum, n=self.cfg.n_fft) * self.window
 

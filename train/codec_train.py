@@ -37,7 +37,7 @@ from parley.llm.encoder import BlockCausalEncoder
 from parley.tokenizers.codec_io import save_codec
 from parley.tokenizers.features import mel_filters
 from parley.tokenizers.unit_tokenizer import UnitTokenizer, fit_codebook
-from parley.tokenizers.vocoder import INPUT_PAST_TOKENS, MAX_LOG_MAGNITUDE, TokenVocoder
+from parley.tokenizers.vocoder import INPUT_PAST_TOKENS, TokenVocoder
 from parley.train.codec_data import Utterance, codec_texts, is_heldout, prepare_corpus
 
 Log = Callable[[str], None]
@@ -60,6 +60,7 @@ DEFAULT_CODEC = CodecConfig(
     lookahead=4,
     n_fft=640,
     frames_per_token=2,
+    max_log_magnitude=6.0,
 )
 """The measured choice: 50 Hz x 512 units kept the words far better than 25 Hz x 1024
 (held-out Whisper word accuracy 0.951 vs 0.817 after the same 700 steps; original 0.972).
@@ -125,7 +126,7 @@ def synthesize_batch(vocoder: TokenVocoder, ids: Tensor, start: Tensor, end: Ten
         h = block.pw2(F.gelu(block.pw1(block.norm(h))))
         x = x + (block.gamma * h).transpose(1, 2)
     h = vocoder.head(vocoder.norm(x.transpose(1, 2))).reshape(b, t * cfg.frames_per_token, 2, -1)
-    magnitude = torch.exp(h[:, :, 0].clamp(max=MAX_LOG_MAGNITUDE))
+    magnitude = torch.exp(h[:, :, 0].clamp(max=vocoder.cfg.max_log_magnitude))
     frames = torch.fft.irfft(torch.polar(magnitude, h[:, :, 1]), n=cfg.n_fft) * vocoder.window
     keep = real.repeat_interleave(cfg.frames_per_token, dim=1)  # (B, m)
     frames = frames * keep[..., None]
@@ -206,10 +207,17 @@ def fit_unit_tokenizer(
 ) -> UnitTokenizer:
     """k-means codebook over (at most ``n_units``, drawn seeded) pooled training frames."""
     probe = UnitTokenizer(encoder, features, torch.zeros(1, encoder.d_model), cfg.frames_per_unit)
-    units = torch.cat([probe.pool(u.frames) for u in utterances if u.frames is not None])
-    if units.shape[0] > n_units:
-        pick = torch.randperm(units.shape[0], generator=torch.Generator().manual_seed(seed))
-        units = units[pick[:n_units].sort().values]
+    with_frames = [u for u in utterances if u.frames is not None]
+    counts = [u.frames.shape[0] // cfg.frames_per_unit for u in with_frames]
+    pick = torch.randperm(sum(counts), generator=torch.Generator().manual_seed(seed))[:n_units]
+    chosen = torch.zeros(sum(counts), dtype=torch.bool)
+    chosen[pick] = True
+    # Pooled and picked one utterance at a time: all pooled frames at once would be GBs.
+    parts, lo = [], 0
+    for u, n in zip(with_frames, counts, strict=True):
+        parts.append(probe.pool(u.frames)[chosen[lo : lo + n]])
+        lo += n
+    units = torch.cat(parts)
     codebook = fit_codebook(units, cfg.codebook_size, seed=seed, iters=iters)
     return UnitTokenizer(encoder, features, codebook, cfg.frames_per_unit)
 
@@ -363,6 +371,11 @@ def train_vocoder(
         opt.load_state_dict(state["optimizer"])
         sampler.gen.set_state(state["sampler"])
         step, total, spent_before = state["step"], state["total"], state["seconds"]
+        if cfg.steps is not None and (total is None or cfg.steps > total):
+            # A longer horizon than the saved run's: go on from its weights (the learning
+            # rate picks the cosine up where the new horizon puts this step).
+            log(f"codec: horizon extended from {total} to {cfg.steps} steps")
+            total = cfg.steps
         log(f"codec: resumed at step {step}/{total} from {state_path}")
         if metrics_path.is_file():
             # Steps after the saved state are about to be redone: drop their rows.
@@ -493,6 +506,7 @@ def train_codec(
         save_file({"codebook": tok.codebook}, str(cb_path))
         log(f"codec: k-means {cfg.codebook_size} units in {time.perf_counter() - t0:.0f} s")
     train_t, held_t = tokenize(train_u, tok), tokenize(held_u, tok)
+    del utterances, train_u, held_u  # the encoder frames (~1 GB for 3 h) are done with
     used = torch.bincount(torch.cat([u.ids for u in train_t]), minlength=cfg.codebook_size)
     log(f"codec: {int((used > 0).sum())}/{cfg.codebook_size} units used in training audio")
 
@@ -512,6 +526,7 @@ def train_codec_for_pipeline(
     minutes: float,
     seed: int,
     log: Log = print,
+    steps: int | None = None,
 ) -> tuple[TokenVocoder, UnitTokenizer]:
     """``train``'s codec stage: the codec for ``cfg`` (as tokenizer "whisper-units") on the
     checkpoint's own encoder, reusing the corpus's agent audio where it has it."""
@@ -535,6 +550,7 @@ def train_codec_for_pipeline(
     return train_codec(
         work, codec_texts(), codec_cfg, minutes, seed, log,
         encoder=encoder, features=cfg.features, speak=speak,
+        train_cfg=CodecTrainConfig(steps=steps),
     )  # fmt: skip
 
 

