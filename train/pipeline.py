@@ -120,7 +120,7 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
     work = Path(opts.work)
     work.mkdir(parents=True, exist_ok=True)
     out = Path(opts.out)
-    if out.exists() and any(out.iterdir()) and not opts.force:
+    if "export" in wanted and out.exists() and any(out.iterdir()) and not opts.force:
         raise ConfigError(f"{out} exists and is not empty (pass --force to replace it)")
     cfg: ModelConfig = load_config(opts.preset).model
     timings: dict[str, float] = {}
