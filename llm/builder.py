@@ -23,7 +23,7 @@ from parley.tokenizers.codec_io import build_codec, save_codec
 from parley.weights import save_state
 
 # Each part draws from its own seed so that swapping one part leaves the others' bytes alone.
-_PART_SEEDS = {"encoder": 1, "adapter": 2, "lm": 3, "codec": 4}
+PART_SEEDS = {"encoder": 1, "adapter": 2, "lm": 3, "codec": 4}
 
 
 def build_checkpoint(
@@ -54,7 +54,7 @@ def build_checkpoint(
     else:
         log(f"encoder: random {cfg.encoder.d_model}x{cfg.encoder.layers}")
         whisper = BlockCausalEncoder.from_config(
-            cfg.encoder, cfg.features.n_mels, seed * 10 + _PART_SEEDS["encoder"]
+            cfg.encoder, cfg.features.n_mels, seed * 10 + PART_SEEDS["encoder"]
         ).whisper
 
     if lm_from is not None:
@@ -63,17 +63,17 @@ def build_checkpoint(
         sources["lm"] = str(lm_from)
     else:
         log(f"lm: random {cfg.lm.architecture} {cfg.lm.hidden}x{cfg.lm.layers}, training BPE")
-        lm, tokenizer = random_lm(cfg.lm, cfg.codec.codebook_size, seed * 10 + _PART_SEEDS["lm"])
+        lm, tokenizer = random_lm(cfg.lm, cfg.codec.codebook_size, seed * 10 + PART_SEEDS["lm"])
     layout = layout_of(lm, tokenizer, cfg.codec.codebook_size)
     lm_hidden = int(lm.config.hidden_size)
 
     log("adapter and codec: random")
     adapter = Adapter.from_config(
-        cfg.adapter, cfg.encoder.d_model, lm_hidden, seed * 10 + _PART_SEEDS["adapter"]
+        cfg.adapter, cfg.encoder.d_model, lm_hidden, seed * 10 + PART_SEEDS["adapter"]
     )
     vocoder, speech_tokenizer = build_codec(
         cfg.codec,
-        seed * 10 + _PART_SEEDS["codec"],
+        seed * 10 + PART_SEEDS["codec"],
         encoder=BlockCausalEncoder(whisper, cfg.encoder.block_frames, cfg.encoder.context_blocks),
         features=cfg.features,
     )

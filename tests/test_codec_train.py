@@ -15,13 +15,13 @@ from parley.llm.encoder import BlockCausalEncoder
 from parley.tokenizers.codec_io import load_codec
 from parley.tokenizers.unit_tokenizer import UnitTokenizer
 from parley.tokenizers.vocoder import StreamingVocoder, TokenVocoder
+from parley.train.codec_loss import synthesize_batch
 from parley.train.codec_train import (
     DEFAULT_CODEC,
     METRICS_FILE,
     STATE_FILE,
     CodecTrainConfig,
     TokenizedUtterance,
-    synthesize_batch,
     train_codec,
     train_vocoder,
 )
@@ -100,19 +100,19 @@ def _run_until(vocoder, data, cfg, work, stop_at: int) -> None:
     """Train with the cosine horizon of ``cfg`` but stop (and save) at ``stop_at``."""
     import parley.train.codec_train as ct
 
-    original = ct._lr_at
+    original = ct.warmup_cosine
 
-    def lr_then_stop(step, total, c):
+    def lr_then_stop(step, *schedule):
         if step >= stop_at:
             raise KeyboardInterrupt
-        return original(step, total, c)
+        return original(step, *schedule)
 
-    ct._lr_at = lr_then_stop
+    ct.warmup_cosine = lr_then_stop
     try:
         with pytest.raises(KeyboardInterrupt):
             train_vocoder(vocoder, data, data[:2], cfg, work, 5.0, lambda _m: None, False)
     finally:
-        ct._lr_at = original
+        ct.warmup_cosine = original
     assert torch.load(work / STATE_FILE, weights_only=False)["step"] == stop_at
 
 

@@ -17,16 +17,18 @@ from parley.agent.events import AgentState
 from parley.agent.harness.metrics import score
 from parley.agent.harness.runner import run_scenario
 from parley.agent.harness.scenario import load_scenario, shipped_scenarios_dir
-from parley.agent.model import AgentModel
 from parley.agent.session import DuplexSession
-from parley.config import AgentConfig, load_config
-from parley.llm.checkpoint import load_checkpoint
+from parley.config import AgentConfig
 from parley.llm.engine import ReplyParams
-from parley.llm.engines import create_engine
 from tests.scripted import ScriptedDetector
 from tests.test_schedule import well_formed
 from tests.test_session import SR, speechlike
-from tests.vllm_support import audio_turns, conversation, reply_ids, require_vllm, vllm_config
+from tests.vllm_support import (
+    audio_turns,
+    conversation,
+    reply_ids,
+    vllm_agent_model,
+)
 
 pytestmark = [pytest.mark.vllm, pytest.mark.asyncio(loop_scope="module")]
 
@@ -35,12 +37,8 @@ QUESTIONS = ["what is the weather like today", "and tomorrow", "thank you, that 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def vllm_model(tiny_checkpoint):
-    require_vllm()
-    config = load_config("tiny").model_copy(update={"engine": vllm_config()})
-    checkpoint = load_checkpoint(tiny_checkpoint, lm_weights=False)
-    model = AgentModel(checkpoint, create_engine(checkpoint, config.engine), config)
-    yield model
-    await model.aclose()
+    async with vllm_agent_model(tiny_checkpoint) as model:
+        yield model
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,11 @@ import pytest_asyncio
 from parley.agent.model import AgentModel
 from parley.agent.runtime import shipped_checkpoint
 from parley.config import load_config
-from parley.llm.checkpoint import load_checkpoint
-from parley.llm.engines import create_engine
-from tests.vllm_support import audio_turns, conversation, require_vllm, vllm_config
+from tests.vllm_support import (
+    audio_turns,
+    conversation,
+    vllm_agent_model,
+)
 
 pytestmark = [pytest.mark.vllm, pytest.mark.asyncio(loop_scope="module")]
 
@@ -31,12 +33,8 @@ def transformers_model(shipped):
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def vllm_model(shipped):
-    require_vllm()
-    config = load_config("tiny").model_copy(update={"engine": vllm_config()})
-    checkpoint = load_checkpoint(shipped, lm_weights=False)
-    model = AgentModel(checkpoint, create_engine(checkpoint, config.engine), config)
-    yield model
-    await model.aclose()
+    async with vllm_agent_model(shipped) as model:
+        yield model
 
 
 async def test_greedy_conversation_is_the_same_on_both_engines(

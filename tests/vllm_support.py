@@ -36,6 +36,24 @@ def vllm_config(**overrides) -> EngineConfig:
     return EngineConfig(name="vllm", **{**TEST_ENGINE, **overrides})
 
 
+@contextlib.asynccontextmanager
+async def vllm_agent_model(path):
+    """The checkpoint at ``path`` served by an in-process vLLM engine (test settings)."""
+    from parley.agent.model import AgentModel
+    from parley.config import load_config
+    from parley.llm.checkpoint import load_checkpoint
+    from parley.llm.engines import create_engine
+
+    require_vllm()
+    config = load_config("tiny").model_copy(update={"engine": vllm_config()})
+    checkpoint = load_checkpoint(path, lm_weights=False)
+    model = AgentModel(checkpoint, create_engine(checkpoint, config.engine), config)
+    try:
+        yield model
+    finally:
+        await model.aclose()
+
+
 def audio_turns(model, texts: list[str], cache_dir) -> list[torch.Tensor]:
     """User turns as LM embeddings: speech by espeak-ng, encoded by the model's front end."""
     from parley.agent.harness.render import say

@@ -27,6 +27,20 @@ LOG_FLOOR = 1e-5
 """Added to STFT magnitudes before the log, so silence gives finite features."""
 
 
+def mono_float_audio(audio: np.ndarray | Tensor) -> Tensor:
+    """``audio`` as a float32 CPU tensor, refused with a clear error unless it is 1-D,
+    floating point and finite: what every speech tokenizer takes."""
+    x = torch.as_tensor(audio).detach().cpu()
+    if x.dim() != 1:
+        raise AudioInputError(f"audio must be 1-D (mono samples), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise AudioInputError(f"audio must be float samples in [-1, 1], got dtype {x.dtype}")
+    x = x.float()
+    if not torch.isfinite(x).all():
+        raise AudioInputError("audio contains NaN or infinite samples")
+    return x
+
+
 class SpeechTokenizer(nn.Module):
     """Audio to speech token ids; weights (codebook included) seeded from ``seed``."""
 
@@ -77,12 +91,4 @@ class SpeechTokenizer(nn.Module):
     @torch.inference_mode()
     def encode(self, audio: np.ndarray | Tensor) -> Tensor:
         """Token ids of 1-D float audio at ``cfg.sample_rate``; empty audio gives no ids."""
-        x = torch.as_tensor(audio).detach().cpu()
-        if x.dim() != 1:
-            raise AudioInputError(f"audio must be 1-D (mono samples), got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise AudioInputError(f"audio must be float samples in [-1, 1], got dtype {x.dtype}")
-        x = x.float()
-        if not torch.isfinite(x).all():
-            raise AudioInputError("audio contains NaN or infinite samples")
-        return self(x)
+        return self(mono_float_audio(audio))

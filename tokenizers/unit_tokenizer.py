@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from parley.config import FeatureConfig
-from parley.errors import AudioInputError
 from parley.llm.encoder import BlockCausalEncoder
 from parley.tokenizers.features import log_mel
+from parley.tokenizers.speech_tokenizer import mono_float_audio
 
 __all__ = ["UnitTokenizer", "assign_units", "encoder_fingerprint", "fit_codebook"]
 
@@ -33,18 +33,6 @@ _FEATURE_FIELDS = (
 
 _ROWS_PER_CHUNK = 8192
 """Rows per distance block: keeps the (rows, k) distance matrix to a few tens of MB."""
-
-
-def _check_audio(audio: np.ndarray | Tensor) -> Tensor:
-    x = torch.as_tensor(audio).detach().cpu()
-    if x.dim() != 1:
-        raise AudioInputError(f"audio must be 1-D (mono samples), got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise AudioInputError(f"audio must be float samples in [-1, 1], got dtype {x.dtype}")
-    x = x.float()
-    if not torch.isfinite(x).all():
-        raise AudioInputError("audio contains NaN or infinite samples")
-    return x
 
 
 def assign_units(units: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor]:
@@ -158,7 +146,7 @@ class UnitTokenizer:
     def frames(self, audio: np.ndarray | Tensor) -> Tensor:
         """Encoder frames (50 per second) of ``audio``, zero-padded to whole tokens:
         float32 (n_tokens * frames_per_unit, d_model)."""
-        x = _check_audio(audio)
+        x = mono_float_audio(audio)
         n_tokens = -(-x.shape[0] // self.samples_per_token)
         if n_tokens == 0:
             return torch.zeros(0, self.encoder.d_model)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -28,17 +27,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from parley.config import CodecConfig, FeatureConfig, ModelConfig
 from parley.llm.encoder import BlockCausalEncoder
 from parley.tokenizers.codec_io import save_codec
-from parley.tokenizers.features import mel_filters
 from parley.tokenizers.unit_tokenizer import UnitTokenizer, fit_codebook
-from parley.tokenizers.vocoder import INPUT_PAST_TOKENS, TokenVocoder
+from parley.tokenizers.vocoder import TokenVocoder
 from parley.train.codec_data import Utterance, codec_texts, is_heldout, prepare_corpus
+from parley.train.codec_loss import SpectralLoss, synthesize_batch
+from parley.train.optim import adamw, warmup_cosine
 
 Log = Callable[[str], None]
 
@@ -65,8 +64,6 @@ DEFAULT_CODEC = CodecConfig(
 """The measured choice: 50 Hz x 512 units kept the words far better than 25 Hz x 1024
 (held-out Whisper word accuracy 0.951 vs 0.817 after the same 700 steps; original 0.972).
 Lookahead 4 tokens = 80 ms; one 10 ms iSTFT hop per half token."""
-STFT_RESOLUTIONS = ((256, 64), (512, 128), (1024, 256), (2048, 512))
-MEL_FFT, MEL_HOP, MEL_BINS = 1024, 256, 80
 
 
 @dataclass
@@ -91,88 +88,6 @@ class CodecTrainConfig:
     kmeans_units: int = 100_000
     kmeans_iters: int = 30
     seed: int = 0
-
-
-# --- model side ------------------------------------------------------------------------
-
-
-def synthesize(vocoder: TokenVocoder, ids: Tensor) -> Tensor:
-    """``vocoder(ids)`` with gradients and without the final [-1, 1] clip (which has none)."""
-    n = ids.numel()
-    return synthesize_batch(
-        vocoder, ids[None], torch.zeros(1, dtype=torch.long), torch.full((1,), n)
-    )[0]
-
-
-def synthesize_batch(vocoder: TokenVocoder, ids: Tensor, start: Tensor, end: Tensor) -> Tensor:
-    """Decode a batch of windows (B, T) at once, unclipped, with gradients.
-
-    Row ``i`` holds real tokens in ``[start[i], end[i])`` only: its samples
-    ``[start * spt, end * spt)`` are ``synthesize(ids[i, start:end])``, as if a stream had
-    started at ``start`` and been flushed at ``end``. Masking makes it exact: the causal
-    layers see zeros before the start (a fresh stream's context), the input conv zeros after
-    the end (the flush), and frames past the end add nothing, not even to the envelope.
-    """
-    cfg, (b, t) = vocoder.cfg, ids.shape
-    pos = torch.arange(t)[None, :]
-    real = ((pos >= start[:, None]) & (pos < end[:, None])).float()  # (B, T)
-    emb = vocoder.embed(ids) * real[..., None]  # (B, T, dim)
-    emb = F.pad(emb.transpose(1, 2), (INPUT_PAST_TOKENS, cfg.lookahead))
-    x = vocoder.conv_in(emb)  # (B, dim, T)
-    before = (pos >= start[:, None]).float()[:, None, :]
-    for block in vocoder.blocks:
-        x = x * before
-        h = block.dwconv(F.pad(x, (block.context, 0))).transpose(1, 2)
-        h = block.pw2(F.gelu(block.pw1(block.norm(h))))
-        x = x + (block.gamma * h).transpose(1, 2)
-    h = vocoder.head(vocoder.norm(x.transpose(1, 2))).reshape(b, t * cfg.frames_per_token, 2, -1)
-    magnitude = torch.exp(h[:, :, 0].clamp(max=vocoder.cfg.max_log_magnitude))
-    frames = torch.fft.irfft(torch.polar(magnitude, h[:, :, 1]), n=cfg.n_fft) * vocoder.window
-    keep = real.repeat_interleave(cfg.frames_per_token, dim=1)  # (B, m)
-    frames = frames * keep[..., None]
-    m, n_fft, hop = frames.shape[1], cfg.n_fft, cfg.hop_length
-    length = (m - 1) * hop + n_fft
-    both = torch.cat([frames, (vocoder.window**2)[None, None, :] * keep[..., None]], dim=0)
-    out = F.fold(both.transpose(1, 2), (1, length), kernel_size=(1, n_fft), stride=(1, hop))
-    signal, envelope = out[:b, 0, 0], out[b:, 0, 0]
-    overlap = vocoder.overlap
-    return signal[:, overlap:] / envelope[:, overlap:].clamp_min(vocoder.envelope_floor)
-
-
-class SpectralLoss(torch.nn.Module):
-    """Multi-resolution STFT (spectral convergence + log-magnitude L1) and log-mel L1."""
-
-    def __init__(self, sample_rate: int, mel_weight: float) -> None:
-        super().__init__()
-        self.mel_weight = mel_weight
-        for n_fft, _ in STFT_RESOLUTIONS:
-            self.register_buffer(f"win{n_fft}", torch.hann_window(n_fft), persistent=False)
-        fb = torch.from_numpy(mel_filters(MEL_BINS, MEL_FFT, sample_rate)).float()
-        self.register_buffer("mel_fb", fb, persistent=False)
-
-    def _mag(self, x: Tensor, n_fft: int, hop: int) -> Tensor:
-        win = getattr(self, f"win{n_fft}")
-        spec = torch.stft(x, n_fft, hop, window=win, center=True, return_complex=True)
-        return spec.abs().clamp_min(1e-7)
-
-    def forward(self, pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
-        """(B, n) waveforms to a scalar loss and its parts."""
-        sc = mag = 0.0
-        for n_fft, hop in STFT_RESOLUTIONS:
-            p, t = self._mag(pred, n_fft, hop), self._mag(target, n_fft, hop)
-            sc = sc + torch.linalg.norm(t - p) / torch.linalg.norm(t).clamp_min(1e-7)
-            mag = mag + (p.log() - t.log()).abs().mean()
-        sc, mag = sc / len(STFT_RESOLUTIONS), mag / len(STFT_RESOLUTIONS)
-        p, t = self._mag(pred, MEL_FFT, MEL_HOP), self._mag(target, MEL_FFT, MEL_HOP)
-        mel_p = (self.mel_fb @ p).clamp_min(1e-5).log()
-        mel_t = (self.mel_fb @ t).clamp_min(1e-5).log()
-        mel = (mel_p - mel_t).abs().mean()
-        loss = sc + mag + self.mel_weight * mel
-        return loss, {
-            "sc": float(sc.detach()),
-            "mag": float(mag.detach()),
-            "mel": float(mel.detach()),
-        }
 
 
 # --- data side ---------------------------------------------------------------------------
@@ -295,14 +210,6 @@ class Crops:
         return audio[:, lo : lo + self.target.shape[1]]
 
 
-def _lr_at(step: int, total: int, cfg: CodecTrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, total - cfg.warmup))
-    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
-    return cfg.lr * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cosine)
-
-
 def plot_metrics(metrics_path: Path, out: Path) -> None:
     """Training and held-out loss so far, as a PNG."""
     import matplotlib
@@ -351,16 +258,7 @@ def train_vocoder(
     held_sampler = CropSampler(heldout or train, crop, past, future, cfg.seed + 1)
     held_crops = held_sampler.sample(cfg.heldout_crops)
     loss_fn = SpectralLoss(ccfg.sample_rate, cfg.mel_weight)
-    decay = [p for p in vocoder.parameters() if p.dim() >= 2]
-    no_decay = [p for p in vocoder.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0},
-        ],
-        lr=cfg.lr,
-        betas=(0.8, 0.99),
-    )
+    opt = adamw(vocoder, cfg.lr, cfg.weight_decay, betas=(0.8, 0.99))
     step, total, spent_before = 0, cfg.steps, 0.0
     state_path, metrics_path = work / STATE_FILE, work / METRICS_FILE
     if state_path.is_file():
@@ -424,7 +322,7 @@ def train_vocoder(
             total = step + int((budget - now) / (now / 30))
             bar.total = total
             bar.refresh()
-        lr = _lr_at(step, total or 10**9, cfg)
+        lr = warmup_cosine(step, total or 10**9, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
         for group in opt.param_groups:
             group["lr"] = lr
         crops = sampler.sample(cfg.batch_size)

@@ -9,7 +9,6 @@ is drawn to a PNG at every save.
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from torch import nn
 from parley.llm.adapter import Adapter
 from parley.tokenizers.vocab import TokenClass
 from parley.train.lm_data import AUDIO, Example
+from parley.train.optim import adamw, warmup_cosine
 
 STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -126,11 +126,7 @@ def answer_accuracy(model: SpokenLMTrainee, examples: list[Example], device, bat
 
 
 def _lr_at(step: int, cfg: LMTrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+    return warmup_cosine(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
 
 
 def _batches(examples: list[Example], cfg: LMTrainConfig, rng: random.Random):
@@ -186,16 +182,7 @@ def train_lm(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     model.to(device).train()
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0},
-        ],
-        lr=cfg.lr,
-        betas=(0.9, 0.98),
-    )
+    opt = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))
     rng = random.Random(cfg.seed)
     step = 0
     state_path = work / STATE_FILE

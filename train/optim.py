@@ -1,0 +1,31 @@
+"""What the codec and LM trainers share: the optimiser and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def adamw(module: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]):
+    """AdamW with weight decay on matrices and kernels only (not on norms, biases, scales)."""
+    params = list(module.parameters())
+    return torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0},
+        ],
+        lr=lr,
+        betas=betas,
+    )
+
+
+def warmup_cosine(step: int, total: int, peak: float, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up to ``peak`` over ``warmup`` steps, then a cosine down to
+    ``peak * min_ratio`` at ``total`` (and held there after)."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return peak * (min_ratio + (1.0 - min_ratio) * cosine)
