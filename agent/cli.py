@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
             "A WebSocket server at ws://HOST:PORT/v1/realtime speaking a subset of the OpenAI "
             "Realtime API (docs/protocol.md), many sessions on one loaded model; also "
             "/healthz and Prometheus /metrics. Binds 127.0.0.1 unless told otherwise, and "
-            "refuses any other address without --token."
+            "refuses any other address without a token (--token, --token-file or "
+            "$PARLEY_TOKEN)."
         ),
     )
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
@@ -159,7 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--token",
         default=None,
-        help="bearer token clients must send (Authorization: Bearer TOKEN); needed off loopback",
+        help="bearer token clients must send (Authorization: Bearer TOKEN); needed off "
+        "loopback. Visible in ps: prefer --token-file or $PARLEY_TOKEN",
+    )
+    serve.add_argument(
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help="read the bearer token from this file (one line). Precedence: --token or "
+        "--token-file (not both), else $PARLEY_TOKEN",
     )
     serve.add_argument(
         "--max-sessions", type=int, default=16, help="concurrent sessions (default: 16)"
@@ -324,8 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="vocoder training steps (default: as many as --codec-minutes allow); more "
-        "than a saved run had goes on from its weights",
+        help="vocoder training steps (default: as many as --codec-minutes allow); another "
+        "horizon than a saved run's goes on from its weights",
+    )
+    train.add_argument(
+        "--codec-texts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="teach the codec only N texts, the corpus's answers first (a quick trial; "
+        "default: all of them)",
     )
     train.add_argument("--steps", type=int, default=3000, help="LM training steps (default: 3000)")
     train.add_argument(
@@ -333,6 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--lr", type=float, default=1.5e-3, help="peak learning rate")
     train.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    train.add_argument(
+        "--sequential",
+        action="store_true",
+        help="train the vocoder, then the LM, in this process (default: both at once, the "
+        "vocoder in a second process, --threads split between them)",
+    )
     train.add_argument("--workers", type=int, default=2, help="speech synthesis processes")
     train.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     train.add_argument("--force", action="store_true", help="replace a non-empty --out")

@@ -241,12 +241,14 @@ def serve(args: argparse.Namespace, log: Log) -> int:
     import signal
 
     from parley.agent.service.api import Agent
+    from parley.agent.service.auth import resolve_token
     from parley.agent.service.limits import ServiceLimits, check_bind
     from parley.agent.service.server import REALTIME_PATHS, RealtimeServer
     from parley.errors import ConfigError
 
-    # Refuse a bad bind before spending time on the model.
-    check_bind(args.host, args.token)
+    # Refuse a bad token or bind before spending time on the model.
+    token, token_source = resolve_token(args.token, args.token_file)
+    check_bind(args.host, token)
     # Session logs (parley.service): one line per event worth keeping, with session=ID.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
@@ -257,7 +259,7 @@ def serve(args: argparse.Namespace, log: Log) -> int:
     )
 
     async def run(model, cfg) -> None:
-        server = RealtimeServer(Agent(model), limits, token=args.token)
+        server = RealtimeServer(Agent(model), limits, token=token)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -268,6 +270,8 @@ def serve(args: argparse.Namespace, log: Log) -> int:
                 f"serving ws://{args.host}:{port}{REALTIME_PATHS[0]} (clients: base URL "
                 f"ws://{args.host}:{port}/v1); /healthz, /metrics; Ctrl-C stops"
             )
+            if token_source is not None:
+                log(f"clients need the bearer token from {token_source} (also for /metrics)")
             await stop.wait()
         log("stopped")
 
@@ -319,6 +323,7 @@ def train(args: argparse.Namespace, log: Log) -> int:
             dialogues=args.dialogues,
             codec_minutes=args.codec_minutes,
             codec_steps=args.codec_steps,
+            codec_texts=args.codec_texts,
             lm=LMTrainConfig(
                 steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads
             ),
@@ -326,6 +331,7 @@ def train(args: argparse.Namespace, log: Log) -> int:
             workers=args.workers,
             progress=not args.quiet,
             force=args.force,
+            parallel=not args.sequential,
             stages=tuple(args.stages.split(",")) if args.stages else (),
         ),
         log=log,

@@ -3,7 +3,10 @@
 The agent knows exactly what it played. Each microphone frame is matched with the output
 samples played at the same sample times; an adaptive echo canceller removes the agent's own
 voice, and a reference-aware gate refuses to count a frame as user speech while what is
-left can be explained by echo the canceller has not removed. The VAD runs on the residual.
+left can be explained by echo the canceller has not removed. Until the canceller has learnt
+the path that gate assumes the worst coupling; what the microphone has already shown about
+each lag of the path (:mod:`parley.agent.echo_evidence`) lets through, meanwhile, frames
+that hold more than the echo can possibly be. The VAD runs on the residual.
 """
 
 from __future__ import annotations
@@ -59,10 +62,12 @@ class InputStage:
     def set_echo_cancellation(self, on: bool) -> None:
         """Switch echo handling; switched on again it starts learning the path afresh."""
         if on and self.echo is None:
+            from parley.agent.echo_evidence import EchoEvidence
             from parley.speech_io.echo import EchoCanceller, NearEndGate
 
             self.echo = EchoCanceller()
             self.gate = NearEndGate(self.echo)
+            self.evidence = EchoEvidence(self.echo, self.gate.options)
         elif not on:
             self.echo = None
 
@@ -73,7 +78,7 @@ class InputStage:
         if self.echo is not None:
             ref = self.reference.read(start, start + len(frame))
             residual = self.echo.process(frame, ref)
-            verdicts = self.gate.process(residual, ref)
+            verdicts = self.gate.process(residual, ref) | self.evidence.process(frame, ref)
             # One verdict per 10 ms gate frame; spread them over the samples they judge.
             per = len(frame) // max(1, len(verdicts))
             if len(verdicts) and per * len(verdicts) == len(frame):

@@ -26,7 +26,9 @@ from parley.config import load_config
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--scenario", default=None)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
@@ -51,9 +53,13 @@ def main() -> None:
             f"({record.duration_s / wall:5.1f}x), model compute {record.model_compute_s:.2f} s"
         )
     pooled = aggregate(scored)
-    print(f"all: {total_virtual:.1f} s virtual in {total_wall:.2f} s wall ({total_virtual / total_wall:.1f}x real time)")
+    print(
+        f"all: {total_virtual:.1f} s virtual in {total_wall:.2f} s wall ({total_virtual / total_wall:.1f}x real time)"
+    )
     b, r = pooled["barge_in_stop_ms"], pooled["response_overhead_ms"]
-    print(f"barge-in stop: p50 {b['p50']:.1f} ms, p95 {b['p95']:.1f} ms, max {b['max']:.1f} ms (n={len(b['values'])})")
+    print(
+        f"barge-in stop: p50 {b['p50']:.1f} ms, p95 {b['p95']:.1f} ms, max {b['max']:.1f} ms (n={len(b['values'])})"
+    )
     print(f"response overhead beyond endpoint: p50 {r['p50']:.1f} ms, p95 {r['p95']:.1f} ms")
 
 

@@ -151,11 +151,53 @@ def with_endpoint_silence(audio: np.ndarray, rate: int, agent) -> np.ndarray:
     return np.concatenate([audio.astype(np.float32), floor])
 
 
+class VoiceUnits:
+    """The agent voice's own speech tokens for a reply text, from the corpus's recording of
+    it: what the LM was trained to say. A reply whose tokens equal them sounds as good as
+    the codec can make it, so a miss on such a reply is the codec's, not the LM's."""
+
+    def __init__(self, corpus: Path, checkpoint) -> None:
+        self.corpus = Path(corpus)
+        self.tokenizer = checkpoint.speech_tokenizer
+        self.layout = checkpoint.manifest.vocab
+        self._cache: dict[str, list[int] | None] = {}
+
+    def reference(self, text: str) -> list[int] | None:
+        """Units of ``text`` in the agent's voice; None where the corpus has no recording."""
+        if text not in self._cache:
+            from parley.speech_io.audio import load_audio
+            from parley.train.corpus import answer_path
+            from parley.train.lm_data import trim_silence
+
+            path = self.corpus / answer_path(text)
+            self._cache[text] = (
+                [int(c) for c in self.tokenizer.encode(trim_silence(load_audio(path, 16000)))]
+                if text and path.is_file()
+                else None
+            )
+        return self._cache[text]
+
+    def match(self, text: str, token_ids: list[int]) -> bool | None:
+        """Whether the reply's speech tokens are exactly the voice's units for its text."""
+        from parley.tokenizers.vocab import TokenClass
+
+        ref = self.reference(text)
+        if ref is None:
+            return None
+        spoken = [
+            self.layout.speech_code(t)
+            for t in token_ids
+            if self.layout.classify(t) is TokenClass.SPEECH
+        ]
+        return spoken == ref
+
+
 async def _run_dialogues(model, cfg, dialogues, corpus, out, judges, log) -> list[dict]:
     from parley.agent.speak import SpeakPipeline
     from parley.speech_io.audio import load_audio, write_wav
 
     rate = cfg.model.features.sample_rate
+    units = VoiceUnits(corpus, model.checkpoint)
     records = []
     for i, d in enumerate(dialogues, 1):
         pipeline = SpeakPipeline(model.checkpoint, model.engine, cfg.agent)
@@ -187,6 +229,7 @@ async def _run_dialogues(model, cfg, dialogues, corpus, out, judges, log) -> lis
                         "key": turn["key"],
                         "reply_text": result.text,
                         **verdict,
+                        "speech_is_units": units.match(result.text, result.token_ids),
                         "reply_audio_s": round(len(result.audio) / result.sample_rate, 3),
                         "first_audio_ms": latency.get("first_audio_out"),
                         "first_text_ms": latency.get("first_text_token"),

@@ -123,7 +123,7 @@ def read_ct2_variables(path: Path, prefix: str = "") -> tuple[str, dict[str, np.
 def _encoder_config(v: dict[str, np.ndarray], source: Path) -> WhisperConfig:
     try:
         d_model, n_mels, _ = v[_ENC + "conv1/weight"].shape
-        heads = int(v[_ENC + "num_heads"])
+        heads = int(v[_ENC + "num_heads"].reshape(-1)[0])  # stored as a 1-element array
         ffn_dim = v[_ENC + "layer_0/ffn/linear_0/weight"].shape[0]
         positions = v[_ENC + "position_encodings/encodings"].shape[0]
     except KeyError as exc:

@@ -20,12 +20,18 @@ from parley.tokenizers.vocab import EOT, VocabLayout, add_speech_vocab
 
 
 def random_lm(
-    cfg: LMConfig, codebook_size: int, seed: int, corpus: str | None = None
+    cfg: LMConfig,
+    codebook_size: int,
+    seed: int,
+    corpus: str | None = None,
+    tokenizer: object | None = None,
 ) -> tuple[PreTrainedModel, object]:
     """A seeded random LM and its tokenizer (BPE trained here on ``corpus``, by default the
-    shipped text, plus speech and special tokens)."""
-    tokenizer = train_text_tokenizer(cfg.text_vocab, corpus)
-    add_speech_vocab(tokenizer, codebook_size)
+    shipped text, plus speech and special tokens); or for ``tokenizer``, one made so before
+    (a resumed training run must keep the ids its data were cached with)."""
+    if tokenizer is None:
+        tokenizer = train_text_tokenizer(cfg.text_vocab, corpus)
+        add_speech_vocab(tokenizer, codebook_size)
     config_cls = Qwen2Config if cfg.architecture == "qwen2" else LlamaConfig
     eot = tokenizer.convert_tokens_to_ids(EOT)
     config = config_cls(

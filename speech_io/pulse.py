@@ -20,7 +20,13 @@ from pathlib import Path
 
 from parley.speech_io.devices import list_devices, refresh_devices
 
-__all__ = ["PULSE_PACKAGES", "REQUIRED_TOOLS", "PulseDevices", "PulseUnavailableError", "pulse_null_sinks"]
+__all__ = [
+    "PULSE_PACKAGES",
+    "REQUIRED_TOOLS",
+    "PulseDevices",
+    "PulseUnavailableError",
+    "pulse_null_sinks",
+]
 
 PULSE_PACKAGES = "pulseaudio pulseaudio-utils libasound2-plugins libportaudio2"
 REQUIRED_TOOLS = ("pulseaudio", "pactl", "pacat")

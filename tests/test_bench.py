@@ -9,7 +9,9 @@ import soundfile as sf
 from parley.agent.cli import main
 from parley.agent.harness.metrics import score
 from parley.agent.harness.runner import run_scenario
-from parley.agent.harness.scenario import Scenario
+from parley.agent.harness.scenario import Scenario, load_scenario, shipped_scenarios_dir
+from parley.agent.model import AgentModel
+from parley.agent.runtime import shipped_checkpoint
 from parley.config import load_config
 
 AGENT = load_config("tiny").agent
@@ -139,3 +141,20 @@ async def test_a_minute_of_conversation_as_a_whole_sequence(tiny_model):
     s = score(record)
     assert s["pause_takeover_rate"] == 0 and s["backchannel_takeover_rate"] == 0
     assert s["lost_samples_on_resume"] == 0 and s["stale_events_after_interrupt"] == 0
+
+
+async def test_trained_voice_cut_in_its_first_chunk():
+    # The trained model speaks at full scale from its first chunk, before the echo path is
+    # learnt; "no wait, stop right there" 0.1 s in (no echo in this room) used to be held
+    # back by the gate's worst-case coupling until 840 ms after its onset.
+    path = shipped_checkpoint()
+    assert path is not None, "configs/model/ must hold the trained default model"
+    config = load_config("tiny")
+    model = AgentModel.load(path, config)
+    try:
+        scenario = load_scenario(shipped_scenarios_dir() / "interrupt-first-chunk.yaml")
+        scored = score(await run_scenario(model, scenario, config.agent))
+    finally:
+        await model.aclose()
+    assert scored["barge_ins"] == 1 and scored["barge_in_stop_ms"]["max"] <= 100
+    assert scored["interruptions"] == 1 and scored["false_interruptions"] == 0

@@ -21,6 +21,7 @@ from parley.train.codec_train import (
     METRICS_FILE,
     STATE_FILE,
     CodecTrainConfig,
+    CropSampler,
     TokenizedUtterance,
     train_codec,
     train_vocoder,
@@ -94,6 +95,29 @@ def test_loss_falls_and_training_resumes(tmp_path) -> None:
         straight.state_dict().items(), resumed.state_dict().values(), strict=True
     ):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_resumed_run_takes_a_new_horizon(tmp_path) -> None:
+    data = _toy_data(TINY_CODEC)
+    work, logs = tmp_path / "h", []
+    _run_until(TokenVocoder(TINY_CODEC, seed=0), data, FAST, work, stop_at=20)
+    shorter = CodecTrainConfig(**{**FAST.__dict__, "steps": 30})
+    train_vocoder(TokenVocoder(TINY_CODEC, seed=0), data, data[:2], shorter, work, 5.0,
+                  logs.append, False)  # fmt: skip
+    assert any("horizon moved from 40 to 30" in m for m in logs), logs
+    state = torch.load(work / STATE_FILE, weights_only=False)
+    assert state["step"] == state["total"] == 30
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_start_share_of_crops_begin_where_utterances_begin(share: float) -> None:
+    data = _toy_data(TINY_CODEC, n=4)
+    sampler = CropSampler(data, crop=8, past=2, future=1, seed=0, start_share=share)
+    crops = sampler.sample(400)
+    # A crop at an utterance's start has nothing before it: its first real slot is `past`.
+    at_start = (crops.start == 2).float().mean().item()
+    uniform = 1 / (40 - 8 + 1)  # a uniform start lands on token 0 this often
+    assert at_start == pytest.approx(share + (1 - share) * uniform, abs=0.06)
 
 
 def _run_until(vocoder, data, cfg, work, stop_at: int) -> None:

@@ -261,6 +261,9 @@ def test_make_corpus_tiny(tmp_path):
     assert summary["made"] == 1 and (out / "manifest.jsonl").read_bytes() == manifest
     # A different seed into the same folder is refused (exit 2, one line).
     assert main([*args[:-1], "4"]) == 2
+    # Fewer dialogues than it holds would drop some from the manifest: refused, nothing lost.
+    fewer = [a if a != "6" else "5" for a in args]
+    assert main(fewer) == 2 and (out / "manifest.jsonl").read_bytes() == manifest
 
 
 def test_make_corpus_clear_errors(tmp_path, capsys):

@@ -139,6 +139,7 @@ def test_eval_end_to_end_writes_report_results_and_audio(
             assert isinstance(t[field], bool)
         assert 0.0 <= t["says_text_wacc"] <= 1.0
         assert isinstance(t["whisper"], str) and isinstance(t["sphinx_lm"], str)
+        assert t["speech_is_units"] is None  # this corpus has no recordings of the agent
 
     summary = data["summary"]
     assert set(summary["by_condition"]) == {"voice", "phrasing", "noise-white"}
@@ -177,3 +178,30 @@ def test_group_metrics_counts_refusals_and_followups():
     assert m["whisper"] == pytest.approx(2 / 3, abs=1e-4)
     assert m["latency_p50_ms"] == 200.0
     assert group_metrics([])["whisper"] is None
+
+
+def test_voice_units_tell_the_lm_from_the_codec(tiny_checkpoint, tmp_path):
+    import numpy as np
+
+    from parley.evaluation.run_eval import VoiceUnits
+    from parley.llm.checkpoint import load_checkpoint
+    from parley.speech_io.audio import write_wav
+    from parley.train.corpus import answer_path
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    text = "seven plus five is twelve"
+    t = np.arange(16000) / 16000
+    audio = np.concatenate([np.zeros(3200), 0.3 * np.sin(2 * np.pi * 220 * t), np.zeros(3200)])
+    path = tmp_path / answer_path(text)
+    path.parent.mkdir(parents=True)
+    write_wav(path, audio.astype(np.float32), 16000)
+
+    units = VoiceUnits(tmp_path, ckpt)
+    ref = units.reference(text)
+    assert ref and len(ref) < 60  # the silence around it is trimmed, as training trims it
+    layout = ckpt.manifest.vocab
+    said = [5, 9, *(layout.speech_offset + c for c in ref), layout.eot]
+    assert units.match(text, said) is True
+    said[3] = layout.speech_offset + (ref[1] + 1) % layout.codebook_size
+    assert units.match(text, said) is False
+    assert units.match("a sentence nobody recorded", said) is None

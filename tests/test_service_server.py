@@ -55,7 +55,9 @@ async def recv_until(ws, kind: str, seen: list, within: float = 20.0) -> dict:
                 return event
 
 
-async def test_http_endpoints_and_bind_refusal(tiny_model, capsys):
+async def test_http_endpoints_and_bind_refusal(tiny_model, capsys, monkeypatch):
+    # With a token in the environment the serve below would pass the bind check and run.
+    monkeypatch.delenv("PARLEY_TOKEN", raising=False)
     async with running(tiny_model) as (_, port), httpx.AsyncClient() as http:
         health = await http.get(f"http://127.0.0.1:{port}/healthz")
         assert health.status_code == 200 and health.json() == {"status": "ok", "sessions": 0}

@@ -357,6 +357,15 @@ def _check_out(opts: CorpusOptions, settings: dict[str, Any]) -> None:
                 f"{opts.out} holds a corpus made with other settings ({same}); "
                 "resume with the same --seed and --voices, or choose another --out"
             )
+        for key, flag in (("dialogues", "--dialogues"), ("heldout", "--heldout")):
+            if old.get(key, 0) > getattr(opts, key):
+                # A smaller plan would rewrite the manifest without dialogues that a model
+                # may already have been trained on.
+                raise ConfigError(
+                    f"{opts.out} holds a corpus of {flag} {old[key]}; asking for "
+                    f"{getattr(opts, key)} would drop some: pass {flag} {old[key]} (or more), "
+                    "or choose another --out"
+                )
 
 
 def make_corpus(opts: CorpusOptions, log: Log = print) -> dict[str, Any]:

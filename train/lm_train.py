@@ -126,7 +126,9 @@ def answer_accuracy(model: SpokenLMTrainee, examples: list[Example], device, bat
 
 
 def _lr_at(step: int, cfg: LMTrainConfig) -> float:
-    return warmup_cosine(step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
+    # A short run (a trial, a test) warms up over its first tenth at most.
+    warmup = min(cfg.warmup, max(1, cfg.steps // 10))
+    return warmup_cosine(step, cfg.steps, cfg.lr, warmup, cfg.min_lr_ratio)
 
 
 def _batches(examples: list[Example], cfg: LMTrainConfig, rng: random.Random):

@@ -19,7 +19,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -41,7 +41,7 @@ from parley.train.lm_data import (
     layout_dialogue,
     read_dialogues,
 )
-from parley.train.lm_train import LMTrainConfig, SpokenLMTrainee, train_lm
+from parley.train.lm_train import METRICS_FILE, LMTrainConfig, SpokenLMTrainee, train_lm
 
 Log = Callable[[str], None]
 
@@ -64,11 +64,17 @@ class TrainOptions:
     codec_minutes: float = 30.0
     codec_steps: int | None = None
     """The vocoder's cosine horizon; None fits it to ``codec_minutes`` at the speed seen."""
+    codec_texts: int | None = None
+    """Teach the codec only this many texts, the corpus's own answers first (a quick trial
+    or a test); None: every text of :func:`parley.train.codec_data.codec_texts`."""
     lm: LMTrainConfig = field(default_factory=LMTrainConfig)
     seed: int = 0
     workers: int = 2
     progress: bool = True
     force: bool = False
+    parallel: bool = True
+    """Train the vocoder in a second process while this one trains the LM (they need only
+    the units); ``lm.threads`` are split between the two."""
     stages: tuple[str, ...] = ()
     """Run only these of STAGES (each needs the ones before it done or cached); () is all.
     The vocoder and the LM need only the units, so two processes may train them at once."""
@@ -171,6 +177,8 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
     t0 = time.perf_counter()
     from parley.train.codec_train import CODEC_DIR
 
+    parallel = opts.parallel and {"vocoder", "lm"} <= wanted
+
     finished = work / "codec" / "run" / CODEC_DIR
     if not wanted & {"units", "vocoder"} and finished.is_dir():
         # Everything after the codec needs only the finished part: no audio to re-read.
@@ -178,56 +186,34 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
         vocoder, units, _ = load_codec(finished, None, encoder, cfg.features)
         cfg = cfg.model_copy(update={"codec": vocoder.cfg})
     else:
-        vocoder, units = _codec_stage(opts, corpus, work, cfg, encoder, wanted, log)
+        # In parallel, this process fits the units and a second one trains the vocoder.
+        codec_wants = wanted - {"vocoder"} if parallel else wanted
+        vocoder, units = _codec_stage(opts, corpus, dialogues, work, cfg, encoder, codec_wants, log)
         cfg = cfg.model_copy(update={"codec": vocoder.cfg})
-    stage("vocoder" if "vocoder" in wanted else "units", t0)
+    stage("vocoder" if "vocoder" in wanted and not parallel else "units", t0)
+    t_codec = time.perf_counter()
     if not wanted & {"lm", "export"}:
         return work
 
-    # 4. data
-    t0 = time.perf_counter()
-    lm, tokenizer = random_lm(
-        cfg.lm,
-        cfg.codec.codebook_size,
-        opts.seed * 10 + _PART_SEEDS["lm"],
-        corpus=text_corpus(dialogues),
-    )
-    layout = layout_of(lm, tokenizer, cfg.codec.codebook_size)
-    adapter = Adapter.from_config(
-        cfg.adapter, cfg.encoder.d_model, cfg.lm.hidden, opts.seed * 10 + _PART_SEEDS["adapter"]
-    )
-    lm_work = work / "lm"
-    lm_work.mkdir(parents=True, exist_ok=True)
-    bar = _progress_factory(opts.progress)
-    frames = cache_user_frames(
-        corpus, dialogues, cfg.features, encoder, lm_work / "frames.pt", bar("encode user audio")
-    )
-    replies = cache_replies(
-        corpus,
-        {t.answer for d in dialogues for t in d.turns},
-        tokenizer,
-        lambda audio: units.encode(audio).tolist(),
-        lm_work / "replies.json",
-        bar("tokenize replies"),
-    )
-    train_ex, held_ex, skipped = [], [], 0
-    for d in dialogues:
-        try:
-            ex = layout_dialogue(d, frames, replies, layout, cfg.schedule, cfg.adapter.stack)
-        except ValueError:
-            skipped += 1  # the schedule cannot carry this reply (too long for max_speech_tokens)
-            continue
-        (train_ex if d.split == "train" else held_ex).append(ex)
-    log(f"{len(train_ex)} training and {len(held_ex)} held-out dialogues ({skipped} skipped)")
-    stage("data", t0)
-
-    # 5. adapter + LM (an export-only call finds it trained and only loads it)
-    t0 = time.perf_counter()
-    model = SpokenLMTrainee(adapter, lm)
-    lm_cfg = opts.lm
-    lm_cfg.seed = opts.seed * 10 + _PART_SEEDS["data"]
-    last = train_lm(model, train_ex, held_ex[:400], lm_cfg, lm_work, log, opts.progress)
-    stage("lm", t0)
+    vocoder_child = _start_vocoder_child(opts, corpus, log) if parallel else None
+    try:
+        adapter, lm, tokenizer, last = _adapter_and_lm(
+            opts, cfg, work, corpus, dialogues, encoder, units, stage, log
+        )
+    except BaseException:
+        if vocoder_child is not None and vocoder_child.is_alive():
+            vocoder_child.terminate()  # it saves every 250 steps; --stages vocoder resumes it
+            vocoder_child.join()
+        raise
+    if vocoder_child is not None:
+        vocoder_child.join()
+        if vocoder_child.exitcode != 0:
+            raise ConfigError(
+                f"the vocoder's process failed (exit {vocoder_child.exitcode}; its log is "
+                "above); resume it with --stages vocoder, then --stages export"
+            )
+        vocoder, units, _ = load_codec(finished, None, encoder, cfg.features)
+        stage("vocoder", t_codec)
     if "export" not in wanted:
         return work
 
@@ -275,9 +261,124 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
     return written
 
 
-def _codec_stage(opts, corpus, work, cfg, encoder, wanted, log):
+def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, stage, log):
+    """Stages 4 and 5: the LM's data (cached) and the adapter + LM training."""
+    # 4. data
+    t0 = time.perf_counter()
+    lm_work = work / "lm"
+    lm_work.mkdir(parents=True, exist_ok=True)
+    # The BPE is trained once and kept: the cached replies and a saved LM state hold its ids,
+    # so a resumed run (even on a grown corpus) must not train another.
+    saved_tokenizer = lm_work / "tokenizer"
+    lm, tokenizer = random_lm(
+        cfg.lm,
+        cfg.codec.codebook_size,
+        opts.seed * 10 + _PART_SEEDS["lm"],
+        corpus=text_corpus(dialogues),
+        tokenizer=_load_tokenizer(saved_tokenizer) if saved_tokenizer.is_dir() else None,
+    )
+    if not saved_tokenizer.is_dir():
+        tokenizer.save_pretrained(saved_tokenizer)
+    layout = layout_of(lm, tokenizer, cfg.codec.codebook_size)
+    adapter = Adapter.from_config(
+        cfg.adapter, cfg.encoder.d_model, cfg.lm.hidden, opts.seed * 10 + _PART_SEEDS["adapter"]
+    )
+    bar = _progress_factory(opts.progress)
+    frames = cache_user_frames(
+        corpus, dialogues, cfg.features, encoder, lm_work / "frames.pt", bar("encode user audio")
+    )
+    replies = cache_replies(
+        corpus,
+        {t.answer for d in dialogues for t in d.turns},
+        tokenizer,
+        lambda audio: units.encode(audio).tolist(),
+        lm_work / "replies.json",
+        bar("tokenize replies"),
+    )
+    train_ex, held_ex, skipped = [], [], 0
+    for d in dialogues:
+        try:
+            ex = layout_dialogue(d, frames, replies, layout, cfg.schedule, cfg.adapter.stack)
+        except ValueError:
+            skipped += 1  # the schedule cannot carry this reply (too long for max_speech_tokens)
+            continue
+        (train_ex if d.split == "train" else held_ex).append(ex)
+    log(f"{len(train_ex)} training and {len(held_ex)} held-out dialogues ({skipped} skipped)")
+    stage("data", t0)
+
+    # 5. adapter + LM (an export-only call finds it trained and only loads it)
+    t0 = time.perf_counter()
+    model = SpokenLMTrainee(adapter, lm)
+    lm_cfg = replace(opts.lm, seed=opts.seed * 10 + _PART_SEEDS["data"])
+    if opts.parallel and {"vocoder", "lm"} <= set(opts.stages or STAGES):
+        lm_cfg.threads = _half(opts.lm.threads)
+    last = train_lm(model, train_ex, held_ex[:400], lm_cfg, lm_work, log, opts.progress)
+    # An export-only call trains nothing: its figures are the log's last.
+    last = last or _last_metrics(lm_work / METRICS_FILE)
+    stage("lm", t0)
+    return adapter, lm, tokenizer, last
+
+
+def _last_metrics(path: Path) -> dict:
+    """The last training row and the last held-out row of a metrics log, merged."""
+    rows = (
+        [json.loads(line) for line in path.read_text().splitlines() if line]
+        if path.is_file()
+        else []
+    )
+    merged: dict = {}
+    for row in rows:
+        merged.update(row)
+    return merged
+
+
+def _half(threads: int) -> int:
+    """Threads for each of two processes sharing ``threads`` (0: torch's choice, halved)."""
+    return max(1, (threads or torch.get_num_threads()) // 2)
+
+
+def _vocoder_child(opts: TrainOptions) -> None:
+    def log(message: str) -> None:
+        print(f"[parley vocoder] {message}", file=sys.stderr, flush=True)
+
+    run_training(opts, log)
+
+
+def _start_vocoder_child(opts: TrainOptions, corpus: Path, log: Log):
+    """The vocoder stage in a second process (spawned: no state shared but the files)."""
+    import multiprocessing
+
+    child_opts = replace(
+        opts,
+        corpus=corpus,  # made already: the child must not rewrite the manifest
+        stages=("vocoder",),
+        progress=False,
+        lm=replace(opts.lm, threads=_half(opts.lm.threads)),
+    )
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_vocoder_child, args=(child_opts,), name="parley-vocoder"
+    )
+    proc.start()
+    if not torch.cuda.is_available():
+        torch.set_num_threads(_half(opts.lm.threads))
+    log(f"vocoder: training in process {proc.pid} while this one trains the LM")
+    return proc
+
+
+def _load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _codec_stage(opts, corpus, dialogues, work, cfg, encoder, wanted, log):
+    from parley.train.codec_data import codec_texts
     from parley.train.codec_train import train_codec_for_pipeline
 
+    texts = None
+    if opts.codec_texts is not None:
+        own = sorted({t.answer for d in dialogues for t in d.turns})
+        texts = (own + [t for t in codec_texts() if t not in set(own)])[: opts.codec_texts]
     return train_codec_for_pipeline(
         corpus=corpus,
         work=work / "codec",
@@ -287,6 +388,7 @@ def _codec_stage(opts, corpus, work, cfg, encoder, wanted, log):
         seed=opts.seed * 10 + _PART_SEEDS["codec"],
         log=log,
         steps=opts.codec_steps,
+        texts=texts,
     )
 
 
@@ -311,6 +413,7 @@ def reproduce_command(opts: TrainOptions) -> str:
         f"--lr {opts.lm.lr:g}",
         f"--codec-minutes {opts.codec_minutes:g}",
         *([f"--codec-steps {opts.codec_steps}"] if opts.codec_steps else []),
+        *([f"--codec-texts {opts.codec_texts}"] if opts.codec_texts is not None else []),
         f"--dialogues {opts.dialogues}",
         f"--seed {opts.seed}",
     ]

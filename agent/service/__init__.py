@@ -5,7 +5,13 @@
 (``docs/protocol.md``).
 """
 
-from parley.agent.service.api import Agent, AgentSession, CapacityError, SessionControlError
+from parley.agent.service.api import (
+    Agent,
+    AgentSession,
+    CapacityError,
+    SessionControlError,
+    SessionIdError,
+)
 from parley.agent.service.limits import ServiceLimits
 from parley.agent.service.settings import SessionSettings
 
@@ -15,5 +21,6 @@ __all__ = [
     "CapacityError",
     "ServiceLimits",
     "SessionControlError",
+    "SessionIdError",
     "SessionSettings",
 ]

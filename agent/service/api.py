@@ -49,11 +49,15 @@ class CapacityError(ParleyError):
     """The agent already runs its maximum number of sessions."""
 
 
+class SessionIdError(ParleyError):
+    """A session id that is empty or already open on the agent."""
+
+
 @dataclass
 class _ReplyRecord:
     reply_id: int
     running: bool = True
-    played: int = 0  # reply samples played (16 kHz), final once the reply ended
+    played: int = 0  # reply samples played so far (16 kHz), final once the reply ended
     last_in_context: bool = True  # no user turn went into the LM context after it
 
 
@@ -109,12 +113,20 @@ class AgentSession:
         rec = self._last_reply
         if event.type == "reply_started":
             self._last_reply = _ReplyRecord(event.reply_id)  # type: ignore[attr-defined]
+        elif event.type in ("audio_played", "audio_rewound") and self._is_running(rec, event):
+            # Kept live so that a truncate of the reply in flight can be checked before it
+            # cuts anything; both events give positions in the reply's own samples.
+            rec.played = event.end if event.type == "audio_played" else event.position  # type: ignore
         elif event.type == "reply_ended" and rec is not None:
             rec.running = False
             rec.played = event.played  # type: ignore[attr-defined]
         elif event.type == "user_turn_ended" and rec is not None and not rec.running:
             rec.last_in_context = False  # the engine closed that reply behind a new turn
         self._bus.emit(event)
+
+    @staticmethod
+    def _is_running(rec: _ReplyRecord | None, event: Event) -> bool:
+        return rec is not None and rec.running and event.reply_id == rec.reply_id  # type: ignore
 
     # ------------------------------------------------------------------ audio
 
@@ -185,10 +197,9 @@ class AgentSession:
             value = default if threshold is None else threshold
             detector.options = dataclasses.replace(options, confirm_threshold=value)
 
-    async def truncate(self, audio_end_ms: int, reply_id: int | None = None) -> str:
-        """Keep only the first ``audio_end_ms`` of the last reply in the conversation, as a
-        Realtime client does after playing part of it. A reply still in flight is cut first.
-        Returns the text the kept audio carries."""
+    def check_truncate(self, audio_end_ms: int, reply_id: int | None = None) -> None:
+        """Raise the :class:`SessionControlError` that :meth:`truncate` would, changing
+        nothing; a refused truncate must not have cut the reply in flight."""
         rec = self._last_reply
         if rec is None:
             raise SessionControlError("item_not_found", "there is no reply to truncate")
@@ -199,17 +210,26 @@ class AgentSession:
             )
         if audio_end_ms < 0:
             raise SessionControlError("invalid_value", "audio_end_ms must not be negative")
-        if rec.running:
-            await self.interrupt()
-        samples = audio_end_ms * MODEL_RATE // 1000
-        # A client measures in its own rate: allow a millisecond of rounding.
-        if samples > rec.played + MODEL_RATE // 1000:
+        # A client measures in its own rate: allow a millisecond of rounding. For a reply
+        # in flight ``played`` is what played so far, which the cut keeps.
+        if audio_end_ms * MODEL_RATE // 1000 > rec.played + MODEL_RATE // 1000:
             raise SessionControlError(
                 "invalid_value",
                 f"audio_end_ms {audio_end_ms} is past the reply's audio "
-                f"({rec.played * 1000 // MODEL_RATE} ms)",
+                f"({rec.played * 1000 // MODEL_RATE} ms played)",
             )
-        samples = min(samples, rec.played)
+
+    async def truncate(self, audio_end_ms: int, reply_id: int | None = None) -> str:
+        """Keep only the first ``audio_end_ms`` of the last reply in the conversation, as a
+        Realtime client does after playing part of it. A reply still in flight is cut first.
+        Returns the text the kept audio carries. Everything is checked before anything
+        changes (:meth:`check_truncate`)."""
+        self.check_truncate(audio_end_ms, reply_id)
+        rec = self._last_reply
+        assert rec is not None
+        if rec.running:
+            await self.interrupt()  # the reply ends with what played: rec.played is final
+        samples = min(audio_end_ms * MODEL_RATE // 1000, rec.played)
         model, context = self.agent.model, self.session.context
         tokens: list[int] = list(context.last_reply_tokens)
         classes = [model.checkpoint.manifest.vocab.classify(t) for t in tokens]
@@ -279,16 +299,25 @@ class Agent:
         detector_factory: DetectorFactory | None = None,
         session_id: str | None = None,
     ) -> AgentSession:
-        """A new conversation on this agent's engine (call it inside a running event loop)."""
+        """A new conversation on this agent's engine (call it inside a running event loop).
+        ``session_id`` defaults to a fresh one; one already open is refused
+        (:class:`SessionIdError`), since the registry would lose track of the first."""
         if self.max_sessions and len(self._sessions) >= self.max_sessions:
             raise CapacityError(f"the agent already runs {self.max_sessions} sessions")
+        if session_id is not None and (not session_id or session_id in self._sessions):
+            raise SessionIdError(
+                f"session id {session_id!r} is "
+                + ("empty" if not session_id else "already open on this agent")
+                + "; ids must be unique (leave session_id out for a generated one)"
+            )
         sid = session_id or f"sess_{next(self._ids)}_{secrets.token_hex(4)}"
         session = AgentSession(self, sid, settings or SessionSettings(), clock, detector_factory)
         self._sessions[sid] = session
         return session
 
     def _forget(self, session: AgentSession) -> None:
-        self._sessions.pop(session.id, None)
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
 
     async def aclose(self) -> None:
         """Close every session, then stop the engine."""

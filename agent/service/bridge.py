@@ -55,7 +55,7 @@ class RealtimeBridge:
         self.metrics = metrics or ServiceMetrics()
         self.clock = clock or MonotonicClock()
         self.log = SessionLog(log, {"session_id": session.id})
-        self.out = Outbound(session.id, send, self.metrics, self.log)
+        self.out = Outbound(session.id, send, self.metrics, self.log, self.clock)
         self.out.wire = WireConfig(model=model_name)
         self.frame = session.session.config.frame_ms * MODEL_RATE // 1000
         self.pacer = InputPacer(
@@ -251,13 +251,17 @@ class RealtimeBridge:
                 param="item_id",
                 event_id=eid,
             )
+        try:
+            # All of it is checked before the reply in flight is cut or marked: a refused
+            # truncate leaves the session as it was.
+            self.session.check_truncate(event.audio_end_ms, reply_id=reply_id)
+        except SessionControlError as exc:
+            param = "audio_end_ms" if exc.code == "invalid_value" else "item_id"
+            raise P.ProtocolError(exc.code, str(exc), param=param, event_id=eid) from None
         resp = self.out.response
         if resp is not None and resp.item_id == event.item_id:
             resp.cancel_reason = "client_cancelled"
-        try:
-            heard = await self.session.truncate(event.audio_end_ms, reply_id=reply_id)
-        except SessionControlError as exc:
-            raise P.ProtocolError(exc.code, str(exc), param="item_id", event_id=eid) from None
+        heard = await self.session.truncate(event.audio_end_ms, reply_id=reply_id)
         self.log.info("truncated %s at %d ms: %r", event.item_id, event.audio_end_ms, heard)
         self.out.emit(
             {

@@ -49,7 +49,7 @@ def check_bind(host: str, token: str | None) -> None:
     """Refuse to listen beyond this machine without a bearer token."""
     if not is_loopback(host) and not token:
         raise ParleyError(
-            f"refusing to listen on {host} without --token: anyone who can reach it could "
-            "use the model; pass --token TOKEN (clients send 'Authorization: Bearer TOKEN') "
-            "or bind 127.0.0.1"
+            f"refusing to listen on {host} without a token: anyone who can reach it could "
+            "use the model; set a token with --token-file PATH, $PARLEY_TOKEN or --token "
+            "TOKEN (clients send 'Authorization: Bearer TOKEN'), or bind 127.0.0.1"
         )

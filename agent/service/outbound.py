@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from parley.agent.clock import Clock, MonotonicClock
 from parley.agent.service import protocol as P
 from parley.agent.service.audio import MODEL_RATE, OUTPUT_QUALITY, Resampler, encode_pcm16
+from parley.agent.service.errorlog import ErrorLogLimiter
 from parley.agent.service.metrics import ServiceMetrics
 from parley.agent.service.session_config import WireConfig
 
@@ -53,11 +55,13 @@ class Outbound:
         send: Callable[[dict[str, Any]], None],
         metrics: ServiceMetrics,
         log: SessionLog,
+        clock: Clock | None = None,
     ) -> None:
         self.session_id = session_id
         self._send = send
         self.metrics = metrics
         self.log = log
+        self.error_log = ErrorLogLimiter(log, clock or MonotonicClock())
         self.wire = WireConfig()
         self.response: Response | None = None
         self.items: dict[str, int] = {}  # assistant item id -> reply id
@@ -76,8 +80,8 @@ class Outbound:
         self._send({"event_id": f"event_{next(self._event_ids)}", **event})
 
     def error(self, exc: P.ProtocolError) -> None:
-        self.metrics.errors[exc.code] += 1
-        self.log.info("error code=%s: %s", exc.code, exc.message)
+        self.metrics.errors[exc.code] += 1  # exact: only the log is thinned
+        self.error_log.error(exc.code, exc.message)
         self.emit(P.error_event(exc))
 
     def new_item(self) -> str:

@@ -62,7 +62,8 @@ class TurnDetection(_Model):
     type: Literal["server_vad", "semantic_vad"] = "server_vad"
     silence_duration_ms: int | None = Field(None, ge=50, le=10_000)
     prefix_padding_ms: int | None = Field(None, ge=0, le=2000)
-    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    # Its range is checked with the rest of session.update (session_config), which names it.
+    threshold: float | None = None
     create_response: bool | None = None
     interrupt_response: bool | None = None
     idle_timeout_ms: int | None = None

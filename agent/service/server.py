@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -25,7 +24,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from parley.agent.clock import Clock
-from parley.agent.service.api import Agent, CapacityError
+from parley.agent.service.api import Agent, CapacityError, SessionIdError
+from parley.agent.service.auth import AuthHeaderError, authorized, check_token
 from parley.agent.service.bridge import RealtimeBridge
 from parley.agent.service.limits import ServiceLimits
 from parley.agent.service.metrics import ServiceMetrics
@@ -52,7 +52,9 @@ class RealtimeServer:
     ) -> None:
         self.agent = agent
         self.limits = limits or ServiceLimits()
-        self.token = token
+        # Checked here too, for servers built in Python: a token no client can send
+        # would refuse everyone.
+        self.token = None if token is None else check_token(token, "token")
         self.metrics = metrics or ServiceMetrics()
         self.clock_factory = clock_factory
         self.session_options = session_options or {}  # passed to Agent.open_session (tests)
@@ -73,13 +75,23 @@ class RealtimeServer:
         )
         return response
 
-    def _authorized(self, request: Request) -> bool:
-        if not self.token:
-            return True
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode(), self.token.encode()
+    def _refuse_unauthorized(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        """None if the request may go on; else the response that refuses it."""
+        if self.token is None:
+            return None
+        try:
+            if authorized(request.headers, self.token):
+                return None
+        except AuthHeaderError as exc:
+            # Malformed rather than wrong: 400, and one line (not a handshake traceback).
+            self.metrics.sessions_rejected["bad_request"] += 1
+            log.info("refused %r from %s: %s", request.path[:64], connection.remote_address, exc)
+            return self._respond(connection, HTTPStatus.BAD_REQUEST, f"{exc}\n", "text/plain")
+        self.metrics.sessions_rejected["unauthorized"] += 1
+        return self._respond(
+            connection, HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token\n", "text/plain"
         )
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -88,6 +100,11 @@ class RealtimeServer:
             body = json.dumps({"status": "ok", "sessions": len(self.agent.sessions)})
             return self._respond(connection, HTTPStatus.OK, body + "\n", "application/json")
         if path == "/metrics":
+            # What the server counts tells how it is used; with a token it is as private
+            # as the sessions. /healthz stays open: it says no more than "up, N sessions".
+            refused = self._refuse_unauthorized(connection, request)
+            if refused is not None:
+                return refused
             self.metrics.sessions_active = len(self.agent.sessions)
             return self._respond(
                 connection,
@@ -102,11 +119,9 @@ class RealtimeServer:
                 f"not found; Realtime sessions are at {REALTIME_PATHS[0]}\n",
                 "text/plain",
             )
-        if not self._authorized(request):
-            self.metrics.sessions_rejected["unauthorized"] += 1
-            return self._respond(
-                connection, HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token\n", "text/plain"
-            )
+        refused = self._refuse_unauthorized(connection, request)
+        if refused is not None:
+            return refused
         if len(self.agent.sessions) >= self.limits.max_sessions:
             self.metrics.sessions_rejected["capacity"] += 1
             return self._respond(
@@ -128,6 +143,12 @@ class RealtimeServer:
             # Two handshakes raced for the last place; the loser is told why.
             self.metrics.sessions_rejected["capacity"] += 1
             await ws.close(1013, "too many sessions")
+            return
+        except SessionIdError as exc:
+            # Ids are generated unless session_options fixes one; a second connection
+            # with it must not take the first one's place in the registry.
+            log.error("refused a connection: %s", exc)
+            await ws.close(1011, "session id already in use")
             return
         self.metrics.sessions_total += 1
         try:
@@ -168,6 +189,9 @@ class RealtimeServer:
         finally:
             for task in tasks:
                 task.cancel()
+            # The session handles no more messages: what the error log only counted is
+            # told now, whichever way the connection ends.
+            bridge.out.error_log.flush()
             results = await asyncio.gather(*tasks, return_exceptions=True)
         failures = [
             (task, exc)

@@ -11,7 +11,7 @@ from typing import Any
 
 from parley.agent.service import protocol as P
 from parley.agent.service.audio import PCM_RATES
-from parley.agent.service.settings import SessionSettings
+from parley.agent.service.settings import VAD_THRESHOLD_MAX, VAD_THRESHOLD_MIN, SessionSettings
 from parley.config import AgentConfig
 from parley.speech_io.vad import VADOptions
 
@@ -108,6 +108,15 @@ def _check_turn_detection(td: P.TurnDetection, refuse) -> None:
             )
     if td.idle_timeout_ms is not None:
         raise refuse("unsupported_turn_detection", f"{param}.idle_timeout_ms", "not supported")
+    # Written so that NaN (which Python's JSON reader accepts) is refused too.
+    if td.threshold is not None and not VAD_THRESHOLD_MIN <= td.threshold <= VAD_THRESHOLD_MAX:
+        raise refuse(
+            "invalid_value",
+            f"{param}.threshold",
+            f"{param}.threshold must be between {VAD_THRESHOLD_MIN:g} and "
+            f"{VAD_THRESHOLD_MAX:g} (silero's speech probability; default "
+            f"{VADOptions.confirm_threshold:g}), got {td.threshold!r}",
+        )
 
 
 def session_object(

@@ -10,6 +10,17 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from parley.config import AgentConfig
+from parley.speech_io.vad import VADOptions
+
+# The VAD confirms speech when silero's probability reaches the threshold (VADOptions.
+# confirm_threshold, default 0.3); 0 and 1 are not sane values. At 0 every frame webrtcvad
+# calls voiced counts, so noise starts turns. Below the VAD's own "possible speech" bar
+# (tentative_threshold, 0.15) speech would be confirmed before it is even possible, and
+# silero sits at 0.1-0.4 in loud noise right after speech (VADOptions). At 1.0 silero must
+# be certain, which left a probed session deaf; on clean TTS speech 0.95-0.99 already
+# confirm onsets 50-100 ms later than the default, and 0.99 dated one 100 ms late.
+VAD_THRESHOLD_MIN = VADOptions.tentative_threshold
+VAD_THRESHOLD_MAX = 0.9
 
 
 class SessionSettings(BaseModel):
@@ -28,8 +39,8 @@ class SessionSettings(BaseModel):
     )
     vad_threshold: float | None = Field(
         None,
-        ge=0.0,
-        le=1.0,
+        ge=VAD_THRESHOLD_MIN,
+        le=VAD_THRESHOLD_MAX,
         description="Speech probability silero-vad must reach to confirm speech (VADOptions).",
     )
     instructions: str = Field(

