@@ -349,7 +349,7 @@ def train_vocoder(
         opt.step()
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         seconds = round(spent_before + time.perf_counter() - started, 1)
         last = {"step": step, "loss": loss.item(), **parts, "grad": grad, "lr": lr, "s": seconds}
         if step % 10 == 0 or step == 1:
@@ -442,6 +442,7 @@ def train_codec_for_pipeline(
     log: Log = print,
     steps: int | None = None,
     texts: Sequence[str] | None = None,
+    progress: bool = True,
 ) -> tuple[TokenVocoder, UnitTokenizer]:
     """``train``'s codec stage: the codec for ``cfg`` (as tokenizer "whisper-units") on the
     checkpoint's own encoder, reusing the corpus's agent audio where it has it; ``texts``
@@ -466,7 +467,7 @@ def train_codec_for_pipeline(
     return train_codec(
         work, codec_texts() if texts is None else texts, codec_cfg, minutes, seed, log,
         encoder=encoder, features=cfg.features, speak=speak,
-        train_cfg=CodecTrainConfig(steps=steps),
+        train_cfg=CodecTrainConfig(steps=steps), progress=progress,
     )  # fmt: skip
 
 

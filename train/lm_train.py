@@ -217,7 +217,9 @@ def train_lm(
         step += 1
         window.append(stats)
         bar.update(1)
-        bar.set_postfix(loss=f"{stats['loss']:.3f}", text=f"{stats.get('acc_text', 0):.2f}")
+        bar.set_postfix(
+            loss=f"{stats['loss']:.3f}", text=f"{stats.get('acc_text', 0):.2f}", refresh=False
+        )
         if step % 25 == 0 or step == end or step % cfg.save_every == 0:
             mean = {k: sum(w.get(k, 0.0) for w in window) / len(window) for k in window[0]}
             last = {

@@ -389,6 +389,7 @@ def _codec_stage(opts, corpus, dialogues, work, cfg, encoder, wanted, log):
         log=log,
         steps=opts.codec_steps,
         texts=texts,
+        progress=opts.progress,
     )
 
 
