@@ -3,7 +3,9 @@
 Every path by which user audio enters the system goes through :func:`load_audio` (files)
 or :func:`prepare_audio` (arrays): both return float32 mono at the model rate, or raise
 :class:`~parley.errors.AudioInputError` naming the input and what is wrong with it, so
-nothing downstream has to check for NaN, silence or the wrong rate again.
+nothing downstream has to check for NaN, silence or the wrong rate again. Streamed audio
+(a microphone's chunks) goes through :func:`prepare_chunk`, the same checks less those
+that only make sense for a whole recording.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import soxr
 
 from parley.errors import AudioInputError
 
-__all__ = ["load_audio", "prepare_audio", "write_wav"]
+__all__ = ["load_audio", "prepare_audio", "prepare_chunk", "write_wav"]
 
 # Full-scale divisors that map each PCM integer type onto [-1, 1), as soundfile does.
 _INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}
@@ -85,6 +87,29 @@ def prepare_audio(
                 f"{name}: {x.shape[0]} samples at {rate} Hz is too short to resample to {target} Hz"
             )
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def prepare_chunk(samples: np.ndarray, sample_rate: int, name: str = "audio") -> np.ndarray:
+    """Validate one chunk of a stream; return it as float32 mono, still at ``sample_rate``.
+
+    The checks of :func:`prepare_audio` that hold for any piece of a stream: a whole
+    positive rate, int16/int32 (scaled to [-1, 1)) or float samples, all finite. A chunk
+    may be empty or silent, and it must already be mono ``(n,)``: which axis holds the
+    channels of a short 2-D chunk is ambiguous. Resampling is left to the caller's
+    streaming resampler, since resampling chunks one by one would click at their edges.
+    """
+    _check_rate(sample_rate, "sample rate", name)
+    if samples is None:
+        raise AudioInputError(f"{name}: got None instead of an array of samples")
+    x = np.asarray(samples)
+    if x.ndim != 1:
+        raise AudioInputError(
+            f"{name}: expected mono samples of shape (n,), got shape {x.shape}; "
+            "mix the channels down first (e.g. samples.mean(axis=1) for (n, channels))"
+        )
+    x = _to_float(x, name)
+    _check_finite(x, name)
+    return x
 
 
 def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> Path:

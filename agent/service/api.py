@@ -29,12 +29,25 @@ from parley.agent.service.settings import SessionSettings
 from parley.agent.session import DuplexSession
 from parley.agent.text import text_of
 from parley.config import AgentConfig, ParleyConfig, load_config
-from parley.errors import ParleyError
+from parley.errors import AudioInputError, ParleyError
 from parley.llm.schedule import heard_prefix
+from parley.speech_io.audio import prepare_chunk
 
 log = logging.getLogger(__name__)
 
 DetectorFactory = Callable[[AgentConfig, SessionSettings], SpeechDetector]
+
+# The most audio one push_audio call takes. Pushing is synchronous and runs the VAD, echo
+# canceller and turn logic frame by frame (about a tenth of real time on a loaded CPU), so
+# a long push would stall the event loop, and every other session on it, for seconds.
+MAX_PUSH_SECONDS = 10.0
+# Unread events() an iterator keeps: about a minute of a conversation (audio_played every
+# 10-20 ms dominates); past it the oldest go, counted in events_dropped.
+MAX_PENDING_EVENTS = 4096
+_PUSH_HINT = (
+    "push_audio takes mono samples of shape (n,), float32 in [-1, 1] or int16, "
+    "with sample_rate the rate they were recorded at (resampled to 16 kHz)"
+)
 
 
 class SessionControlError(ParleyError):
@@ -43,6 +56,10 @@ class SessionControlError(ParleyError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class AudioPushError(AudioInputError, ValueError):
+    """Samples :meth:`AgentSession.push_audio` refused; the session took none of them."""
 
 
 class CapacityError(ParleyError):
@@ -78,7 +95,7 @@ class AgentSession:
         self.settings = settings
         self._clock = clock
         self._detector_factory = detector_factory
-        self._bus = EventBus()
+        self._bus = EventBus(max_pending=MAX_PENDING_EVENTS, name=session_id)
         self._last_reply: _ReplyRecord | None = None
         self._resampler: Resampler | None = None
         self._closed = False
@@ -106,8 +123,18 @@ class AgentSession:
         self._bus.subscribe(listener)
 
     def events(self) -> AsyncIterator[Event]:
-        """Every event from now on, until the session closes."""
+        """Every event from now on, until the session closes.
+
+        Each iterator holds at most :data:`MAX_PENDING_EVENTS`
+        unread events; past that its oldest are dropped (counted in :attr:`events_dropped`,
+        logged once), so an iterator left unread cannot grow without bound. Use
+        :meth:`subscribe` to see every event."""
         return self._bus.events()
+
+    @property
+    def events_dropped(self) -> int:
+        """Events dropped from :meth:`events` iterators that fell behind."""
+        return self._bus.dropped
 
     def _on_event(self, event: Event) -> None:
         rec = self._last_reply
@@ -131,12 +158,37 @@ class AgentSession:
     # ------------------------------------------------------------------ audio
 
     def push_audio(self, samples: np.ndarray, sample_rate: int = MODEL_RATE) -> None:
-        """Microphone samples (mono float32, consecutive), resampled to 16 kHz if needed."""
+        """Microphone samples, consecutive: mono ``(n,)``, float32 in [-1, 1] or int16
+        (scaled by 1/32768), recorded at ``sample_rate`` Hz (a whole number; any rate
+        other than 16 kHz is resampled, as the CLI resamples files).
+
+        At most :data:`MAX_PUSH_SECONDS` of audio per call: the call is synchronous and
+        processes frame by frame, so push as the microphone delivers (10-100 ms chunks),
+        or split a recording into slices and ``await asyncio.sleep(0)`` between them.
+
+        Anything else (stereo, NaN or infinite samples, other integer types, a fractional
+        rate, a longer push) raises :class:`AudioPushError` before the session takes any of
+        it: a refused push leaves the session as it was."""
+        samples = self._checked(samples, sample_rate)
+        sample_rate = int(sample_rate)
         if sample_rate != MODEL_RATE:
             if self._resampler is None or self._resampler.src != sample_rate:
                 self._resampler = Resampler(sample_rate, MODEL_RATE, INPUT_QUALITY)
             samples = self._resampler.push(samples)
         self.session.push_input(samples)
+
+    @staticmethod
+    def _checked(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+        try:
+            x = prepare_chunk(samples, sample_rate, name="push_audio")
+        except AudioInputError as exc:
+            raise AudioPushError(f"{exc}; {_PUSH_HINT}") from None
+        if len(x) > MAX_PUSH_SECONDS * sample_rate:
+            raise AudioPushError(
+                f"push_audio: {len(x) / sample_rate:.1f} s of audio in one call; at most "
+                f"{MAX_PUSH_SECONDS:g} s per call (push in chunks as they are recorded)"
+            )
+        return x
 
     def pull_audio(self, n: int) -> np.ndarray:
         """The next ``n`` samples (16 kHz) to play; silence when nothing is playing."""
