@@ -261,7 +261,11 @@ class RealtimeBridge:
         resp = self.out.response
         if resp is not None and resp.item_id == event.item_id:
             resp.cancel_reason = "client_cancelled"
-        heard = await self.session.truncate(event.audio_end_ms, reply_id=reply_id)
+        try:
+            heard = await self.session.truncate(event.audio_end_ms, reply_id=reply_id)
+        except SessionControlError as exc:
+            # The reply may have ended between the check and the cut: still a clean refusal.
+            raise P.ProtocolError(exc.code, str(exc), param="item_id", event_id=eid) from None
         self.log.info("truncated %s at %d ms: %r", event.item_id, event.audio_end_ms, heard)
         self.out.emit(
             {
