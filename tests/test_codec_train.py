@@ -15,14 +15,13 @@ from parley.llm.encoder import BlockCausalEncoder
 from parley.tokenizers.codec_io import load_codec
 from parley.tokenizers.unit_tokenizer import UnitTokenizer
 from parley.tokenizers.vocoder import StreamingVocoder, TokenVocoder
+from parley.train.codec_crops import CropSampler, TokenizedUtterance
 from parley.train.codec_loss import synthesize_batch
 from parley.train.codec_train import (
     DEFAULT_CODEC,
     METRICS_FILE,
     STATE_FILE,
     CodecTrainConfig,
-    CropSampler,
-    TokenizedUtterance,
     train_codec,
     train_vocoder,
 )

@@ -198,7 +198,7 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
     vocoder_child = _start_vocoder_child(opts, corpus, log) if parallel else None
     try:
         adapter, lm, tokenizer, last = _adapter_and_lm(
-            opts, cfg, work, corpus, dialogues, encoder, units, stage, log
+            opts, cfg, work, corpus, dialogues, encoder, units, parallel, stage, log
         )
     except BaseException:
         if vocoder_child is not None and vocoder_child.is_alive():
@@ -261,7 +261,7 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
     return written
 
 
-def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, stage, log):
+def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, parallel, stage, log):
     """Stages 4 and 5: the LM's data (cached) and the adapter + LM training."""
     # 4. data
     t0 = time.perf_counter()
@@ -310,7 +310,7 @@ def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, stage, l
     t0 = time.perf_counter()
     model = SpokenLMTrainee(adapter, lm)
     lm_cfg = replace(opts.lm, seed=opts.seed * 10 + _PART_SEEDS["data"])
-    if opts.parallel and {"vocoder", "lm"} <= set(opts.stages or STAGES):
+    if parallel:  # the vocoder's process has the other half
         lm_cfg.threads = _half(opts.lm.threads)
     last = train_lm(model, train_ex, held_ex[:400], lm_cfg, lm_work, log, opts.progress)
     # An export-only call trains nothing: its figures are the log's last.

@@ -1,0 +1,110 @@
+"""The vocoder's training data: utterances as unit ids, and random crops of them.
+
+A crop is decoded with some past tokens before it and the lookahead after it, exactly as a
+stream would see them; only the crop's own samples are scored. A share of crops begins at an
+utterance's start, where every reply's stream begins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from parley.tokenizers.unit_tokenizer import UnitTokenizer
+from parley.tokenizers.vocoder import TokenVocoder
+from parley.train.codec_data import Utterance
+from parley.train.codec_loss import synthesize_batch
+
+
+@dataclass
+class TokenizedUtterance:
+    text: str
+    audio: Tensor  # float32, len(ids) * samples_per_token samples
+    ids: Tensor  # int64
+
+
+def tokenize(utterances: Sequence[Utterance], tok: UnitTokenizer) -> list[TokenizedUtterance]:
+    """Ids of each utterance from its cached frames (what ``tok.encode`` gives on its audio)."""
+    out = []
+    for u in utterances:
+        assert u.frames is not None
+        ids = tok.assign(tok.pool(u.frames))
+        audio = torch.from_numpy(u.audio[: ids.numel() * tok.samples_per_token])
+        out.append(TokenizedUtterance(u.text, audio, ids))
+    return out
+
+
+class CropSampler:
+    """Random crops (seeded generator, state saved with the training state)."""
+
+    def __init__(
+        self,
+        data: Sequence[TokenizedUtterance],
+        crop: int,
+        past: int,
+        future: int,
+        seed: int,
+        start_share: float = 0.0,
+    ) -> None:
+        self.data = [u for u in data if u.ids.numel() >= crop]
+        if not self.data:
+            raise ValueError(f"no utterance is as long as one crop ({crop} tokens)")
+        self.crop, self.past, self.future = crop, past, future
+        self.start_share = start_share
+        weights = torch.tensor([u.ids.numel() - crop + 1 for u in self.data], dtype=torch.float)
+        self.weights = weights / weights.sum()
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def sample(self, n: int) -> Crops:
+        """``n`` random crops."""
+        picks = torch.multinomial(self.weights, n, replacement=True, generator=self.gen)
+        where = []
+        at_start = torch.rand(n, generator=self.gen) < self.start_share
+        for i, first in zip(picks.tolist(), at_start.tolist(), strict=True):
+            n_ids = self.data[i].ids.numel()
+            s = (
+                0
+                if first
+                else int(torch.randint(0, n_ids - self.crop + 1, (1,), generator=self.gen))
+            )
+            where.append((i, s))
+        return self.crops(where)
+
+    def crops(self, where: Sequence[tuple[int, int]]) -> Crops:
+        """The crops of ``data[i]`` starting at token ``s``, for each ``(i, s)``: windows of
+        ``past + crop + future`` token slots, zero ids where the utterance has none."""
+        width = self.past + self.crop + self.future
+        ids = torch.zeros(len(where), width, dtype=torch.long)
+        start = torch.zeros(len(where), dtype=torch.long)
+        end = torch.zeros(len(where), dtype=torch.long)
+        targets = []
+        for row, (i, s) in enumerate(where):
+            u = self.data[i]
+            spt = u.audio.numel() // u.ids.numel()
+            lo, hi = max(0, s - self.past), min(u.ids.numel(), s + self.crop + self.future)
+            offset = lo - (s - self.past)
+            ids[row, offset : offset + hi - lo] = u.ids[lo:hi]
+            start[row], end[row] = offset, offset + hi - lo
+            targets.append(u.audio[s * spt : (s + self.crop) * spt])
+        return Crops(ids, start, end, torch.stack(targets), self.past)
+
+
+@dataclass
+class Crops:
+    """A batch of decoding windows and the audio their scored middle must match."""
+
+    ids: Tensor  # (B, past + crop + future)
+    start: Tensor  # (B,) first real token slot
+    end: Tensor  # (B,) one past the last real token slot
+    target: Tensor  # (B, crop * samples_per_token)
+    past: int  # token slots before the scored part
+
+    def decode(self, vocoder: TokenVocoder, bf16: bool = False) -> Tensor:
+        """The vocoder's audio for the scored part of each window, (B, crop * spt)."""
+        spt = vocoder.cfg.samples_per_token
+        audio = synthesize_batch(vocoder, self.ids, self.start, self.end, bf16)
+        lo = self.past * spt
+        return audio[:, lo : lo + self.target.shape[1]]
