@@ -1,7 +1,9 @@
 """``python run_agent.py``: parse, load the configuration, build, run.
 
 User mistakes (a bad file, a bad value, a missing checkpoint part) end with one line on
-stderr and exit status 2, never a traceback.
+stderr and exit status 2, never a traceback. Paths and engines are checked by
+:mod:`~parley.agent.preflight` before torch and transformers are imported, so those errors
+come at once and before any compute.
 """
 
 from __future__ import annotations
@@ -128,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     bench.add_argument("--token", default=None, help="bearer token for --url")
+    bench.add_argument(
+        "--report-only",
+        action="store_true",
+        help="exit 0 even when a target is missed (default: exit 1 then)",
+    )
     _add_config_args(bench)
 
     duplex = sub.add_parser(
@@ -180,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="client audio a session may queue ahead of real time (default: 10)",
     )
+    serve.add_argument(
+        "--idle-timeout", type=float, default=300.0, metavar="SECONDS",
+        help="close a connection that sends nothing for this long, 1001 (default: 300; 0: never)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--slow-consumer-timeout", type=float, default=10.0, metavar="SECONDS",
+        help="close a connection whose events wait unread this long, 1008 (default: 10; 0: never)",
+    )  # fmt: skip
     _add_checkpoint_arg(serve)
     _add_config_args(serve)
 
@@ -308,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     train.add_argument("--preset", default="talk", help="model shape (default: talk)")
     train.add_argument(
+        "--init-from", type=Path, default=None, metavar="CHECKPOINT",
+        help="start the adapter + LM from this trained checkpoint (same preset) instead of "
+        "random weights; speech rows are remapped if its units differ (default: random)",
+    )  # fmt: skip
+    train.add_argument(
         "--dialogues",
         type=int,
         default=8000,
@@ -373,6 +393,13 @@ def _quiet_libraries() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from parley.agent import preflight
+
+    try:
+        preflight.check(args, _log)
+    except ParleyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     _quiet_libraries()
     from parley.agent import commands
 

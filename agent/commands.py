@@ -6,8 +6,6 @@ import argparse
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from importlib import resources
-from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -18,8 +16,6 @@ from parley.tokenizers.vocab import TokenClass
 
 Log = Callable[[str], None]
 T = TypeVar("T")
-
-SAMPLE_UTTERANCE = "samples/seven_times_eight.wav"
 
 
 def make_checkpoint(args: argparse.Namespace, log: Log) -> int:
@@ -38,20 +34,15 @@ def make_checkpoint(args: argparse.Namespace, log: Log) -> int:
     return 0
 
 
-def _sample_path() -> Path:
-    return Path(str(resources.files("parley.configs").joinpath(SAMPLE_UTTERANCE)))
-
-
 def demo(args: argparse.Namespace, log: Log) -> int:
+    from parley.agent.preflight import sample_path
     from parley.agent.speak import SpeakPipeline
     from parley.speech_io.audio import load_audio, write_wav
 
     cfg = load_runtime_config(args)
-    # Check the user's input before spending time on the model.
-    rate = cfg.model.features.sample_rate
-    source = args.input or _sample_path()
-    audio = load_audio(source, rate)
-    log(f"input: {source} ({len(audio) / rate:.2f} s)")
+    # The preflight has read and described it already; this is the copy the model hears.
+    source = args.input or sample_path()
+    audio = load_audio(source, cfg.model.features.sample_rate)
 
     async def turn(model, cfg):
         return model, await SpeakPipeline(model.checkpoint, model.engine, cfg.agent).run_turn(audio)
@@ -128,10 +119,6 @@ def bench(args: argparse.Namespace, log: Log) -> int:
     from parley.agent.harness.scenario import load_scenarios, shipped_scenarios_dir
 
     scenarios = load_scenarios(args.scenario or shipped_scenarios_dir())
-    if args.url and args.realtime:
-        from parley.errors import ConfigError
-
-        raise ConfigError("--url runs against a server in real time already; drop --realtime")
     if args.realtime:
         from parley.agent.harness.realtime import check_realtime_available
 
@@ -158,18 +145,22 @@ def bench(args: argparse.Namespace, log: Log) -> int:
     print(
         f"report: {args.out} ({len(records)} scenario(s)); targets missed: {', '.join(misses) or 'none'}"
     )
-    return 0
+    # A bench in CI or a script must fail when the agent does; --report-only is for looking.
+    return 1 if misses and not args.report_only else 0
 
 
 def _bench_wire(args: argparse.Namespace, scenarios, log: Log) -> list:
     """Each scenario against the server at ``args.url``; no model is loaded here."""
     from parley.agent.harness.wire import realtime_url, run_scenario_wire
 
+    # Every scenario meets the same server: what it says about its settings is said once.
+    note = once(log)
+
     async def run_all() -> list:
         records = []
         for scenario in scenarios:
             log(f"scenario {scenario.name} (real time, over {realtime_url(args.url)})")
-            records.append(await run_scenario_wire(args.url, scenario, args.token, log=log))
+            records.append(await run_scenario_wire(args.url, scenario, args.token, log=note))
         return records
 
     return asyncio.run(run_all())
@@ -205,18 +196,52 @@ def duplex(args: argparse.Namespace, log: Log) -> int:
         args.events.write_text(json.dumps(events, indent=1) + "\n")
     replies = sum(e["type"] == "reply_started" for e in events)
     cuts = sum(e["type"] == "interrupted" for e in events)
+    if not replies:
+        log(_why_no_reply(events, user, rate, cfg.agent.endpoint_silence_ms))
     print(
         f"wrote {args.output} ({len(out) / rate:.2f} s, same length as the input): {replies} replies, {cuts} interrupted"
     )
     return 0
 
 
+def once(log: Log) -> Log:
+    """``log`` that says each distinct line once."""
+    said: set[str] = set()
+
+    def say(msg: str) -> None:
+        if msg not in said:
+            said.add(msg)
+            log(msg)
+
+    return say
+
+
+def _why_no_reply(events: list[dict], user: np.ndarray, rate: int, endpoint_ms: int) -> str:
+    """The likeliest reason a duplex run gave no reply, as advice."""
+    if any(e["type"] == "user_turn_ended" for e in events):
+        return "no reply: the user's turn ended but was too short to answer"
+    if not any(e["type"] == "user_speech_started" for e in events):
+        return "no reply: no speech was detected in the input (too quiet, or too short?)"
+    last = events[max(i for i, e in enumerate(events) if e["type"].startswith("user_speech_"))]
+    quiet_ms = 0.0
+    if last["type"] == "user_speech_ended":
+        quiet_ms = 1000 * (len(user) - last["input_sample"]) / rate
+    return (
+        f"no reply: the input ends {quiet_ms:.0f} ms after the user's last speech, and a turn "
+        f"ends after {endpoint_ms} ms of silence; add trailing silence to the input "
+        "(e.g. sox in.wav out.wav pad 0 1)"
+    )
+
+
 def lm_server(args: argparse.Namespace, log: Log) -> int:
     import os
     import shlex
 
-    from parley.llm.checkpoint import read_manifest
     from parley.llm.vllm_engine import import_vllm
+
+    # Even --print needs vLLM: the command line holds its logits-processor class path.
+    import_vllm()
+    from parley.llm.checkpoint import read_manifest
     from parley.llm.vllm_server import serve_command
 
     cfg = load_runtime_config(args)
@@ -227,7 +252,6 @@ def lm_server(args: argparse.Namespace, log: Log) -> int:
     if args.print:
         print(shlex.join(cmd))
         return 0
-    import_vllm()
     log(
         f"serving {path / 'lm'} on http://{args.host}:{args.port} (vLLM start-up: about 30 s on CPU)"
     )
@@ -254,8 +278,13 @@ def serve(args: argparse.Namespace, log: Log) -> int:
     logging.getLogger("websockets").setLevel(logging.WARNING)
     if args.max_sessions < 1 or args.max_buffered_audio <= 0:
         raise ConfigError("--max-sessions must be >= 1 and --max-buffered-audio > 0")
+    if args.idle_timeout < 0 or args.slow_consumer_timeout < 0:
+        raise ConfigError("--idle-timeout and --slow-consumer-timeout must be >= 0 (0: none)")
     limits = ServiceLimits(
-        max_sessions=args.max_sessions, max_buffered_audio_s=args.max_buffered_audio
+        max_sessions=args.max_sessions,
+        max_buffered_audio_s=args.max_buffered_audio,
+        idle_timeout_s=args.idle_timeout or None,
+        slow_consumer_timeout_s=args.slow_consumer_timeout or None,
     )
 
     async def run(model, cfg) -> None:
@@ -320,6 +349,7 @@ def train(args: argparse.Namespace, log: Log) -> int:
             corpus=args.corpus,
             preset=args.preset,
             encoder_from=args.encoder_from,
+            init_from=args.init_from,
             dialogues=args.dialogues,
             codec_minutes=args.codec_minutes,
             codec_steps=args.codec_steps,

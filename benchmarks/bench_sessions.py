@@ -26,13 +26,16 @@ import argparse
 import asyncio
 import gc
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from parley.agent.preflight import need_vllm
 from parley.config import EngineConfig, load_config
+from parley.errors import EngineUnavailableError
 from parley.llm.builder import build_checkpoint
 from parley.llm.checkpoint import load_checkpoint
 from parley.llm.engine import ReplyParams
@@ -144,6 +147,13 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=4, help="turns before the follow-up (vLLM)")
     args = ap.parse_args()
     args.sessions = [int(n) for n in args.sessions.split(",")]
+    if "vllm" in args.engines.split(","):
+        try:
+            need_vllm("--engines vllm")
+        except EngineUnavailableError as exc:
+            # Before the transformers half runs: minutes spent, then a traceback, otherwise.
+            print(f"error: {exc} (or measure one engine: --engines transformers)", file=sys.stderr)
+            sys.exit(2)
     torch.set_num_threads(1)
 
     cfg = load_config(args.preset)

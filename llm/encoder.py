@@ -165,11 +165,37 @@ class BlockCausalEncoder(nn.Module):
                 f"expected mel of shape ({self.n_mels}, T >= 1), got {tuple(mel.shape)}"
             )
         w = self.whisper
-        x = F.gelu(w.conv1(mel.float()[None]))
-        x = F.gelu(w.conv2(x))[0].transpose(0, 1)
+        x = self.front(mel)
         x = x + self.positions(0, x.shape[0])
         for layer in w.layers:
             x = x + self._offline_attention(layer, x)
+            x = _ffn(layer, x)
+        return w.layer_norm(x)
+
+    def front(self, mel: Tensor) -> Tensor:
+        """The convolutional front end alone: ``(n_mels, T)`` to ``(ceil(T / 2), d_model)``
+        frames without positions."""
+        w = self.whisper
+        x = F.gelu(w.conv1(mel.float()[None]))
+        return F.gelu(w.conv2(x))[0].transpose(0, 1)
+
+    def encode_windows(self, windows: Tensor) -> Tensor:
+        """Encode ``(n, W, d_model)`` front-end frames as ``n`` independent windows, each
+        at positions ``0 .. W - 1`` with full attention inside it: what a frame becomes
+        here depends on the audio around it, never on where in the stream it came."""
+        w = self.whisper
+        x = windows + self.positions(0, windows.shape[1])
+        for layer in w.layers:
+            attn = layer.self_attn
+            h = layer.self_attn_layer_norm(x)
+            n, width, d = h.shape
+
+            def split(t: Tensor, attn=attn, n=n, width=width) -> Tensor:
+                return t.view(n, width, attn.num_heads, attn.head_dim).transpose(1, 2)
+
+            q, k, v = split(attn.q_proj(h)), split(attn.k_proj(h)), split(attn.v_proj(h))
+            out = F.scaled_dot_product_attention(q, k, v, scale=attn.scaling)
+            x = x + attn.out_proj(out.transpose(1, 2).reshape(n, width, d))
             x = _ffn(layer, x)
         return w.layer_norm(x)
 

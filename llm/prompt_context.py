@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from parley.config import EngineConfig, ScheduleConfig
+from parley.llm.context_window import fit_turns, keep_tail, log_fit
 from parley.llm.engine import LMContext, ReplyParams, SpokenLM, TokenDelta
 from parley.llm.schedule import max_reply_tokens
 from parley.tokenizers.vocab import TokenClass, VocabLayout
@@ -94,6 +95,8 @@ class PromptEngine(SpokenLM):
         self.schedule = schedule
         self.engine = engine
         self.hidden_size = int(embeddings.shape[1])
+        self.context_limit = engine.max_model_len
+        """Positions one request may hold; subclasses lower it to what their engine serves."""
         self._contexts: weakref.WeakSet[PromptContext] = weakref.WeakSet()
 
     def embed_ids(self, ids: list[int]) -> torch.Tensor:
@@ -135,6 +138,7 @@ class PromptContext(LMContext):
         self.id = next(_context_ids)
         self._history: list[torch.Tensor] = []  # embeddings up to the last reply's start
         self._history_positions = 0
+        self._turn_starts: list[int] = []  # index in _history where each turn begins
         self._pending: list[torch.Tensor] = []
         self._reply_tokens: list[int] = []
         self._reply_open = False  # the last reply was cut before its end of turn
@@ -206,6 +210,7 @@ class PromptContext(LMContext):
             self._prime.cancel()
         self._history, self._pending, self._reply_tokens = [], [], []
         self._history_positions = 0
+        self._turn_starts = []
 
     def _sampling(self, params: ReplyParams | None) -> Sampling:
         engine = self.engine
@@ -228,10 +233,11 @@ class PromptContext(LMContext):
         if not self._pending:
             raise RuntimeError("nothing to reply to: add user audio first")
         sampling = self._sampling(params)
-        prompt = torch.cat(self._history + self._pending)
-        for part in self._pending:
-            self._remember(part)
+        turn = self._fit(torch.cat(self._pending), sampling.max_tokens)
         self._pending.clear()
+        self._turn_starts.append(len(self._history))
+        prompt = torch.cat([*self._history, turn])
+        self._remember(turn)
         self._reply_tokens, self._reply_open = [], True
         request_id = f"parley-{self.id}-reply-{self._replies}"
         self._replies += 1
@@ -264,6 +270,26 @@ class PromptContext(LMContext):
             await stream.aclose()
             if ended and not self._aborting:
                 self._start_priming()
+
+    def _fit(self, turn: torch.Tensor, reserve: int) -> torch.Tensor:
+        """Drop the oldest turns until ``turn`` and a reply of ``reserve`` fit the engine;
+        returns ``turn``, cut to its end if it does not fit alone."""
+        bounds = [*self._turn_starts, len(self._history)]
+        lengths = [
+            sum(t.shape[0] for t in self._history[a:b])
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+        limit = self.engine.context_limit
+        fit = fit_turns(lengths, turn.shape[0], reserve, limit)
+        log_fit(fit, len(lengths), limit, turn.shape[0])
+        if fit.drop:
+            cut = bounds[fit.drop]
+            self._history = self._history[cut:]
+            self._history_positions = sum(t.shape[0] for t in self._history)
+            self._turn_starts = [start - cut for start in self._turn_starts[fit.drop :]]
+        if fit.pending_keep is not None:
+            turn = keep_tail(turn, fit.pending_keep)
+        return turn
 
     def _start_priming(self) -> None:
         try:

@@ -2,7 +2,9 @@
 
 Each conversation keeps its KV cache across turns, so a follow-up turn costs only its new
 positions. Decode steps run in a worker thread, one at a time per engine, so the event
-loop keeps pumping audio while the model computes.
+loop keeps pumping audio while the model computes. When the conversation outgrows the LM's
+positions, the oldest turns go (:mod:`~parley.llm.context_window`) and the cache is
+rebuilt from the embeddings of the turns kept, which each context holds for that.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from parley.config import EngineConfig, ScheduleConfig
+from parley.llm.context_window import fit_turns, keep_tail, log_fit
 from parley.llm.engine import LMContext, ReplyParams, SpokenLM, TokenDelta
 from parley.llm.logits import ScheduleLogitsProcessor
+from parley.llm.schedule import max_reply_tokens
 from parley.tokenizers.vocab import TokenClass, VocabLayout
 
 
@@ -36,6 +40,7 @@ class TransformersSpokenLM(SpokenLM):
         self.engine = engine or EngineConfig()
         self.hidden_size = int(model.config.hidden_size)
         self.vocab_rows = int(model.get_input_embeddings().weight.shape[0])
+        self.context_limit = int(model.config.max_position_embeddings)
         self._embed = model.get_input_embeddings()
         self._forward_lock = threading.Lock()
 
@@ -78,6 +83,10 @@ class TransformersContext(LMContext):
         self._step_done = asyncio.Event()
         self._step_done.set()
         self._generator = torch.Generator().manual_seed(engine.engine.seed)
+        # What the cache holds, turn by turn, as embeddings: enough to rebuild it without
+        # the oldest turns. Invariant: their lengths add up to the cache's.
+        self._turns: list[list[torch.Tensor]] = []
+        self._closing: torch.Tensor | None = None  # the last reply's tail, not yet fed
         self.prefill_positions = 0
         self.decode_steps = 0
 
@@ -96,7 +105,11 @@ class TransformersContext(LMContext):
                 f"user audio embeddings must be (positions, {self.engine.hidden_size}), "
                 f"got {tuple(embeddings.shape)}"
             )
-        self._pending.append(self._close_last_reply())
+        close = self._close_last_reply()
+        if close.shape[0]:
+            # The last reply's tail belongs to its own turn (dropped with it), though it is
+            # fed with this one.
+            self._closing = close if self._closing is None else torch.cat([self._closing, close])
         layout = self.engine.layout
         self._pending += [
             self.engine.embed_ids([layout.user]),
@@ -123,6 +136,7 @@ class TransformersContext(LMContext):
         if keep < fed:
             # transformers 5 crops by a (negative) count of positions to drop.
             self._cache.crop(-(self.context_length - (self._reply_base + keep)))
+            self._trim_last_turn(self._reply_base + keep)
         if keep < len(tokens):
             self._unfed = None
             self._reply_tokens = tokens[:keep]
@@ -135,8 +149,36 @@ class TransformersContext(LMContext):
     def close(self) -> None:
         self._abort.set()
         self._cache = DynamicCache(config=self.engine.model.config)
+        self._turns, self._closing = [], None
         self._pending.clear()
         self._reply_tokens, self._unfed, self._reply_open = [], None, False
+
+    def _fit(self, turn: torch.Tensor, reserve: int) -> torch.Tensor:
+        """Record ``turn`` as the newest turn, first dropping the oldest ones if it and a
+        reply of ``reserve`` would not fit; returns what to feed the cache now."""
+        limit = self.engine.context_limit
+        closing = self._closing
+        if closing is not None:
+            self._turns[-1].append(closing)
+        lengths = [sum(t.shape[0] for t in parts) for parts in self._turns]
+        fit = fit_turns(lengths, turn.shape[0], reserve, limit)
+        log_fit(fit, len(lengths), limit, turn.shape[0])
+        if fit.pending_keep is not None:
+            turn = keep_tail(turn, fit.pending_keep)
+        feed = turn if closing is None else torch.cat([closing, turn])
+        if fit.drop:
+            # RoPE keys carry their positions: the kept turns are run again from 0.
+            self._turns = self._turns[fit.drop :]
+            self._cache = DynamicCache(config=self.engine.model.config)
+            feed = torch.cat([*(t for parts in self._turns for t in parts), turn])
+        self._turns.append([turn])
+        return feed
+
+    def _trim_last_turn(self, length: int) -> None:
+        """Cut the newest turn so every turn together holds ``length`` positions."""
+        before = sum(t.shape[0] for parts in self._turns[:-1] for t in parts)
+        last = torch.cat(self._turns[-1])
+        self._turns[-1] = [last[: length - before]]
 
     async def _run(self, embeddings: torch.Tensor) -> torch.Tensor:
         # Shielded: a cancelled consumer cannot stop a forward already in the thread, so the
@@ -173,14 +215,19 @@ class TransformersContext(LMContext):
         self._abort.clear()
         unfed: int | None = None  # sampled, handed out, not yet run through the model
         try:
-            feed = torch.cat(self._pending)
+            feed = self._fit(torch.cat(self._pending), max_reply_tokens(schedule))
             self._pending.clear()
+            self._closing = None
             self.prefill_positions += feed.shape[0]
             self._reply_base = self.context_length + feed.shape[0]
             self._reply_tokens = []
             self._reply_open = True
+            fed_already = True  # the first feed was recorded by _fit
             while not self._abort.is_set():
                 unfed = None
+                if not fed_already:
+                    self._turns[-1].append(feed)
+                fed_already = False
                 logits = await self._run(feed)
                 if self._abort.is_set():
                     break

@@ -39,7 +39,7 @@ def import_vllm():
     except ImportError as exc:
         raise EngineUnavailableError(
             f"the vllm engine needs vLLM 0.33.0, which is not installed ({exc}). "
-            "On a GPU machine: pip install 'parley[vllm]'; on CPU see docs/vllm.md"
+            "In the checkout on a GPU machine: pip install -e '.[vllm]'; on CPU see docs/vllm.md"
         ) from None
     if not vllm.__version__.startswith("0.33.0"):
         raise EngineUnavailableError(
@@ -92,6 +92,8 @@ class VLLMSpokenLM(PromptEngine):
 
         args = AsyncEngineArgs(**engine_args(lm_dir, engine), disable_log_stats=True)
         self.llm = AsyncLLM.from_engine_args(args)
+        # What vLLM settled on (the model's own limit caps the configured one).
+        self.context_limit = int(self.llm.model_config.max_model_len)
         self._dtype = getattr(torch, engine.dtype)
         self._closed = False
 

@@ -76,7 +76,10 @@ class VLLMServerSpokenLM(PromptEngine):
         self.url = url.rstrip("/").removesuffix("/v1")
         try:
             models = httpx.get(f"{self.url}/v1/models", timeout=timeout_s).raise_for_status()
-            self.model = models.json()["data"][0]["id"]
+            card = models.json()["data"][0]
+            self.model = card["id"]
+            # The server's own limit, which a client's config cannot raise.
+            self.context_limit = int(card.get("max_model_len") or engine.max_model_len)
         except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
             raise EngineUnavailableError(
                 f"no usable vLLM server at {self.url} ({exc}); start one with "

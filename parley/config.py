@@ -176,6 +176,17 @@ class CodecConfig(_Section):
         ),
     )
 
+    unit_window: tuple[int, int] | None = Field(
+        None,
+        description=(
+            "'whisper-units' only: (left, right) encoder frames of context each pair of "
+            "frames is encoded with, always at the same positions of Whisper's table, so a "
+            "unit says what was said and not when (units from the runtime's block-causal "
+            "pass change with the position in the utterance). None: that block-causal pass "
+            "(codecs trained before the window)."
+        ),
+    )
+
     @property
     def samples_per_token(self) -> int:
         return round(self.sample_rate / self.token_rate_hz)
@@ -209,6 +220,15 @@ class CodecConfig(_Section):
                 raise ValueError(
                     f"tokenizer 'whisper-units' averages whole encoder frames: token_rate_hz "
                     f"must divide 50, got {self.token_rate_hz:g}"
+                )
+        if self.unit_window is not None:
+            left, right = self.unit_window
+            if self.tokenizer != "whisper-units":
+                raise ValueError("unit_window applies to tokenizer 'whisper-units' only")
+            if left < 0 or right < 0 or left + right + 2 > 1500:
+                raise ValueError(
+                    f"unit_window (left, right) must be >= 0 and fit Whisper's 1500 "
+                    f"positions, got {self.unit_window}"
                 )
         return self
 

@@ -18,8 +18,16 @@ import soundfile as sf
 import soxr
 
 from parley.errors import AudioInputError
+from parley.speech_io.wav_header import truncation
 
 __all__ = ["load_audio", "prepare_audio", "prepare_chunk", "write_wav"]
+
+# Below telephone band speech is not speech any more: a file that claims 1 Hz is broken,
+# and resampling it up would make minutes of noise out of a hundred samples.
+MIN_SAMPLE_RATE = 8000
+# Mono and stereo are mixed down as a matter of course; more channels are a multitrack or
+# a surround recording, where the average is rarely the voice a user meant.
+MAX_CHANNELS = 2
 
 # Full-scale divisors that map each PCM integer type onto [-1, 1), as soundfile does.
 _INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}
@@ -28,7 +36,8 @@ _INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}
 def load_audio(path: str | Path, target_rate: int = 16000) -> np.ndarray:
     """Read any file soundfile reads; return validated float32 mono at ``target_rate``.
 
-    Channels are averaged and the rate converted with soxr (quality "HQ").
+    Stereo is averaged to mono and the rate converted with soxr (quality "HQ"). A WAV
+    cut short, more than two channels or a rate below 8000 Hz are refused.
     """
     path = Path(path)
     target_rate = _check_rate(target_rate, "target rate", str(path))
@@ -42,6 +51,9 @@ def load_audio(path: str | Path, target_rate: int = 16000) -> np.ndarray:
         # libsndfile's message ("Format not recognised", ...) is the useful part; the
         # traceback is not, so the CLI can print one line.
         raise AudioInputError(f"{path}: cannot read audio: {exc}") from None
+    cut = truncation(path)
+    if cut is not None:
+        raise AudioInputError(f"{path}: {cut}")
     return prepare_audio(samples, rate, target_rate, name=str(path))
 
 
@@ -55,9 +67,14 @@ def prepare_audio(
 
     ``samples`` is ``(n,)`` or ``(n, channels)`` (soundfile's layout), of int16, int32 or
     float dtype; integers are scaled to [-1, 1). Floats are taken as they are, not
-    rescaled or clipped. ``name`` labels the input in error messages.
+    rescaled or clipped. Up to two channels, at 8000 Hz or more. ``name`` labels the input
+    in error messages.
     """
     rate = _check_rate(sample_rate, "sample rate", name)
+    if rate < MIN_SAMPLE_RATE:
+        raise AudioInputError(
+            f"{name}: sample rate {rate} Hz is too low for speech (at least {MIN_SAMPLE_RATE} Hz)"
+        )
     target = _check_rate(target_rate, "target rate", name)
     x = np.asarray(samples)
     if x.ndim not in (1, 2):
@@ -72,6 +89,11 @@ def prepare_audio(
         raise AudioInputError(
             f"{name}: shape {x.shape} has more channels than samples; "
             "pass (samples, channels), e.g. transpose it"
+        )
+    if x.ndim == 2 and x.shape[1] > MAX_CHANNELS:
+        raise AudioInputError(
+            f"{name}: {x.shape[1]} channels; give mono or stereo "
+            "(e.g. sox in.wav -c 1 out.wav, or pick the voice's channel)"
         )
     x = _to_float(x, name)
     _check_finite(x, name)

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 import soxr
 
+from parley.speech_io.native_stderr import NativeStderr
 from parley.speech_io.ring import SampleFifo as _SampleRing
 from parley.speech_io.soundcard import (
     AudioDeviceError,
@@ -147,6 +148,8 @@ class DeviceTransport:
         self._wake_pending = False
         self._task: asyncio.Task[None] | None = None
         self._streams: list[Any] = []
+        # ALSA/PortAudio print underruns and failed assertions to fd 2 while streams live.
+        self._native = NativeStderr()
         self._stopping = False
         self._stopped = asyncio.Event()
         self._state = "new"
@@ -189,6 +192,7 @@ class DeviceTransport:
             raise RuntimeError(f"DeviceTransport cannot start when {self._state}")
         self._state = "starting"
         self._loop = asyncio.get_running_loop()
+        self._native.start()
         try:
             sd = self._sd = load_sounddevice()
             devices = await asyncio.to_thread(list_devices)
@@ -462,6 +466,7 @@ class DeviceTransport:
     async def _close_streams(self) -> None:
         streams, self._streams = self._streams, []
         if not streams:
+            self._native.stop()
             return
         self._stopping = True
         loop = asyncio.get_running_loop()
@@ -487,5 +492,6 @@ class DeviceTransport:
         except TimeoutError:
             err = AudioDeviceError(f"audio streams did not close within {self._close_timeout} s")
             self._error = self._error or err
+        self._native.stop()
         if err is not None:
             log.warning("closing audio streams: %s", err)

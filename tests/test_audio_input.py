@@ -174,3 +174,33 @@ def test_write_rejects_nan_and_bad_rate(tmp_path: Path) -> None:
     with pytest.raises(AudioInputError, match="positive integer"):
         write_wav(tmp_path / "b.wav", np.zeros(10, np.float32), 0)
     assert not (tmp_path / "a.wav").exists()
+
+
+def test_cut_off_wav_is_refused_saying_how_much_is_there(tmp_path: Path) -> None:
+    whole = write_wav(tmp_path / "whole.wav", _sine(440.0, 16000), 16000)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[:16044])  # header + half of the 32000 data bytes
+    assert load_audio(whole).size == 16000  # the whole file is fine
+    with pytest.raises(AudioInputError, match=r"cut short: it holds 0\.50 s of the 1\.00 s"):
+        load_audio(cut)
+
+
+def test_wav_with_extra_chunks_is_whole(tmp_path: Path) -> None:
+    path = tmp_path / "meta.wav"
+    with sf.SoundFile(path, "w", 16000, 1, subtype="PCM_16", format="WAV") as f:
+        f.title = "a LIST chunk after the data"  # odd chunks must be walked, not misread
+        f.write(_sine(440.0, 16000))
+    assert load_audio(path).size == 16000
+
+
+def test_more_than_two_channels_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "eight.wav"
+    sf.write(path, np.tile(_sine(440.0, 16000)[:, None], (1, 8)), 16000)
+    with pytest.raises(AudioInputError, match="8 channels; give mono or stereo"):
+        load_audio(path)
+
+
+@pytest.mark.parametrize("rate", [1, 4000, 7999])
+def test_rates_below_telephone_band_are_refused(rate: int) -> None:
+    with pytest.raises(AudioInputError, match=f"{rate} Hz is too low for speech"):
+        prepare_audio(_sine(440.0, 16000)[:200], rate)

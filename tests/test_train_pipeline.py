@@ -4,6 +4,7 @@ it came from. The real run is the same code with bigger numbers (docs/training.m
 
 import asyncio
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -61,6 +62,18 @@ def test_train_runs_every_stage_on_a_tiny_slice(tmp_path):
     assert main([*train, "--stages", "export", "--force"]) == 0
     again = json.loads((out / "parley.json").read_text())["provenance"]
     assert again["final_metrics"]["step"] == 50 and "val_text_exact" in again["final_metrics"]
+
+    # A run started from this checkpoint begins where it ended, not from random weights.
+    warm = tmp_path / "warm"
+    (warm / "codec").mkdir(parents=True)
+    (warm / "codec" / "run").symlink_to(work / "codec" / "run")
+    shutil.copytree(work / "lm" / "tokenizer", warm / "lm" / "tokenizer")
+    again_args = [a if a != str(work) else str(warm) for a in train]
+    again_args[again_args.index("--steps") + 1] = "2"
+    assert main([*again_args, "--init-from", str(out), "--stages", "lm"]) == 0
+    warm_rows = [json.loads(r) for r in (warm / "lm" / "metrics.jsonl").read_text().splitlines()]
+    warm_losses = [r["loss"] for r in warm_rows if "loss" in r]
+    assert warm_losses[0] < 0.8 * losses[0], (warm_losses, losses)
 
     # The export round-trips: the same codec and the same LM come back, and it serves a turn.
     manifest = [json.loads(r) for r in (corpus / "manifest.jsonl").read_text().splitlines()]

@@ -223,3 +223,73 @@ def test_encoder_stored_in_half_still_fits(encoder, tmp_path) -> None:
     )
     _, loaded, _ = load_codec(tmp_path / "codec", cfg, encoder=rounded, features=FEATURES)
     assert torch.equal(loaded.codebook, tok.codebook)
+
+
+# ---------------------------------------------------------------------- fixed-position windows
+
+
+def _window_tokenizer(encoder, window=(6, 3), fpu=1) -> UnitTokenizer:
+    return UnitTokenizer(encoder, FEATURES, torch.randn(16, 32), fpu, window)
+
+
+def test_window_units_depend_on_the_sound_not_on_when_it_came(encoder) -> None:
+    audio = _speechlike(1.5, seed=3)
+    shift = 8 * 320  # eight encoder frames of silence first (a whole number of windows)
+    later = np.concatenate([np.zeros(shift, np.float32), audio])
+    windowed = _window_tokenizer(encoder)
+    a, b = windowed.frames(audio), windowed.frames(later)[8:]
+    torch.testing.assert_close(b[: a.shape[0]], a, atol=1e-4, rtol=1e-4)
+    # The whole-utterance pass does not have this: the same sound, other frames.
+    whole = UnitTokenizer(encoder, FEATURES, torch.randn(16, 32), 1)
+    c, d = whole.frames(audio), whole.frames(later)[8:]
+    assert not torch.allclose(d[: c.shape[0]], c, atol=1e-2)
+
+
+def test_window_frames_match_whispers_own_layers(encoder) -> None:
+    # encode_windows against the transformers layers run on one window at a time.
+    gen = torch.Generator().manual_seed(0)
+    windows = torch.randn(3, 11, 32, generator=gen)
+    got = encoder.encode_windows(windows)
+    w = encoder.whisper
+    for i in range(3):
+        x = windows[i : i + 1] + w.embed_positions.weight[:11]
+        for layer in w.layers:
+            out = layer(x, attention_mask=None)
+            x = out[0] if isinstance(out, tuple) else out
+        torch.testing.assert_close(got[i], w.layer_norm(x)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_window_tokenizer_gives_one_id_per_token_and_a_kind_of_its_own(encoder) -> None:
+    tok = _window_tokenizer(encoder, fpu=2)
+    audio = _speechlike(1.01, seed=4)
+    ids = tok.encode(audio)
+    assert ids.shape == (-(-audio.size // 640),)
+    assert tok.frames_kind == "frames-window-6-2-3"
+    assert UnitTokenizer(encoder, FEATURES, torch.randn(16, 32), 2).frames_kind == "frames"
+    with pytest.raises(ValueError, match="window must be"):
+        UnitTokenizer(encoder, FEATURES, torch.randn(16, 32), 2, (-1, 2))
+
+
+def test_window_is_part_of_what_a_codebook_was_fitted_on(encoder, tmp_path) -> None:
+    cfg = UNIT_MODEL.codec.model_copy(update={"codebook_size": 16, "unit_window": (6, 3)})
+    small = cfg.model_copy(update={"codebook_size": 16})
+    tok = UnitTokenizer(encoder, FEATURES, torch.randn(16, 32), cfg.frames_per_unit, (6, 3))
+    save_codec(tmp_path / "codec", TokenVocoder(small), tok, small)
+    _, loaded, got = load_codec(tmp_path / "codec", small, encoder=encoder, features=FEATURES)
+    assert loaded.window == (6, 3) and got.unit_window == (6, 3)
+    audio = _speechlike(0.7, seed=5)
+    assert torch.equal(loaded.encode(audio), tok.encode(audio))
+    # The same codebook file claimed for another window: refused, not silently wrong ids.
+    other = small.model_copy(update={"unit_window": (10, 4)})
+    other_dir = tmp_path / "other"
+    shutil.copytree(tmp_path / "codec", other_dir)
+    config = other_dir / "config.json"
+    config.write_text(
+        config.read_text().replace(
+            '"unit_window": [\n    6,\n    3\n  ]', '"unit_window": [\n    10,\n    4\n  ]'
+        )
+    )
+    with pytest.raises(CheckpointError, match="fitted on another encoder"):
+        load_codec(other_dir, other, encoder=encoder, features=FEATURES)
+    with pytest.raises(ValueError, match="does not fit"):
+        save_codec(tmp_path / "bad", TokenVocoder(other), tok, other)

@@ -62,7 +62,7 @@ def build_codec(
     encoder, features = _unit_inputs(encoder, features, "build_codec")
     gen = seeded_generator(seed, salt=2)
     codebook = torch.randn(cfg.codebook_size, encoder.d_model, generator=gen)
-    return vocoder, UnitTokenizer(encoder, features, codebook, cfg.frames_per_unit)
+    return vocoder, UnitTokenizer(encoder, features, codebook, cfg.frames_per_unit, cfg.unit_window)
 
 
 def save_codec(
@@ -79,11 +79,13 @@ def save_codec(
             tokenizer.codebook_size != cfg.codebook_size
             or tokenizer.frames_per_unit != cfg.frames_per_unit
             or tokenizer.samples_per_token != cfg.samples_per_token
+            or tokenizer.window != cfg.unit_window
         ):
             raise ValueError(
                 f"save_codec: a UnitTokenizer of {tokenizer.codebook_size} units x "
-                f"{tokenizer.frames_per_unit} frames does not fit `cfg` (tokenizer "
-                f"{cfg.tokenizer!r}, {cfg.codebook_size} codes, {cfg.frames_per_unit} frames)"
+                f"{tokenizer.frames_per_unit} frames (window {tokenizer.window}) does not fit "
+                f"`cfg` (tokenizer {cfg.tokenizer!r}, {cfg.codebook_size} codes, "
+                f"{cfg.frames_per_unit} frames, window {cfg.unit_window})"
             )
     elif cfg.tokenizer != "stft" or tokenizer.cfg != cfg:
         raise ValueError("save_codec: the tokenizer must be built from `cfg`")
@@ -93,7 +95,7 @@ def save_codec(
     (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     save_state(vocoder, directory / VOCODER_FILE)
     if isinstance(tokenizer, UnitTokenizer):
-        fingerprint = encoder_fingerprint(tokenizer.encoder, tokenizer.features)
+        fingerprint = encoder_fingerprint(tokenizer.encoder, tokenizer.features, tokenizer.window)
         tensors = {
             CODEBOOK_KEY: tokenizer.codebook.contiguous(),
             FINGERPRINT_KEY: torch.frombuffer(bytearray(fingerprint), dtype=torch.uint8),
@@ -172,12 +174,12 @@ def _load_units(
         )
     if stored.dtype != torch.uint8 or stored.numel() != 32:
         raise CheckpointError(f"{path}: {FINGERPRINT_KEY!r} must be 32 uint8 (a SHA-256)")
-    if bytes(stored.tolist()) != encoder_fingerprint(encoder, features):
+    if bytes(stored.tolist()) != encoder_fingerprint(encoder, features, cfg.unit_window):
         raise CheckpointError(
             f"{path}: the codebook was fitted on another encoder or other features than this "
             "checkpoint's (weights, blocking or FeatureConfig differ); its units would be wrong"
         )
-    return UnitTokenizer(encoder, features, codebook, cfg.frames_per_unit)
+    return UnitTokenizer(encoder, features, codebook, cfg.frames_per_unit, cfg.unit_window)
 
 
 def read_codec_config(path: Path) -> CodecConfig:

@@ -1,14 +1,23 @@
 """Speech tokenizer from semantic units: k-means over the model's own Whisper encoder frames.
 
-The checkpoint's Whisper encoder, run block-causally as at runtime over the streaming log-mel
-features, gives 50 frames per second; each token averages ``frames_per_unit`` of them (2 for
-25 tokens per second) and takes the nearest centroid (L2) of a k-means codebook fitted on
-the agent's voice. The tokens then carry what was said rather than how the waveform looked,
-which is what the LM has to predict; the vocoder learns the voice back from them.
+The checkpoint's Whisper encoder gives 50 frames per second; each token averages
+``frames_per_unit`` of them (2 for 25 tokens per second) and takes the nearest centroid (L2)
+of a k-means codebook fitted on the agent's voice. The tokens then carry what was said rather
+than how the waveform looked, which is what the LM has to predict; the vocoder learns the
+voice back from them.
 
-Causality: the encoder attends within 0.5 s blocks, so the ids of an audio prefix are a
-prefix of the ids of the whole except in the prefix's last block (and one mel frame of
-lookahead before it).
+Which frames: Whisper adds an absolute position to every frame, and its outputs keep it.
+Run over a whole utterance (as the runtime's block-causal pass does), the same sound gets
+other frames at another time: shifting an utterance by 25 frames changed 90% of its ids,
+so the codebook spent its centroids on *when* as much as on *what*. With ``window`` set,
+each pair of frames is encoded in a window of ``left`` and ``right`` frames of context that
+always sits at positions ``0 .. left + 2 + right - 1``: a unit then depends on the sound
+around it only. Units are only ever made offline (from the agent's recorded voice, for the
+LM's targets and the vocoder's inputs), so the window's lookahead costs nothing at runtime.
+
+Causality without a window: the encoder attends within 0.5 s blocks, so the ids of an audio
+prefix are a prefix of the ids of the whole except in the prefix's last block (and one mel
+frame of lookahead before it). With one, ids are fixed ``right`` frames after their own.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from parley.llm.encoder import BlockCausalEncoder
 from parley.tokenizers.features import log_mel
 from parley.tokenizers.speech_tokenizer import mono_float_audio
 
-__all__ = ["UnitTokenizer", "assign_units", "encoder_fingerprint", "fit_codebook"]
+__all__ = ["UnitTokenizer", "assign_units", "encoder_fingerprint", "fit_codebook", "window_frames"]
 
 _FEATURE_FIELDS = (
     "sample_rate", "n_mels", "n_fft", "hop_length", "log_floor", "floor_mode", "dynamic_range",
@@ -33,6 +42,12 @@ _FEATURE_FIELDS = (
 
 _ROWS_PER_CHUNK = 8192
 """Rows per distance block: keeps the (rows, k) distance matrix to a few tens of MB."""
+
+WINDOW_STEP = 2
+"""Frames taken from each window. Two halves the encoder work against one, at the price of
+two positions (not one) that a unit's frames can sit at."""
+
+_WINDOWS_PER_BATCH = 256
 
 
 def assign_units(units: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor]:
@@ -89,15 +104,42 @@ def fit_codebook(frames: Tensor, k: int, seed: int = 0, iters: int = 30) -> Tens
     return centers.contiguous()
 
 
-def encoder_fingerprint(encoder: BlockCausalEncoder, features: FeatureConfig) -> bytes:
-    """SHA-256 of everything that decides the units: the encoder's weights and blocking and
-    the feature settings. A codebook is only valid with the encoder it was fitted on."""
+def window_frames(
+    encoder: BlockCausalEncoder, features: FeatureConfig, audio: Tensor, left: int, right: int
+) -> Tensor:
+    """Encoder frames of ``audio`` (16 kHz, a whole number of frames long), each pair from
+    its own fixed-position window of ``left`` and ``right`` frames of context: (n, d)."""
+    samples = 2 * features.hop_length  # per encoder frame
+    n = audio.shape[0] // samples
+    # Silence around the audio gives the edge windows their context; one extra step of it
+    # keeps the last window whole.
+    x = F.pad(audio, (left * samples, (right + WINDOW_STEP) * samples))
+    front = encoder.front(torch.from_numpy(log_mel(x.numpy(), features)))
+    width = left + WINDOW_STEP + right
+    starts = torch.arange(0, n, WINDOW_STEP)
+    out = []
+    for lo in range(0, starts.numel(), _WINDOWS_PER_BATCH):
+        idx = starts[lo : lo + _WINDOWS_PER_BATCH, None] + torch.arange(width)[None]
+        enc = encoder.encode_windows(front[idx])
+        out.append(enc[:, left : left + WINDOW_STEP].reshape(-1, enc.shape[-1]))
+    if not out:
+        return torch.zeros(0, encoder.d_model)
+    return torch.cat(out)[:n]
+
+
+def encoder_fingerprint(
+    encoder: BlockCausalEncoder, features: FeatureConfig, window: tuple[int, int] | None = None
+) -> bytes:
+    """SHA-256 of everything that decides the units: the encoder's weights and blocking, the
+    feature settings and the window. A codebook is only valid with what it was fitted on."""
     h = hashlib.sha256()
     # The fields that shape the features, named: a field added to FeatureConfig later must
     # not invalidate every codebook fitted before it.
     shape = {k: getattr(features, k) for k in _FEATURE_FIELDS}
     h.update(repr(sorted(shape.items())).encode())
     h.update(f"{encoder.block_frames}/{encoder.context_blocks}".encode())
+    if window is not None:  # absent for codebooks fitted before windows existed
+        h.update(f"window {window[0]}/{WINDOW_STEP}/{window[1]}".encode())
     for name, tensor in sorted(encoder.whisper.state_dict().items()):
         h.update(name.encode())
         # At float16 precision: checkpoints store the encoder in half, and a float32 encoder
@@ -108,7 +150,8 @@ def encoder_fingerprint(encoder: BlockCausalEncoder, features: FeatureConfig) ->
 
 class UnitTokenizer:
     """Audio (16 kHz) to unit ids: encoder frames, averaged ``frames_per_unit`` at a time,
-    then the nearest row of ``codebook`` (k, d_model)."""
+    then the nearest row of ``codebook`` (k, d_model). ``window``: (left, right) frames of
+    fixed-position context per frame pair; None: the block-causal pass over the whole."""
 
     def __init__(
         self,
@@ -116,6 +159,7 @@ class UnitTokenizer:
         features: FeatureConfig,
         codebook: Tensor,
         frames_per_unit: int,
+        window: tuple[int, int] | None = None,
     ) -> None:
         if codebook.dim() != 2 or codebook.shape[1] != encoder.d_model:
             raise ValueError(
@@ -130,8 +174,19 @@ class UnitTokenizer:
         self.features = features
         self.codebook = codebook.detach().float().cpu().contiguous()
         self.frames_per_unit = frames_per_unit
+        if window is not None and (len(window) != 2 or min(window) < 0):
+            raise ValueError(f"window must be (left >= 0, right >= 0), got {window}")
+        self.window = None if window is None else (int(window[0]), int(window[1]))
         # Two mel hops per encoder frame (the stride-2 conv).
         self.samples_per_token = frames_per_unit * 2 * features.hop_length
+
+    @property
+    def frames_kind(self) -> str:
+        """A name for how :meth:`frames` makes its frames (caches of frames keep one per
+        kind: frames of one kind are no use to a codebook of another)."""
+        if self.window is None:
+            return "frames"
+        return f"frames-window-{self.window[0]}-{WINDOW_STEP}-{self.window[1]}"
 
     @property
     def codebook_size(self) -> int:
@@ -151,6 +206,8 @@ class UnitTokenizer:
         if n_tokens == 0:
             return torch.zeros(0, self.encoder.d_model)
         x = F.pad(x, (0, n_tokens * self.samples_per_token - x.shape[0]))
+        if self.window is not None:
+            return window_frames(self.encoder, self.features, x, *self.window).float()
         mel = torch.from_numpy(log_mel(x.numpy(), self.features))
         return self.encoder(mel)[: n_tokens * self.frames_per_unit].float()
 

@@ -122,8 +122,9 @@ def prepare_corpus(
     ``frames_per_unit`` decides nothing here: frames are kept at 50 per second.
     """
     cache = Path(cache)
+    frames_dir = cache / (tokenizer.frames_kind if tokenizer is not None else "frames")
     (cache / "audio").mkdir(parents=True, exist_ok=True)
-    (cache / "frames").mkdir(parents=True, exist_ok=True)
+    frames_dir.mkdir(parents=True, exist_ok=True)
     out: list[Utterance] = []
     n_shards = -(-len(texts) // SHARD_TEXTS)
     for i, shard in _shards(texts):
@@ -148,7 +149,7 @@ def prepare_corpus(
         ]
         frames: list[torch.Tensor | None] = [None] * len(shard)
         if tokenizer is not None:
-            fpath = cache / "frames" / f"{key}.npz"
+            fpath = frames_dir / f"{key}.npz"
             if fpath.is_file():
                 with np.load(fpath) as z:
                     flat, counts = z["frames"], z["counts"]

@@ -123,6 +123,11 @@ def cache_user_frames(
     return frames
 
 
+def reply_audio(corpus: Path, answer: str) -> np.ndarray:
+    """The agent's recording of ``answer`` as the LM learns to say it (silence trimmed)."""
+    return trim_silence(load_audio(Path(corpus) / answer_path(answer)))
+
+
 def cache_replies(
     corpus: Path,
     answers: Iterable[str],
@@ -135,7 +140,7 @@ def cache_replies(
     replies: dict = json.loads(cache.read_text()) if cache.is_file() else {}
     todo = sorted(set(answers) - set(replies))
     for answer in progress(todo):
-        audio = trim_silence(load_audio(Path(corpus) / answer_path(answer)))
+        audio = reply_audio(corpus, answer)
         text_ids = text_tokenizer.encode(answer, add_special_tokens=False)
         replies[answer] = (list(text_ids), [int(c) for c in speech_codes(audio)])
     if todo:

@@ -40,8 +40,10 @@ from parley.train.lm_data import (
     cache_user_frames,
     layout_dialogue,
     read_dialogues,
+    reply_audio,
 )
 from parley.train.lm_train import METRICS_FILE, LMTrainConfig, SpokenLMTrainee, train_lm
+from parley.train.lm_train import STATE_FILE as LM_STATE_FILE
 
 Log = Callable[[str], None]
 
@@ -75,6 +77,10 @@ class TrainOptions:
     parallel: bool = True
     """Train the vocoder in a second process while this one trains the LM (they need only
     the units); ``lm.threads`` are split between the two."""
+    init_from: Path | None = None
+    """Start the adapter + LM from this checkpoint's (same preset) instead of random
+    weights; its speech rows are remapped when its units differ. A saved LM state in
+    ``work`` wins: this only seeds a fresh run."""
     stages: tuple[str, ...] = ()
     """Run only these of STAGES (each needs the ones before it done or cached); () is all.
     The vocoder and the LM need only the units, so two processes may train them at once."""
@@ -304,6 +310,19 @@ def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, parallel
             continue
         (train_ex if d.split == "train" else held_ex).append(ex)
     log(f"{len(train_ex)} training and {len(held_ex)} held-out dialogues ({skipped} skipped)")
+    if opts.init_from is not None and not (lm_work / LM_STATE_FILE).is_file():
+        from parley.train.warm_start import warm_start
+
+        answers = {t.answer for d in dialogues for t in d.turns}
+        warm_start(
+            adapter,
+            lm,
+            layout,
+            opts.init_from,
+            {a: replies[a][1] for a in answers},
+            lambda answer: reply_audio(corpus, answer),
+            log,
+        )
     stage("data", t0)
 
     # 5. adapter + LM (an export-only call finds it trained and only loads it)

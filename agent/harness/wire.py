@@ -339,11 +339,11 @@ class _WireRun:
         elsewhere = {k: v for k, v in overrides.items() if k not in WIRE_SETTINGS}
         if elsewhere:
             # The protocol carries no reply bounds or barge-in settings: the server's own
-            # apply, so a report says which ones the scenario wanted.
-            wish = ", ".join(f"{k}={v}" for k, v in sorted(elsewhere.items()))
+            # apply. Named without the scenario or its values, so that a caller running
+            # many scenarios can say it once (``commands.once``).
             self.log(
-                f"{scenario.name}: {wish} cannot be set over the wire; the server's own values "
-                "apply (serve with PARLEY_AGENT__... to match)"
+                f"{', '.join(sorted(elsewhere))} cannot be set over the wire; the server's own "
+                "values apply (serve with PARLEY_AGENT__... to match)"
             )
         return {"type": "realtime", "audio": update} if update else None
 

@@ -24,6 +24,15 @@ class ServiceLimits:
     max_pending_events: int = 4096
     """Server events queued for a client that does not read them; past this the
     connection is closed (1008), since it would otherwise grow without bound."""
+    slow_consumer_timeout_s: float | None = 10.0
+    """Events waiting and none written to the client for this long: the client does not
+    read, and the connection is closed (1008). Its socket fills long before
+    ``max_pending_events`` do, so this is the bound that acts. None: no limit."""
+    idle_timeout_s: float | None = 300.0
+    """No message from the client for this long closes the connection (1001), so a
+    forgotten connection does not hold a session place forever. A live audio client sends
+    every few tens of ms; a text-only client between questions is the slow case. None: no
+    limit."""
     input_hold_ms: int = 200
     """A client that appended audio this recently is still streaming: the audio clock
     waits for its next chunk instead of filling silence (network jitter)."""

@@ -30,12 +30,15 @@ from parley.agent.service.bridge import RealtimeBridge
 from parley.agent.service.limits import ServiceLimits
 from parley.agent.service.metrics import ServiceMetrics
 from parley.agent.service.protocol import ProtocolError
+from parley.agent.service.watch import CLOSE_SLOW_CONSUMER, ConnectionWatch, Expiry
 
 log = logging.getLogger("parley.service")
 
 # A stock Realtime client connects to ``<base>/realtime?model=...``; with the base
 # ``ws://HOST:PORT/v1`` that is /v1/realtime.
 REALTIME_PATHS = ("/v1/realtime", "/realtime")
+CLOSE_GRACE_S = 2.0
+"""How long a connection closed for misuse has to complete the close handshake."""
 
 
 class RealtimeServer:
@@ -177,11 +180,14 @@ class RealtimeServer:
         )
         slog = bridge.log
         slog.info("opened from %s", ws.remote_address)
+        watch = ConnectionWatch(self.limits.slow_consumer_timeout_s, self.limits.idle_timeout_s)
+        watching = asyncio.create_task(watch.wait(outbox.qsize), name="watch")
         tasks = [
-            asyncio.create_task(self._send_loop(ws, outbox), name="send"),
+            asyncio.create_task(self._send_loop(ws, outbox, watch), name="send"),
             asyncio.create_task(bridge.run(), name="clock"),
-            asyncio.create_task(self._receive_loop(ws, bridge, outbox), name="receive"),
+            asyncio.create_task(self._receive_loop(ws, bridge, outbox, watch), name="receive"),
             asyncio.create_task(overflow.wait(), name="overflow"),
+            watching,
         ]
         bridge.open()
         try:
@@ -206,15 +212,38 @@ class RealtimeServer:
                 await ws.send(json.dumps(_server_error(failures[0][1])))
             await ws.close(1011, "internal error")
         elif overflow.is_set():
-            slog.warning("closing: %d events pending unread", outbox.qsize())
-            self.metrics.errors["client_too_slow"] += 1
-            await ws.close(1008, "client does not read its events")
+            await self._expire(
+                ws,
+                Expiry(CLOSE_SLOW_CONSUMER, "client does not read its events", "client_too_slow"),
+                outbox.qsize(),
+                slog,
+            )
+        elif watching.done() and not watching.cancelled():
+            await self._expire(ws, watching.result(), outbox.qsize(), slog)
         slog.info("closed (code %s)", ws.close_code)
 
+    async def _expire(
+        self, ws: ServerConnection, why: Expiry, pending: int, slog: logging.LoggerAdapter
+    ) -> None:
+        slog.warning("closing (%s): %s; %d events pending", why.code, why.reason, pending)
+        self.metrics.errors[why.metric] += 1
+        try:
+            async with asyncio.timeout(CLOSE_GRACE_S):
+                await ws.close(why.code, why.reason)
+        except TimeoutError:
+            # A client that reads nothing cannot answer the close either: its close frame
+            # waits behind everything it left unread. Drop the connection.
+            ws.transport.abort()
+
     async def _receive_loop(
-        self, ws: ServerConnection, bridge: RealtimeBridge, outbox: asyncio.Queue
+        self,
+        ws: ServerConnection,
+        bridge: RealtimeBridge,
+        outbox: asyncio.Queue,
+        watch: ConnectionWatch,
     ) -> None:
         async for message in ws:
+            watch.received()
             if outbox.qsize() > self.limits.max_pending_events // 2:
                 # Read no more from a client that does not read its answers: its own
                 # messages then wait in its socket, not in our memory.
@@ -231,13 +260,17 @@ class RealtimeServer:
             await bridge.handle(message)
 
     @staticmethod
-    async def _send_loop(ws: ServerConnection, outbox: asyncio.Queue[dict[str, Any]]) -> None:
+    async def _send_loop(
+        ws: ServerConnection, outbox: asyncio.Queue[dict[str, Any]], watch: ConnectionWatch
+    ) -> None:
         while True:
             event = await outbox.get()
+            watch.sending()
             try:
                 await ws.send(json.dumps(event))
             finally:
                 outbox.task_done()
+                watch.sent()
 
     # ------------------------------------------------------------------ serving
 
