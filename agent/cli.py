@@ -178,7 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--token-file (not both), else $PARLEY_TOKEN",
     )
     serve.add_argument(
-        "--max-sessions", type=int, default=16, help="concurrent sessions (default: 16)"
+        "--max-sessions",
+        type=int,
+        default=None,
+        help="concurrent sessions; more are refused with HTTP 503 (default: 2 per CPU core, "
+        "what a CPU holds in real time with the shipped model)",
     )
     serve.add_argument(
         "--max-buffered-audio",

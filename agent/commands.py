@@ -276,12 +276,15 @@ def serve(args: argparse.Namespace, log: Log) -> int:
     # Session logs (parley.service): one line per event worth keeping, with session=ID.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    if args.max_sessions < 1 or args.max_buffered_audio <= 0:
+    from parley.agent.service.limits import default_max_sessions
+
+    max_sessions = default_max_sessions() if args.max_sessions is None else args.max_sessions
+    if max_sessions < 1 or args.max_buffered_audio <= 0:
         raise ConfigError("--max-sessions must be >= 1 and --max-buffered-audio > 0")
     if args.idle_timeout < 0 or args.slow_consumer_timeout < 0:
         raise ConfigError("--idle-timeout and --slow-consumer-timeout must be >= 0 (0: none)")
     limits = ServiceLimits(
-        max_sessions=args.max_sessions,
+        max_sessions=max_sessions,
         max_buffered_audio_s=args.max_buffered_audio,
         idle_timeout_s=args.idle_timeout or None,
         slow_consumer_timeout_s=args.slow_consumer_timeout or None,
@@ -301,6 +304,8 @@ def serve(args: argparse.Namespace, log: Log) -> int:
             )
             if token_source is not None:
                 log(f"clients need the bearer token from {token_source} (also for /metrics)")
+            how = "--max-sessions" if args.max_sessions is not None else "2 per CPU core"
+            log(f"admitting at most {max_sessions} sessions at once ({how})")
             await stop.wait()
         log("stopped")
 

@@ -83,7 +83,16 @@ async def test_token_and_session_limit(tiny_model):
             with pytest.raises(InvalidStatus) as info:
                 await connect(ws_url(port), additional_headers=auth)
             assert info.value.response.status_code == 503
+            assert info.value.response.headers["Retry-After"] == "5"
+            assert b"real time" in info.value.response.body
         assert server.metrics.sessions_rejected == {"unauthorized": 2, "capacity": 1}
+
+
+def test_default_session_limit_follows_the_cores(monkeypatch):
+    from parley.agent.service import limits
+
+    monkeypatch.setattr(limits.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert limits.default_max_sessions() == 3 * limits.SESSIONS_PER_CORE
 
 
 async def test_openai_sdk_client_hears_a_reply_and_cuts_in(tiny_model, speech):

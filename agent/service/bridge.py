@@ -28,6 +28,7 @@ from parley.agent.service.audio import (
     Resampler,
     decode_pcm16,
 )
+from parley.agent.service.budget import Budget
 from parley.agent.service.limits import ServiceLimits
 from parley.agent.service.metrics import ServiceMetrics
 from parley.agent.service.outbound import Outbound, SessionLog
@@ -70,6 +71,9 @@ class RealtimeBridge:
         self._committed: list[np.ndarray] = []
         self._manual_samples = 0
         self._busy = False  # a committed clip is going in; the clock waits
+        # Committed clips go in faster than real time; over time they may not: beyond a
+        # burst of max_buffered_audio_s, the connection waits for the clock to catch up.
+        self._clip_budget = Budget(1.0, self.limits.max_buffered_audio_s, self.clock.now)
         session.subscribe(self.out.on_event)
 
     @property
@@ -86,6 +90,11 @@ class RealtimeBridge:
         )
 
     # ------------------------------------------------------------------ client events
+
+    def backoff(self) -> float:
+        """Seconds this connection must wait before its next message: committed audio
+        beyond real time (plus a burst) is paid for by its sender."""
+        return self._clip_budget.wait()
 
     async def handle(self, raw: str | bytes) -> None:
         """One client message; every problem with it becomes an ``error`` event."""
@@ -207,6 +216,7 @@ class RealtimeBridge:
         silence_frames = (cfg.endpoint_silence_ms + 1000) // cfg.frame_ms
         pad = (-len(audio)) % self.frame
         audio = np.concatenate([audio, np.zeros(pad, dtype=np.float32)])
+        self._clip_budget.spend(len(audio) / MODEL_RATE)
         self._busy = True
         try:
             self._start_clock()

@@ -39,6 +39,8 @@ class ServiceMetrics:
         self.audio_out_s = 0.0
         self.responses: dict[str, int] = defaultdict(int)  # by status
         self.errors: dict[str, int] = defaultdict(int)  # by error code
+        self.throttled: dict[str, int] = defaultdict(int)  # waits imposed, by budget
+        self.throttled_s = 0.0
         self.response_latency = Histogram()
         self.barge_in_stop = Histogram()
 
@@ -95,6 +97,18 @@ class ServiceMetrics:
             "counter",
             "Error events sent, by code.",
             labelled("code", self.errors),
+        )
+        metric(
+            "parley_throttled_total",
+            "counter",
+            "Times a connection was made to wait for going over a budget, by budget.",
+            labelled("budget", self.throttled),
+        )
+        metric(
+            "parley_throttled_seconds_total",
+            "counter",
+            "Time connections were made to wait.",
+            [("", self.throttled_s)],
         )
         histogram(
             "parley_response_latency_seconds",

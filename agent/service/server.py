@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any
@@ -27,6 +28,7 @@ from parley.agent.clock import Clock
 from parley.agent.service.api import Agent, CapacityError, SessionIdError
 from parley.agent.service.auth import AuthHeaderError, authorized, check_token
 from parley.agent.service.bridge import RealtimeBridge
+from parley.agent.service.budget import Budget
 from parley.agent.service.limits import ServiceLimits
 from parley.agent.service.metrics import ServiceMetrics
 from parley.agent.service.protocol import ProtocolError
@@ -127,12 +129,15 @@ class RealtimeServer:
             return refused
         if len(self.agent.sessions) >= self.limits.max_sessions:
             self.metrics.sessions_rejected["capacity"] += 1
-            return self._respond(
+            response = self._respond(
                 connection,
                 HTTPStatus.SERVICE_UNAVAILABLE,
-                f"the server already runs {self.limits.max_sessions} sessions\n",
+                f"the server already runs {self.limits.max_sessions} sessions, all it can "
+                "hold in real time; try again later\n",
                 "text/plain",
             )
+            response.headers["Retry-After"] = "5"
+            return response
         return None
 
     # ------------------------------------------------------------------ sessions
@@ -242,8 +247,18 @@ class RealtimeServer:
         outbox: asyncio.Queue,
         watch: ConnectionWatch,
     ) -> None:
+        limits = self.limits
+        messages = Budget(limits.max_messages_per_s, limits.message_burst, time.monotonic)
+        volume = Budget(limits.max_bytes_per_s, 2 * limits.max_message_bytes, time.monotonic)
         async for message in ws:
             watch.received()
+            await self._throttle(
+                {
+                    "messages": messages.spend(1),
+                    "bytes": volume.spend(len(message)),
+                    "audio": bridge.backoff(),
+                }
+            )
             if outbox.qsize() > self.limits.max_pending_events // 2:
                 # Read no more from a client that does not read its answers: its own
                 # messages then wait in its socket, not in our memory.
@@ -258,6 +273,16 @@ class RealtimeServer:
                 )
                 continue
             await bridge.handle(message)
+
+    async def _throttle(self, waits: dict[str, float]) -> None:
+        """Wait out the longest debt before handling the message: only this connection's
+        messages are delayed, and nothing it sends meanwhile is read."""
+        name, delay = max(waits.items(), key=lambda kv: kv[1])
+        if delay <= 0:
+            return
+        self.metrics.throttled[name] += 1
+        self.metrics.throttled_s += delay
+        await asyncio.sleep(delay)
 
     @staticmethod
     async def _send_loop(
