@@ -122,6 +122,7 @@ class DeviceTransport:
         input_buffer_ms: int = 500,
         stall_timeout: float = 3.0,
         close_timeout: float = 2.0,
+        capture_native_stderr: bool = False,
     ) -> None:
         if block_ms <= 0 or ahead_blocks < 1 or (sample_rate * block_ms) % 1000:
             raise ValueError(
@@ -149,7 +150,9 @@ class DeviceTransport:
         self._task: asyncio.Task[None] | None = None
         self._streams: list[Any] = []
         # ALSA/PortAudio print underruns and failed assertions to fd 2 while streams live.
-        self._native = NativeStderr()
+        # Opt-in: fd 2 is process-wide, and a full-screen app that draws on it (Textual
+        # does) would vanish into the log with the chatter.
+        self._native = NativeStderr() if capture_native_stderr else None
         self._stopping = False
         self._stopped = asyncio.Event()
         self._state = "new"
@@ -192,7 +195,8 @@ class DeviceTransport:
             raise RuntimeError(f"DeviceTransport cannot start when {self._state}")
         self._state = "starting"
         self._loop = asyncio.get_running_loop()
-        self._native.start()
+        if self._native is not None:
+            self._native.start()
         try:
             sd = self._sd = load_sounddevice()
             devices = await asyncio.to_thread(list_devices)
@@ -463,10 +467,14 @@ class DeviceTransport:
             )
         self._wake()
 
+    def _stop_native(self) -> None:
+        if self._native is not None:
+            self._native.stop()
+
     async def _close_streams(self) -> None:
         streams, self._streams = self._streams, []
         if not streams:
-            self._native.stop()
+            self._stop_native()
             return
         self._stopping = True
         loop = asyncio.get_running_loop()
@@ -492,6 +500,6 @@ class DeviceTransport:
         except TimeoutError:
             err = AudioDeviceError(f"audio streams did not close within {self._close_timeout} s")
             self._error = self._error or err
-        self._native.stop()
+        self._stop_native()
         if err is not None:
             log.warning("closing audio streams: %s", err)

@@ -394,6 +394,13 @@ def train_codec_for_pipeline(
     )  # fmt: skip
 
 
+def _window_arg(text: str) -> tuple[int, int] | None:
+    if text == "none":
+        return None
+    left, right = (int(v) for v in text.split(","))
+    return left, right
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the codec of the agent's voice.")
     parser.add_argument("--out", type=Path, default=Path("data/codec"), help="cache and runs")
@@ -409,6 +416,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--unit-window", default="10,4", metavar="LEFT,RIGHT|none",
+        help="frames of context per unit window (default: 10,4); none: the block-causal pass",
+    )  # fmt: skip
     parser.add_argument("--eval", type=int, default=0, help="held-out sentences to judge after")
     parser.add_argument(
         "--limit-texts", type=int, default=None, help="only the first N texts (quick comparisons)"
@@ -427,6 +438,7 @@ def main(argv: list[str] | None = None) -> None:
             "lookahead": round(args.lookahead_ms * args.rate / 1000.0),
             # One iSTFT hop of 10 ms whatever the token rate.
             "frames_per_token": spt // 160,
+            "unit_window": _window_arg(args.unit_window),
         }
     )
     cfg = CodecConfig.model_validate(cfg.model_dump())

@@ -130,7 +130,13 @@ async def run_scenario_realtime(
         session = DuplexSession(model, config, clock=clock)
         raw: list[tuple[Any, float]] = []
         session.subscribe(lambda e: raw.append((e, clock.now())))
-        transport = connect_devices(session, dev.monitors["parley_in"], dev.sinks["parley_out"])
+        # Underrun lines from ALSA would land in the middle of the bench's report.
+        transport = connect_devices(
+            session,
+            dev.monitors["parley_in"],
+            dev.sinks["parley_out"],
+            capture_native_stderr=True,
+        )
         session.subscribe(
             lambda e: script.reply_started(pos, pos) if e.type == "first_audio" else None
         )
