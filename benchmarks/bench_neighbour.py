@@ -99,7 +99,9 @@ async def run(args: argparse.Namespace) -> None:
             stop.set()
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                # A send cancelled while the server throttles it aborts a transport that
+                # may already be gone (asyncio then raises AttributeError on its loop).
+                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, AttributeError):
                     await task
     await model.aclose()
     print(f"abuse={args.abuse} budgets={'off' if args.unbudgeted else 'on'} repeats={args.repeats}")
