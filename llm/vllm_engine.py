@@ -15,6 +15,7 @@ must guard their entry point with ``if __name__ == "__main__":``.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import AsyncIterator
@@ -49,6 +50,18 @@ def import_vllm():
     return vllm
 
 
+def served_length(lm_dir: Path, wanted: int) -> int:
+    """``wanted`` positions, or fewer if the LM has fewer: vLLM refuses a longer
+    ``max_model_len`` than the model's ``max_position_embeddings`` (RoPE past it is
+    untrained), and the engine setting is a default, not a property of this model."""
+    try:
+        config = json.loads((Path(lm_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return wanted  # vLLM itself names a missing or broken config, with context
+    limit = config.get("max_position_embeddings")
+    return min(wanted, int(limit)) if isinstance(limit, int) and limit > 0 else wanted
+
+
 def engine_args(lm_dir: Path, engine: EngineConfig) -> dict:
     """The vLLM engine arguments Parley serves ``lm_dir`` with (also used for ``vllm serve``)."""
     from parley.llm.vllm_logits import PROCESSOR
@@ -59,7 +72,7 @@ def engine_args(lm_dir: Path, engine: EngineConfig) -> dict:
         "enable_prompt_embeds": True,
         "enable_prefix_caching": True,
         "enforce_eager": engine.eager,
-        "max_model_len": engine.max_model_len,
+        "max_model_len": served_length(lm_dir, engine.max_model_len),
         "seed": engine.seed,
         "logits_processors": [PROCESSOR],
     }

@@ -61,6 +61,19 @@ class ScheduleAdapter(AdapterLogitsProcessor):
         # Masking changes the argmax, so greedy requests must run it too.
         return False
 
+    @classmethod
+    def validate_params(cls, sampling_params) -> None:
+        # Runs at admission, in the API process: a malformed schedule from any client of
+        # `vllm serve` is that request's HTTP 400, not a crash of the engine core that
+        # every conversation shares (which parsing it in the worker would be).
+        spec = (sampling_params.extra_args or {}).get(ARG_KEY)
+        if spec is None:
+            return
+        try:
+            _parse(spec)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{ARG_KEY} is not a Parley schedule: {exc}") from None
+
     def new_req_logits_processor(self, params) -> _RequestSchedule | None:
         spec = (params.extra_args or {}).get(ARG_KEY)
         if spec is None:

@@ -46,3 +46,15 @@ def test_bench_runs_several_scenarios_on_one_vllm_engine(tiny_checkpoint, tmp_pa
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["aggregate"]["replies"] >= 2 and metrics["aggregate"]["interruptions"] == 1
+
+
+def test_served_length_is_capped_at_the_lms_positions(tmp_path):
+    import json
+
+    from parley.llm.vllm_engine import served_length
+
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 4096}))
+    # vLLM refuses a max_model_len past the model's own: the shipped LM has 4096.
+    assert served_length(tmp_path, 8192) == 4096
+    assert served_length(tmp_path, 2048) == 2048
+    assert served_length(tmp_path / "missing", 8192) == 8192

@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 import pytest_asyncio
+import torch
 
 from parley.config import EngineConfig
 from parley.llm.checkpoint import load_checkpoint
@@ -99,4 +100,26 @@ async def test_abort_closes_the_request_on_the_server(remote, tiny_model, tmp_pa
     ctx.add_user_audio(turn)
     async for _ in ctx.reply(ReplyParams(max_speech_tokens=20)):
         pass
+    await ctx.aclose()
+
+
+async def test_a_malformed_schedule_is_a_400_and_the_server_lives(server, remote, tiny_model):
+    from parley.llm.vllm_logits import ARG_KEY
+    from parley.llm.vllm_server import encode_embeddings
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        model = (await client.get(f"{server}/v1/models")).json()["data"][0]["id"]
+        body = {
+            "model": model,
+            "prompt_embeds": encode_embeddings(torch.zeros(4, remote.hidden_size)),
+            "max_tokens": 1,
+            "vllm_xargs": {ARG_KEY: "not json"},
+        }
+        refused = await client.post(f"{server}/v1/completions", json=body)
+        assert refused.status_code == 400 and ARG_KEY in refused.text
+        # Any client of `vllm serve` can send that; every conversation still runs after it.
+        assert (await client.get(f"{server}/health")).status_code == 200
+    ctx = remote.open_context()
+    ctx.add_user_audio(torch.zeros(4, remote.hidden_size))
+    assert [d async for d in ctx.reply()]
     await ctx.aclose()
