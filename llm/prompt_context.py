@@ -115,7 +115,7 @@ class PromptEngine(SpokenLM):
 
     def schedule_args(self, schedule: ScheduleConfig) -> dict[str, str]:
         """``extra_args`` that make the engine's logits processor apply ``schedule``."""
-        from parley.llm.vllm_logits import schedule_args
+        from parley.llm.schedule_args import schedule_args
 
         return schedule_args(self.layout, schedule)
 

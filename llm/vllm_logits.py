@@ -10,30 +10,17 @@ pass through untouched.
 
 from __future__ import annotations
 
-import json
-from functools import lru_cache
-
 import torch
 from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
 from parley.config import ScheduleConfig
 from parley.llm.logits import ScheduleLogitsProcessor
+from parley.llm.schedule_args import ARG_KEY, parse_schedule, schedule_args
 from parley.tokenizers.vocab import VocabLayout
 
+__all__ = ["ARG_KEY", "PROCESSOR", "ScheduleAdapter", "schedule_args"]
+
 PROCESSOR = "parley.llm.vllm_logits:ScheduleAdapter"
-ARG_KEY = "parley_schedule"
-
-
-def schedule_args(layout: VocabLayout, schedule: ScheduleConfig) -> dict[str, str]:
-    """The ``extra_args`` that make a request follow ``schedule``."""
-    spec = {"layout": layout.model_dump(mode="json"), "schedule": schedule.model_dump()}
-    return {ARG_KEY: json.dumps(spec, sort_keys=True)}
-
-
-@lru_cache(maxsize=64)
-def _parse(spec: str) -> tuple[VocabLayout, ScheduleConfig]:
-    raw = json.loads(spec)
-    return VocabLayout.model_validate(raw["layout"]), ScheduleConfig.model_validate(raw["schedule"])
 
 
 class _RequestSchedule:
@@ -70,7 +57,7 @@ class ScheduleAdapter(AdapterLogitsProcessor):
         if spec is None:
             return
         try:
-            _parse(spec)
+            parse_schedule(spec)
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{ARG_KEY} is not a Parley schedule: {exc}") from None
 
@@ -78,4 +65,4 @@ class ScheduleAdapter(AdapterLogitsProcessor):
         spec = (params.extra_args or {}).get(ARG_KEY)
         if spec is None:
             return None
-        return _RequestSchedule(*_parse(spec))
+        return _RequestSchedule(*parse_schedule(spec))

@@ -58,3 +58,22 @@ def test_served_length_is_capped_at_the_lms_positions(tmp_path):
     assert served_length(tmp_path, 8192) == 4096
     assert served_length(tmp_path, 2048) == 2048
     assert served_length(tmp_path / "missing", 8192) == 8192
+
+
+def test_a_server_client_builds_its_schedule_without_importing_vllm():
+    # Importing vLLM in a `vllm serve` client cost its first reply ~1.8 s.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, types\n"
+        "from parley.config import ScheduleConfig\n"
+        "from parley.llm.prompt_context import PromptEngine\n"
+        "from parley.tokenizers.vocab import VocabLayout\n"
+        "layout = VocabLayout(speech_offset=512, codebook_size=512, user=1024, assistant=1025,"
+        " text_end=1026, eot=1027, pad=1028, vocab_size=1029)\n"
+        "args = PromptEngine.schedule_args(types.SimpleNamespace(layout=layout), ScheduleConfig())\n"
+        "print(sorted(args), 'vllm' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['parley_schedule'] False"
