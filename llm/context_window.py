@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Fit", "fit_turns", "keep_tail"]
+__all__ = ["Fit", "fit_turns", "keep_tail", "log_fit"]
 
 log = logging.getLogger(__name__)
 

@@ -9,32 +9,25 @@ import json
 import pytest
 from websockets.asyncio.client import connect
 
+from parley.agent.clock import VirtualClock
 from parley.agent.service.budget import Budget
 from parley.agent.service.limits import ServiceLimits
 from parley.agent.service.server import RealtimeServer
 from tests.service_support import BridgeRig, b64, short_reply_agent, speechlike
 
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def test_budget_lends_its_burst_then_charges_time():
-    now = FakeTime()
-    budget = Budget(rate=10.0, burst=5.0, now=now)
+    clock = VirtualClock()
+    budget = Budget(rate=10.0, burst=5.0, now=clock.now)
     assert [budget.spend(1) for _ in range(5)] == [0.0] * 5
     assert budget.spend(1) == pytest.approx(0.1)  # one unit in debt at 10 a second
     assert budget.spend(2) == pytest.approx(0.3)
-    now.t += 0.3
+    clock.advance(0.3)
     assert budget.wait() == 0.0
-    now.t += 100.0  # saving up stops at the burst
+    clock.advance(100.0)  # saving up stops at the burst
     assert budget.spend(5) == 0.0 and budget.spend(1) == pytest.approx(0.1)
     with pytest.raises(ValueError):
-        Budget(rate=0, burst=1, now=now)
+        Budget(rate=0, burst=1, now=clock.now)
 
 
 async def test_committed_clips_beyond_real_time_make_the_sender_wait(tiny_model):

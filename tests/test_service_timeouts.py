@@ -16,6 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from parley.agent.clock import VirtualClock
 from parley.agent.service.limits import ServiceLimits
 from parley.agent.service.server import RealtimeServer
 from parley.agent.service.watch import ConnectionWatch
@@ -24,39 +25,31 @@ from tests.service_support import short_reply_agent
 BOUND_S = 20.0  # generous bounds on real time, so a loaded CI machine does not flake
 
 
-class FakeMonotonic:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def test_watch_expires_only_on_a_stalled_send_or_a_silent_client():
-    now = FakeMonotonic()
-    watch = ConnectionWatch(slow_consumer_s=5.0, idle_s=30.0, now=now)
-    now.t += 60.0
+    clock = VirtualClock(100.0)
+    watch = ConnectionWatch(slow_consumer_s=5.0, idle_s=30.0, now=clock.now)
+    clock.advance(60.0)
     watch.received()
     # Nothing to send: an hour of quiet output is not a slow consumer.
     assert watch.expired(pending=0) is None
     watch.sending()
-    now.t += 4.9
+    clock.advance(4.9)
     assert watch.expired(pending=3) is None
-    now.t += 0.2
+    clock.advance(0.2)
     why = watch.expired(pending=3)
     assert why is not None and why.code == 1008 and why.metric == "client_too_slow"
     watch.sent()
     assert watch.expired(pending=3) is None  # progress resets the wait
     watch.received()
-    now.t += 29.0
+    clock.advance(29.0)
     watch.sent()  # the server talking does not make the client alive
     assert watch.expired(pending=0) is None
-    now.t += 1.5
+    clock.advance(1.5)
     why = watch.expired(pending=0)
     assert why is not None and why.code == 1001 and why.metric == "client_idle"
-    off = ConnectionWatch(slow_consumer_s=None, idle_s=0, now=now)
+    off = ConnectionWatch(slow_consumer_s=None, idle_s=0, now=clock.now)
     off.sending()
-    now.t += 10_000
+    clock.advance(10_000)
     assert off.expired(pending=10) is None
 
 
