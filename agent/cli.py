@@ -145,7 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
             "channel, time-synchronous and of the same length."
         ),
     )
-    duplex.add_argument("--input", type=Path, required=True, metavar="WAV")
+    duplex.add_argument(
+        "--input", type=Path, metavar="WAV",
+        help="the user's channel (default: a shipped three-turn conversation with a barge-in, "
+        "configs/samples/conversation.flac)",
+    )  # fmt: skip
     duplex.add_argument("--output", type=Path, required=True, metavar="WAV")
     duplex.add_argument("--events", type=Path, metavar="JSON", help="write the event log here")
     _add_checkpoint_arg(duplex)
@@ -330,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--init-from", type=Path, default=None, metavar="CHECKPOINT",
         help="start the adapter + LM from this trained checkpoint (same preset) instead of "
         "random weights; speech rows are remapped if its units differ (default: random)",
+    )  # fmt: skip
+    train.add_argument(
+        "--chained", type=float, default=0.5, metavar="SHARE",
+        help="extra LM examples that chain 2-3 dialogues into one conversation, as a share "
+        "of the training dialogues, so a new question after an answer is not taken for a "
+        "follow-up (default: 0.5; 0: none)",
     )  # fmt: skip
     train.add_argument(
         "--dialogues",

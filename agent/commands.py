@@ -169,13 +169,14 @@ def _bench_wire(args: argparse.Namespace, scenarios, log: Log) -> list:
 def duplex(args: argparse.Namespace, log: Log) -> int:
     from parley.agent.clock import VirtualClock
     from parley.agent.harness.drive import drive
+    from parley.agent.preflight import SAMPLE_CONVERSATION, sample_path
     from parley.agent.session import DuplexSession
     from parley.speech_io.audio import load_audio
     from parley.speech_io.sources import ArraySource, FileSink
 
     cfg = load_runtime_config(args)
     rate = cfg.model.features.sample_rate
-    user = load_audio(args.input, rate)
+    user = load_audio(args.input or sample_path(SAMPLE_CONVERSATION), rate)
     events: list[dict] = []
     sink = FileSink(args.output)
 
@@ -355,6 +356,7 @@ def train(args: argparse.Namespace, log: Log) -> int:
             preset=args.preset,
             encoder_from=args.encoder_from,
             init_from=args.init_from,
+            chained=args.chained,
             dialogues=args.dialogues,
             codec_minutes=args.codec_minutes,
             codec_steps=args.codec_steps,

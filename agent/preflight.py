@@ -22,14 +22,16 @@ from parley.errors import AudioInputError, ConfigError, EngineUnavailableError, 
 Log = Callable[[str], None]
 
 SAMPLE_UTTERANCE = "samples/seven_times_eight.wav"
+SAMPLE_CONVERSATION = "samples/conversation.flac"
 # The only rate the model config allows (FeatureConfig.sample_rate); fixed so that checking
 # a recording needs no config.
 MODEL_RATE = 16000
 
 
-def sample_path() -> Path:
-    """The shipped sample question ``demo`` answers without ``--input``."""
-    return Path(str(resources.files("parley.configs").joinpath(SAMPLE_UTTERANCE)))
+def sample_path(name: str = SAMPLE_UTTERANCE) -> Path:
+    """A shipped sample: the question ``demo`` answers without ``--input``, or
+    (``SAMPLE_CONVERSATION``) the user channel ``duplex`` plays without one."""
+    return Path(str(resources.files("parley.configs").joinpath(name)))
 
 
 def check(args: argparse.Namespace, log: Log) -> None:
@@ -75,6 +77,8 @@ def _demo(args: argparse.Namespace, log: Log) -> None:
 
 
 def _duplex(args: argparse.Namespace, log: Log) -> None:
+    if args.input is None:
+        args.input = sample_path(SAMPLE_CONVERSATION)
     input_audio(args.input, log)
     writable_file(args.output, "--output")
     if args.events is not None:

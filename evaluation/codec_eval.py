@@ -58,11 +58,13 @@ class CodecReport:
     token_rate_hz: float
     examples: list[dict] = field(default_factory=list)
     """Sentences whose resynthesis Whisper heard worse than the original."""
+    kind: str = "held-out sentences"
+    """What was judged: sentences codec training never used, or the agent's replies."""
 
     def summary(self) -> str:
         """One paragraph for logs."""
         return (
-            f"{self.sentences} held-out sentences: word accuracy original {self.accuracy_original:.3f}, "
+            f"{self.sentences} {self.kind}: word accuracy original {self.accuracy_original:.3f}, "
             f"resynthesized {self.accuracy_resynth:.3f} "
             f"(gap {self.accuracy_original - self.accuracy_resynth:+.3f}); numbers wrong "
             f"{self.number_errors_original}/{self.numbers} original, "
@@ -166,11 +168,30 @@ def heldout_utterances(
     return held
 
 
+def reply_utterances(per_family: int) -> list[tuple[str, np.ndarray]]:
+    """Up to ``per_family`` of the agent's own replies of each family (sums, numbers, days,
+    months, the fixed replies), spread over each, in joe's voice: what the vocoder was
+    trained to say and every user hears, rather than sentences it never saw."""
+    from parley.train.codec_data import agent_speech
+    from parley.train.domain import ANSWER_FAMILIES, all_answers, answer_family
+
+    chosen: list[str] = []
+    for family in ANSWER_FAMILIES:
+        texts = [a for a in all_answers() if answer_family(a) == family]
+        step = max(len(texts) / per_family, 1.0)
+        chosen += [texts[int(i * step)] for i in range(min(per_family, len(texts)))]
+    return [(t, agent_speech(t)) for t in chosen]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Intelligibility and speed of a trained codec.")
     parser.add_argument("--codec", type=Path, required=True, help="a codec part (vocoder/) dir")
     parser.add_argument("--cache", type=Path, default=Path("data/codec"), help="audio cache")
     parser.add_argument("--n", type=int, default=100, help="held-out sentences")
+    parser.add_argument(
+        "--replies", type=int, default=0, metavar="N",
+        help="judge up to N of the agent's replies per family instead of held-out sentences",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="write the report here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -181,7 +202,12 @@ def main(argv: list[str] | None = None) -> None:
         args.codec, encoder=default_unit_encoder(), features=UNIT_FEATURES
     )
     assert isinstance(tokenizer, UnitTokenizer)
-    report = evaluate_codec(vocoder, tokenizer, heldout_utterances(args.cache, args.n))
+    utterances = (
+        reply_utterances(args.replies) if args.replies else heldout_utterances(args.cache, args.n)
+    )
+    report = evaluate_codec(vocoder, tokenizer, utterances)
+    if args.replies:
+        report.kind = "of the agent's replies"
     print(report.summary())
     if args.json:
         args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")

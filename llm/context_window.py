@@ -26,25 +26,35 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Fit:
     """How to make a conversation fit: drop the first ``drop`` turns; then keep at most
-    ``pending_keep`` positions of the new input (None: all of it)."""
+    ``pending_keep`` positions of the new input (None: all of it). ``for_room`` of the
+    dropped turns went because the LM's positions ran out (the rest: ``history``)."""
 
     drop: int
     pending_keep: int | None = None
+    for_room: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.for_room is None:
+            object.__setattr__(self, "for_room", self.drop)
 
 
-def fit_turns(turns: Sequence[int], pending: int, reserve: int, limit: int) -> Fit:
+def fit_turns(
+    turns: Sequence[int], pending: int, reserve: int, limit: int, history: int | None = None
+) -> Fit:
     """The fewest oldest ``turns`` (their lengths in positions) to drop so that what stays
-    + ``pending`` + ``reserve`` (room for the reply) is at most ``limit``."""
+    + ``pending`` + ``reserve`` (room for the reply) is at most ``limit``, and, unless
+    ``history`` is None, at most that many turns stay."""
     if reserve + 2 > limit:
         raise ValueError(f"a reply needs {reserve} positions; the LM has only {limit}")
-    total = sum(turns) + pending + reserve
-    drop = 0
+    first = 0 if history is None else max(0, len(turns) - history)
+    total = sum(turns[first:]) + pending + reserve
+    drop = first
     while total > limit and drop < len(turns):
         total -= turns[drop]
         drop += 1
     if total <= limit:
-        return Fit(drop)
-    return Fit(drop, limit - reserve)
+        return Fit(drop, None, drop - first)
+    return Fit(drop, limit - reserve, drop - first)
 
 
 def keep_tail(pending: torch.Tensor, keep: int) -> torch.Tensor:
@@ -57,9 +67,9 @@ def keep_tail(pending: torch.Tensor, keep: int) -> torch.Tensor:
 
 def log_fit(fit: Fit, turns: int, limit: int, pending: int) -> None:
     """One line on what a fit dropped (a conversation that long is worth knowing about)."""
-    if fit.drop:
+    if fit.for_room:
         log.info("conversation at the LM's %d positions: dropped the oldest %d of %d turns",
-                 limit, fit.drop, turns)  # fmt: skip
+                 limit, fit.for_room, turns)  # fmt: skip
     if fit.pending_keep is not None:
         log.warning(
             "a user turn of %d positions does not fit the LM's %d: kept its last %d",

@@ -280,7 +280,8 @@ class PromptContext(LMContext):
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         ]
         limit = self.engine.context_limit
-        fit = fit_turns(lengths, turn.shape[0], reserve, limit)
+        history = self.engine.schedule.history_turns
+        fit = fit_turns(lengths, turn.shape[0], reserve, limit, history)
         log_fit(fit, len(lengths), limit, turn.shape[0])
         if fit.drop:
             cut = bounds[fit.drop]

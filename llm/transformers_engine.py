@@ -161,7 +161,8 @@ class TransformersContext(LMContext):
         if closing is not None:
             self._turns[-1].append(closing)
         lengths = [sum(t.shape[0] for t in parts) for parts in self._turns]
-        fit = fit_turns(lengths, turn.shape[0], reserve, limit)
+        history = self.engine.schedule.history_turns
+        fit = fit_turns(lengths, turn.shape[0], reserve, limit, history)
         log_fit(fit, len(lengths), limit, turn.shape[0])
         if fit.pending_keep is not None:
             turn = keep_tail(turn, fit.pending_keep)

@@ -131,6 +131,16 @@ class ScheduleConfig(_Section):
     max_speech_tokens: int = Field(
         500, ge=1, le=100_000, description="The reply is ended once it has this many."
     )
+    history_turns: int | None = Field(
+        None,
+        ge=0,
+        le=100_000,
+        description=(
+            "Earlier turns (a question and its reply) the LM sees before a new question, "
+            "the newest kept; None: as many as fit. A model trained on short dialogues "
+            "loses its way in longer ones."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ScheduleConfig:

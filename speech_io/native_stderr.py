@@ -4,8 +4,9 @@ ALSA ("ALSA lib pcm.c:...: underrun occurred") and PortAudio's ALSA host ("Expre
 ... failed in src/hostapi/alsa/pa_linux_alsa.c") print with ``fprintf(stderr)``, below
 Python: neither ``logging`` nor ``sys.stderr`` sees them, and they land in the middle of
 a chat screen or a bench report. While a :class:`NativeStderr` runs, file descriptor 2
-is a pipe whose lines go to a logger; Python's own ``sys.stderr`` keeps writing to the
-real terminal, so our messages and tracebacks still show.
+is a pipe whose lines go to a logger; Python's own ``sys.stderr`` and ``sys.__stderr__``
+keep writing to the real terminal, so our messages and tracebacks still show, and so does
+a full-screen app that draws on ``sys.__stderr__`` (Textual does) when it starts after us.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class NativeStderr:
         self._saved: int | None = None
         self._pipe_w: int | None = None
         self._python_stderr: io.TextIOBase | None = None
+        self._python_dunder: object | None = None
         self._reader: threading.Thread | None = None
 
     def __enter__(self) -> NativeStderr:
@@ -54,9 +56,10 @@ class NativeStderr:
         if _writes_to_fd2(sys.stderr):
             # Python's messages are ours, not chatter: they keep the terminal.
             self._python_stderr = sys.stderr
-            sys.stderr = open(  # noqa: SIM115 - closed in stop()
-                os.dup(self._saved), "w", buffering=1, encoding="utf-8", errors="replace"
-            )
+            sys.stderr = self._terminal()
+        if _writes_to_fd2(sys.__stderr__):
+            self._python_dunder = sys.__stderr__
+            sys.__stderr__ = sys.stderr if self._python_stderr is not None else self._terminal()
         self._reader = threading.Thread(
             target=self._pump, args=(read,), name="parley-native-stderr", daemon=True
         )
@@ -66,6 +69,12 @@ class NativeStderr:
     def stop(self) -> None:
         if self._saved is None:
             return
+        if self._python_dunder is not None:
+            terminal = sys.__stderr__
+            sys.__stderr__, self._python_dunder = self._python_dunder, None  # type: ignore[assignment]
+            if terminal is not sys.stderr and terminal is not None:
+                terminal.flush()
+                terminal.close()
         if self._python_stderr is not None:
             sys.stderr.flush()
             sys.stderr.close()
@@ -81,6 +90,13 @@ class NativeStderr:
             # A child started meanwhile may hold the pipe open; it cannot hold us up.
             self._reader.join(timeout=1.0)
             self._reader = None
+
+    def _terminal(self) -> io.TextIOWrapper:
+        """A line-buffered text stream on the real terminal (a dup of the saved fd 2)."""
+        assert self._saved is not None
+        return open(  # noqa: SIM115 - closed in stop()
+            os.dup(self._saved), "w", buffering=1, encoding="utf-8", errors="replace"
+        )
 
     def _pump(self, read: int) -> None:
         with os.fdopen(read, "rb") as pipe:

@@ -195,3 +195,72 @@ def test_train_codec_end_to_end(tmp_path) -> None:
         features=features, train_cfg=train_cfg, speak=lambda t: pytest.fail(t), progress=False,
     )  # fmt: skip
     assert any("codebook from" in m for m in calls)
+
+
+def test_short_utterances_are_one_crop_from_their_start_padded_with_silence() -> None:
+    """An utterance shorter than a crop ("you are welcome") is trained on, not dropped, and
+    its padded target is exactly what the vocoder decodes past a flushed stream's end."""
+    vocoder = TokenVocoder(TINY_CODEC, seed=1).eval()
+    spt = TINY_CODEC.samples_per_token
+    short = _toy_data(TINY_CODEC, n=1, seed=3)[0]
+    short = TokenizedUtterance("short", short.audio[: 5 * spt], short.ids[:5])
+    sampler = CropSampler([short], crop=8, past=2, future=1, seed=0)
+    crops = sampler.sample(3)
+    assert crops.start.tolist() == [2] * 3 and crops.end.tolist() == [7] * 3
+    torch.testing.assert_close(crops.target[0, : 5 * spt], short.audio)
+    assert crops.target[0, 5 * spt :].abs().max() == 0
+    with torch.no_grad():
+        out = crops.decode(vocoder)[0]
+        alone = synthesize_batch(vocoder, short.ids[None], torch.tensor([0]), torch.tensor([5]))[0]
+    torch.testing.assert_close(out[: 5 * spt], alone, atol=1e-5, rtol=1e-4)
+    assert out[5 * spt :].abs().max() == 0
+
+
+@pytest.mark.parametrize("share", [0.0, 0.3, 1.0])
+def test_focus_share_of_crops_follow_the_focus_weights(share: float) -> None:
+    data = _toy_data(TINY_CODEC, n=4)
+    focus = [0.0, 0.0, 0.0, 1.0]
+    sampler = CropSampler(data, crop=8, past=2, future=1, seed=0, focus=focus, focus_share=share)
+    picked = []
+    for _ in range(100):
+        crops = sampler.sample(8)
+        # The toy utterances differ in their ids: find each crop's utterance by its middle.
+        for row in crops.ids:
+            mid = row[2:10]
+            picked.append(next(i for i, u in enumerate(data) if _contains(u.ids, mid)))
+    on_focus = sum(p == 3 for p in picked) / len(picked)
+    assert on_focus == pytest.approx(share + (1 - share) / 4, abs=0.06)
+
+
+def _contains(ids: torch.Tensor, window: torch.Tensor) -> bool:
+    n = window.numel()
+    return any(torch.equal(ids[s : s + n], window) for s in range(ids.numel() - n + 1))
+
+
+def test_focus_weights_must_fit_the_data() -> None:
+    data = _toy_data(TINY_CODEC, n=2)
+    with pytest.raises(ValueError, match="2 utterances"):
+        CropSampler(data, 8, 2, 1, seed=0, focus=[1.0], focus_share=0.5)
+    with pytest.raises(ValueError, match="at least one"):
+        CropSampler(data, 8, 2, 1, seed=0, focus=[0.0, 0.0], focus_share=0.5)
+
+
+def test_reply_focus_gives_each_family_of_replies_an_equal_share() -> None:
+    from collections import defaultdict
+
+    from parley.train.codec_data import reply_focus
+    from parley.train.domain import ANSWER_FAMILIES, all_answers, answer_family
+
+    texts = [*all_answers(), "the answer is twelve", "a general sentence"]
+    weights = reply_focus(texts)
+    assert weights[-2:] == [0.0, 0.0]  # carrier sentences and prose: by length only
+    per_family: dict[str, float] = defaultdict(float)
+    for text, w in zip(texts, weights, strict=True):
+        if w:
+            per_family[answer_family(text)] += w
+    assert set(per_family) == set(ANSWER_FAMILIES)
+    for total in per_family.values():
+        assert total == pytest.approx(1 / len(ANSWER_FAMILIES))
+    assert answer_family("yes i can hear you") == "fixed"
+    assert answer_family("the day after friday is saturday") == "day"
+    assert answer_family("seven times eight is fifty six") == "arithmetic"

@@ -25,6 +25,15 @@ def test_fit_drops_the_fewest_oldest_turns():
         fit_turns([], pending=1, reserve=19, limit=20)
 
 
+def test_fit_keeps_at_most_history_turns_and_logs_only_drops_for_room():
+    # The model saw at most one earlier turn in training: older ones go even with room left.
+    assert fit_turns([10, 20, 30], pending=5, reserve=10, limit=100, history=1) == Fit(2, None, 0)
+    assert fit_turns([10, 20, 30], pending=5, reserve=10, limit=100, history=5) == Fit(0)
+    assert fit_turns([30], pending=5, reserve=10, limit=40, history=1) == Fit(1, None, 1)
+    assert fit_turns([], pending=5, reserve=10, limit=40, history=1) == Fit(0)
+    assert fit_turns([10, 20], pending=5, reserve=10, limit=100, history=0) == Fit(2, None, 0)
+
+
 def test_keep_tail_keeps_the_marker_and_the_end():
     turn = torch.arange(10.0)[:, None]
     assert keep_tail(turn, 4)[:, 0].tolist() == [0.0, 7.0, 8.0, 9.0]
@@ -102,15 +111,21 @@ class ScriptedPromptEngine(PromptEngine):
         return None
 
 
-async def test_prompt_context_sends_only_what_fits():
-    engine = ScriptedPromptEngine(limit=120)
+async def _ask_each(engine: ScriptedPromptEngine, seeds: range) -> list[torch.Tensor]:
+    """One conversation: a user turn from each seed, each replied to in full."""
     ctx = engine.open_context()
-    audios = [audio(15, seed=60 + i) for i in range(6)]
+    audios = [audio(15, seed=s) for s in seeds]
     for a in audios:
         ctx.add_user_audio(a)
         async with contextlib.aclosing(ctx.reply()) as stream:
             assert [d.token_id async for d in stream] == engine.reply_ids
         await ctx.stop_priming()
+    return audios
+
+
+async def test_prompt_context_sends_only_what_fits():
+    engine = ScriptedPromptEngine(limit=120)
+    audios = await _ask_each(engine, seeds=range(60, 66))
     for prompt, max_tokens in engine.prompts:
         assert prompt.shape[0] + max_tokens <= 120
     lay, e = engine.layout, engine.embed_ids
@@ -122,3 +137,30 @@ async def test_prompt_context_sends_only_what_fits():
     assert first > 0
     expected = torch.cat([x for t in turn[first:-1] for x in (t, reply)] + [turn[-1]])
     torch.testing.assert_close(engine.prompts[-1][0], expected)
+
+
+async def test_transformers_context_sees_only_the_last_history_turns():
+    sched = SCHED.model_copy(update={"history_turns": 1})
+    engine = make_engine(sched=sched)
+    ctx = engine.open_context()
+    turns = []
+    for i in range(3):
+        a = audio(12, seed=80 + i)
+        ctx.add_user_audio(a)
+        turns.append((a, [d.token_id for d in await collect(ctx)]))
+    lay, e = engine.layout, engine.embed_ids
+    (a1, r1), (a2, r2) = turns[1], turns[2]
+    seen = torch.cat([e([lay.user]), a1, e([lay.assistant]), e(r1), e([lay.user]), a2,
+                      e([lay.assistant])])  # fmt: skip
+    assert greedy_from_scratch(engine, seen) == r2
+    assert len(ctx._turns) == 2
+
+
+async def test_prompt_context_sends_only_the_last_history_turns():
+    engine = ScriptedPromptEngine(limit=10_000)
+    engine.schedule = SCHED.model_copy(update={"history_turns": 1})
+    audios = await _ask_each(engine, seeds=range(90, 93))
+    lay, e = engine.layout, engine.embed_ids
+    turn = [torch.cat([e([lay.user]), a, e([lay.assistant])]) for a in audios]
+    reply = e(engine.reply_ids)
+    torch.testing.assert_close(engine.prompts[-1][0], torch.cat([turn[1], reply, turn[2]]))

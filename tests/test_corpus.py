@@ -17,12 +17,15 @@ from parley.train.corpus import CorpusOptions, make_corpus, plan_corpus, select_
 from parley.train.domain import (
     ARITHMETIC,
     DAYS,
+    DEFAULT_MIX,
+    INTENTS,
     MONTHS,
     REFUSAL,
     all_answers,
     is_heldout_phrasing,
     make_dialogue,
     number_words,
+    question_templates,
 )
 from parley.train.voices import VOICES, agent_voice, available_voices, missing_engines
 
@@ -126,7 +129,10 @@ def test_every_answer_is_listed_and_mix_is_roughly_kept():
     firsts = [d.turns[0].intent for d in dialogues]
     share = sum(i in ARITHMETIC for i in firsts) / len(firsts)
     two_turn = sum(len(d.turns) == 2 for d in dialogues) / len(dialogues)
-    assert 0.50 < share < 0.62 and 0.07 < two_turn < 0.13
+    # A follow-up's first turn is a sum a third of the time (3 of the 9 followable intents).
+    expected = DEFAULT_MIX["arithmetic"] + DEFAULT_MIX["followup"] * len(ARITHMETIC) / 9
+    assert share == pytest.approx(expected, abs=0.03)
+    assert two_turn == pytest.approx(DEFAULT_MIX["followup"], abs=0.02)
 
 
 def test_heldout_phrasings_never_in_training_mode():
@@ -140,6 +146,16 @@ def test_heldout_phrasings_never_in_training_mode():
     assert {strip(q) for q in train_q}.isdisjoint({strip(q) for q in held_q})
     phrasings = {(t.intent, t.phrasing) for d in held for t in d.turns if t.intent != "refuse"}
     assert len(phrasings) >= 2 * 15  # two held-out phrasings for every intent, all used
+
+
+@pytest.mark.parametrize(
+    "intent",
+    [*(i for i in INTENTS if i not in ("followup", "refuse")), "followup_arith", "followup_seq"],
+)
+def test_heldout_templates_are_worded_as_no_training_template(intent: str) -> None:
+    train, held = question_templates(intent), question_templates(intent, heldout=True)
+    assert len(train) >= 5 and len(held) >= 2
+    assert set(train).isdisjoint(held)
 
 
 def test_seeded():

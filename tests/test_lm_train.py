@@ -129,3 +129,32 @@ def test_interleave_refusal_is_a_value_error():
             too_long,
             2,
         )
+
+
+def test_chained_conversations_join_whole_dialogues_in_order():
+    from parley.train.lm_data import chain_dialogues
+
+    dialogues = [
+        Dialogue(f"d{i}", "train", [Turn(f"u{i}_{k}", f"a{i}_{k}") for k in range(1 + i % 2)], {})
+        for i in range(40)
+    ]
+    chains = chain_dialogues(dialogues, share=0.5, seed=3)
+    assert len(chains) == 20
+    assert chains == chain_dialogues(dialogues, share=0.5, seed=3)  # seeded
+    by_id = {d.id: d for d in dialogues}
+    for chain in chains:
+        parts = [by_id[i] for i in chain.id.split("+")]
+        assert 2 <= len(parts) <= 3 and len(set(chain.id.split("+"))) == len(parts)
+        assert chain.turns == [t for d in parts for t in d.turns]  # each whole, in order
+        assert chain.split == "train"
+    assert chain_dialogues(dialogues, share=0.0, seed=3) == []
+    # More chains than one pass allows: the order is shuffled again, never cut short.
+    assert len(chain_dialogues(dialogues, share=2.0, seed=3)) == 80
+
+
+def test_train_refuses_a_chained_share_out_of_range(tmp_path, capsys):
+    from parley.agent.cli import main
+
+    args = ["train", "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w")]
+    assert main([*args, "--chained", "-0.5"]) == 2
+    assert "--chained -0.5" in capsys.readouterr().err

@@ -55,3 +55,20 @@ def test_python_stderr_keeps_the_terminal(capfd, monkeypatch) -> None:
     with NativeStderr(lines.append):
         print("our message", file=sys.stderr, flush=True)
     assert lines == []
+
+
+def test_an_app_drawing_on_dunder_stderr_keeps_the_terminal(capfd, monkeypatch) -> None:
+    # Textual's driver draws on sys.__stderr__, fd 2 on a terminal: started after the
+    # capture (as chat starts it), it must still reach the screen, not the log.
+    original = os.fdopen(2, "w", closefd=False)
+    monkeypatch.setattr(sys, "__stderr__", original)
+    lines: list[str] = []
+    with NativeStderr(lines.append):
+        screen = sys.__stderr__
+        assert screen is not original and screen.fileno() != 2
+        screen.write("\x1b[2Jdrawn\n")
+        screen.flush()
+        os.write(2, b"ALSA lib chatter\n")
+    assert sys.__stderr__ is original
+    assert lines == ["ALSA lib chatter"]
+    assert capfd.readouterr().err == "\x1b[2Jdrawn\n"

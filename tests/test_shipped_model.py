@@ -7,7 +7,6 @@ corpus; this is the check CI can afford.
 
 import asyncio
 import json
-import random
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from parley.evaluation.run_eval import EvalJudges, with_endpoint_silence
 from parley.evaluation.words import answer_heard
 from parley.llm.checkpoint import load_checkpoint
 from parley.llm.engines import create_engine
-from parley.train.domain import make_dialogue
+from parley.train.domain import Turn
 from parley.train.export import sha256_of
 from parley.train.voices import voice
 
@@ -52,17 +51,26 @@ def test_is_the_default_and_small_and_traceable(shipped):
     assert not ckpt.random_weights
 
 
-def _questions(n=10, seed=7):
-    rng = random.Random(seed)
-    turns = []
-    while len(turns) < n:
-        d = make_dialogue(
-            rng,
-            intents={"plus", "minus", "times", "number_after", "day_after", "month_before"},
-            heldout_phrasing=len(turns) % 3 == 2,
-        )
-        turns.append(d.turns[0])
-    return turns
+# Fixed rather than drawn from the domain, so the set stays put when the phrasings grow;
+# drawn (seed 7) from the domain the shipped model was trained on, a third of them in its
+# held-out wordings ("what does eight plus six come to").
+_QUESTIONS = (
+    ("minus", "subtract um two from six", "six minus two is four", "four"),
+    ("day_after", "what's the day after monday", "the day after monday is tuesday", "tuesday"),
+    ("plus", "uh, what does eight plus six come to", "eight plus six is fourteen", "fourteen"),
+    ("times", "uh, multiply nine by zero", "nine times zero is zero", "zero"),
+    ("plus", "so, how much is two plus four", "two plus four is six", "six"),
+    ("minus", "what does ten minus two come to", "ten minus two is eight", "eight"),
+    ("minus", "what is eleven minus eight", "eleven minus eight is three", "three"),
+    ("minus", "eight minus six", "eight minus six is two", "two"),
+    ("day_after", "er, the day after wednesday is which day",
+     "the day after wednesday is thursday", "thursday"),
+    ("plus", "can you tell me what nine plus four is", "nine plus four is thirteen", "thirteen"),
+)  # fmt: skip
+
+
+def _questions() -> list[Turn]:
+    return [Turn(intent, q, answer, key, 0) for intent, q, answer, key in _QUESTIONS]
 
 
 def test_answers_spoken_questions_in_a_voice_it_never_heard(shipped):
@@ -89,3 +97,26 @@ def test_answers_spoken_questions_in_a_voice_it_never_heard(shipped):
         spoken.append(verdict["speech"])
     assert all(spoken), "silero-vad must hear every reply as speech"
     assert np.mean(heard) >= MIN_ACCURACY, heard
+
+
+def test_duplex_plays_the_shipped_conversation_by_default(shipped, tmp_path):
+    """``duplex`` with no ``--input`` plays the shipped three-turn conversation: an answer,
+    a follow-up, then a reply the user cuts into with a new question, answered in turn.
+    (Only the first answer is checked: later questions in one conversation are the
+    model's known weakness, docs/training.md.)"""
+    import soundfile as sf
+
+    from parley.agent.cli import main
+    from parley.agent.preflight import SAMPLE_CONVERSATION, sample_path
+
+    out, events_path = tmp_path / "agent.wav", tmp_path / "events.json"
+    assert main(["duplex", "--output", str(out), "--events", str(events_path)]) == 0
+    agent, rate = sf.read(out, dtype="float32")
+    user, _ = sf.read(sample_path(SAMPLE_CONVERSATION), dtype="float32")
+    assert rate == 16000 and len(agent) == len(user)
+    events = json.loads(events_path.read_text())
+    assert sum(e["type"] == "reply_started" for e in events) == 4
+    assert sum(e["type"] == "interrupted" for e in events) == 1
+    first = next(e["output_sample"] for e in events if e["type"] == "first_audio")
+    heard = EvalJudges.load().whisper.transcribe(agent[first : first + 3 * rate])
+    assert "fifty six" in heard, heard

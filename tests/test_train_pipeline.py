@@ -41,7 +41,7 @@ def test_train_runs_every_stage_on_a_tiny_slice(tmp_path):
     assert main(args) == 0
 
     train = ["train", "--out", str(out), "--work", str(work), "--corpus", str(corpus)]
-    train += ["--codec-texts", "12", "--codec-steps", "4", "--steps", "50", "--batch-size", "4"]
+    train += ["--codec-texts", "12", "--codec-steps", "4", "--steps", "75", "--batch-size", "4"]
     train += ["--lr", "2e-3", "--threads", "2", "--quiet", "--seed", "1"]
     assert main(train) == 0
 
@@ -54,14 +54,14 @@ def test_train_runs_every_stage_on_a_tiny_slice(tmp_path):
     ckpt = load_checkpoint(out)
     assert not ckpt.random_weights
     prov = json.loads((out / "parley.json").read_text())["provenance"]
-    assert "--codec-texts 12" in prov["reproduce"] and "--steps 50" in prov["reproduce"]
+    assert "--codec-texts 12" in prov["reproduce"] and "--steps 75" in prov["reproduce"]
     assert prov["codec_training"]["steps"] == 4
     assert set(prov["stage_seconds"]) >= {"encoder", "corpus", "vocoder", "data", "lm"}
 
     # Exporting again trains nothing and still records how far training went.
     assert main([*train, "--stages", "export", "--force"]) == 0
     again = json.loads((out / "parley.json").read_text())["provenance"]
-    assert again["final_metrics"]["step"] == 50 and "val_text_exact" in again["final_metrics"]
+    assert again["final_metrics"]["step"] == 75 and "val_text_exact" in again["final_metrics"]
 
     # A run started from this checkpoint begins where it ended, not from random weights.
     warm = tmp_path / "warm"

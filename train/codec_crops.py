@@ -2,7 +2,11 @@
 
 A crop is decoded with some past tokens before it and the lookahead after it, exactly as a
 stream would see them; only the crop's own samples are scored. A share of crops begins at an
-utterance's start, where every reply's stream begins.
+utterance's start, where every reply's stream begins. An utterance shorter than a crop is
+one crop from its start, its target padded with the silence that follows a flushed stream
+("you are welcome" is 0.9 s: left out, the vocoder never learnt the agent's shortest
+replies). A share of crops can be drawn by per-utterance ``focus`` weights instead of by
+length: the agent's own replies, few of them heard rarely, are what it must say best.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from parley.tokenizers.unit_tokenizer import UnitTokenizer
@@ -48,27 +53,46 @@ class CropSampler:
         future: int,
         seed: int,
         start_share: float = 0.0,
+        focus: Sequence[float] | None = None,
+        focus_share: float = 0.0,
     ) -> None:
-        self.data = [u for u in data if u.ids.numel() >= crop]
+        keep = [i for i, u in enumerate(data) if u.ids.numel() > 0]
+        self.data = [data[i] for i in keep]
         if not self.data:
-            raise ValueError(f"no utterance is as long as one crop ({crop} tokens)")
+            raise ValueError("no utterance has a unit to crop")
         self.crop, self.past, self.future = crop, past, future
         self.start_share = start_share
-        weights = torch.tensor([u.ids.numel() - crop + 1 for u in self.data], dtype=torch.float)
+        # By length: each crop position of the training audio equally often.
+        weights = torch.tensor(
+            [max(u.ids.numel() - crop + 1, 1) for u in self.data], dtype=torch.float
+        )
         self.weights = weights / weights.sum()
+        self.focus: torch.Tensor | None = None
+        self.focus_share = 0.0
+        if focus is not None and focus_share > 0:
+            if len(focus) != len(data):
+                raise ValueError(f"focus has {len(focus)} weights for {len(data)} utterances")
+            f = torch.tensor([float(focus[i]) for i in keep], dtype=torch.float)
+            if not bool((f >= 0).all()) or float(f.sum()) <= 0:
+                raise ValueError("focus weights must be >= 0 with at least one > 0")
+            self.focus, self.focus_share = f / f.sum(), focus_share
         self.gen = torch.Generator().manual_seed(seed)
 
     def sample(self, n: int) -> Crops:
         """``n`` random crops."""
         picks = torch.multinomial(self.weights, n, replacement=True, generator=self.gen)
+        if self.focus is not None:
+            focused = torch.rand(n, generator=self.gen) < self.focus_share
+            alt = torch.multinomial(self.focus, n, replacement=True, generator=self.gen)
+            picks = torch.where(focused, alt, picks)
         where = []
         at_start = torch.rand(n, generator=self.gen) < self.start_share
         for i, first in zip(picks.tolist(), at_start.tolist(), strict=True):
-            n_ids = self.data[i].ids.numel()
+            last = self.data[i].ids.numel() - self.crop  # the last start of a whole crop
             s = (
                 0
-                if first
-                else int(torch.randint(0, n_ids - self.crop + 1, (1,), generator=self.gen))
+                if first or last <= 0
+                else int(torch.randint(0, last + 1, (1,), generator=self.gen))
             )
             where.append((i, s))
         return self.crops(where)
@@ -88,7 +112,9 @@ class CropSampler:
             offset = lo - (s - self.past)
             ids[row, offset : offset + hi - lo] = u.ids[lo:hi]
             start[row], end[row] = offset, offset + hi - lo
-            targets.append(u.audio[s * spt : (s + self.crop) * spt])
+            target = u.audio[s * spt : (s + self.crop) * spt]
+            # Past a short utterance's end a flushed stream is silent.
+            targets.append(F.pad(target, (0, self.crop * spt - target.numel())))
         return Crops(ids, start, end, torch.stack(targets), self.past)
 
 

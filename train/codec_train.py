@@ -36,7 +36,13 @@ from parley.tokenizers.codec_io import save_codec
 from parley.tokenizers.unit_tokenizer import UnitTokenizer, fit_codebook
 from parley.tokenizers.vocoder import TokenVocoder
 from parley.train.codec_crops import CropSampler, TokenizedUtterance, tokenize
-from parley.train.codec_data import Utterance, codec_texts, is_heldout, prepare_corpus
+from parley.train.codec_data import (
+    Utterance,
+    codec_texts,
+    is_heldout,
+    prepare_corpus,
+    reply_focus,
+)
 from parley.train.codec_loss import SpectralLoss
 from parley.train.optim import adamw, warmup_cosine
 
@@ -91,6 +97,9 @@ class CodecTrainConfig:
     start_share: float = 0.25
     """Share of crops that begin where an utterance begins: every reply is decoded from a
     fresh stream, and uniform crops would show the vocoder that case 1 time in ~30."""
+    focus_share: float = 0.4
+    """Share of crops drawn by :func:`~parley.train.codec_data.reply_focus` (the agent's
+    replies, each family alike) rather than by length."""
     bf16: bool = True
     """bfloat16 autocast for the vocoder's backbone (about twice as fast on CPU)."""
     kmeans_units: int = 100_000
@@ -184,7 +193,11 @@ def train_vocoder(
     past = round(cfg.past_s * ccfg.sample_rate / spt)
     # The lookahead, plus the tokens whose iSTFT frames still overlap the crop's last sample.
     future = ccfg.lookahead + 1 + vocoder.overlap // spt
-    sampler = CropSampler(train, crop, past, future, cfg.seed, cfg.start_share)
+    focus = reply_focus([u.text for u in train])
+    sampler = CropSampler(
+        train, crop, past, future, cfg.seed, cfg.start_share,
+        focus=focus if any(focus) else None, focus_share=cfg.focus_share,
+    )  # fmt: skip
     held_sampler = CropSampler(heldout or train, crop, past, future, cfg.seed + 1)
     held_crops = held_sampler.sample(cfg.heldout_crops)
     loss_fn = SpectralLoss(ccfg.sample_rate, cfg.mel_weight)

@@ -53,7 +53,7 @@ EVAL_SNR_DB = 10.0
 PAD_RANGE_S = (0.1, 0.3)
 BABBLE_CLIPS = 24
 CONDITIONS = ("clean", "voice", "phrasing", *(f"noise-{k}" for k in NOISE_KINDS))
-FORMAT = 1  # bump when the same options would give different files
+FORMAT = 2  # bump when the same options would give different files (2: more phrasings)
 _FAST_ENGINES = ("espeak", "mbrola", "flite")
 # Share of training dialogues per engine: espeak has the most voices; Piper joe least,
 # being the agent's own voice too.

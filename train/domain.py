@@ -37,10 +37,10 @@ INTENTS = (*ARITHMETIC, *SEQUENCES, *SMALL_TALK, "followup", "refuse")
 
 # Share of dialogues per category; each category's share is split evenly over its intents.
 DEFAULT_MIX: Mapping[str, float] = {
-    "arithmetic": 0.55,
+    "arithmetic": 0.50,
     "sequence": 0.20,
     "small_talk": 0.08,
-    "followup": 0.10,
+    "followup": 0.15,
     "refuse": 0.07,
 }
 _CATEGORY = {
@@ -60,7 +60,8 @@ HESITATION_P = 0.08  # "what is seven uh times eight"
 _SMALL_TALK_REPLY = {
     "hello": ("hello there how can i help", "how can i help"),
     "thanks": ("you are welcome", "you are welcome"),
-    "who": ("i am parley a little voice helper", "little voice helper"),
+    # "a little voice helper" was heard as "the little boys helper" even in joe's own voice.
+    "who": ("i am parley your voice assistant", "voice assistant"),
     "hear": ("yes i can hear you", "i can hear you"),
     "goodbye": ("goodbye talk to you soon", "talk to you soon"),
 }
@@ -76,6 +77,16 @@ _PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "how much is {a} plus {b}",
             "can you tell me what {a} plus {b} is",
             "add {a} and {b}",
+            "what is the sum of {a} and {b}",
+            "please add {b} to {a}",
+            "could you work out {a} plus {b}",
+            "tell me {a} plus {b}",
+            "what would {a} plus {b} be",
+            "{a} plus {b} equals what",
+            "what do {a} and {b} make together",
+            "if you add {b} to {a} what do you get",
+            "{a} and {b} added together",
+            "i need {a} plus {b}",
         ),
         ("what does {a} plus {b} come to", "if i have {a} and add {b} how many is that"),
     ),
@@ -87,6 +98,16 @@ _PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "how much is {a} minus {b}",
             "take {b} away from {a}",
             "subtract {b} from {a}",
+            "what is {a} take away {b}",
+            "{a} take away {b}",
+            "what is the difference between {a} and {b}",
+            "could you work out {a} minus {b}",
+            "tell me {a} minus {b}",
+            "what would {a} minus {b} be",
+            "{a} minus {b} equals what",
+            "if you subtract {b} from {a} what do you get",
+            "how many remain when {b} goes from {a}",
+            "i need {a} minus {b}",
         ),
         ("what does {a} minus {b} come to", "what is left if you take {b} from {a}"),
     ),
@@ -98,6 +119,16 @@ _PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "how much is {a} times {b}",
             "multiply {a} by {b}",
             "what is {a} multiplied by {b}",
+            "what is the product of {a} and {b}",
+            "{a} multiplied by {b}",
+            "could you work out {a} times {b}",
+            "tell me {a} times {b}",
+            "what would {a} times {b} be",
+            "{a} times {b} equals what",
+            "what do {a} lots of {b} make",
+            "if you multiply {a} and {b} what is the answer",
+            "{a} groups of {b} is how many",
+            "i need {a} times {b}",
         ),
         ("what does {a} times {b} come to", "what do you get when you multiply {a} by {b}"),
     ),
@@ -108,6 +139,14 @@ _PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "what's the number after {x}",
             "which number follows {x}",
             "what is one more than {x}",
+            "which number comes after {x}",
+            "what is the next number after {x}",
+            "what number follows {x}",
+            "what number is right after {x}",
+            "say the number after {x}",
+            "which number is one higher than {x}",
+            "after {x} which number is next",
+            "what do you say after {x} when counting",
         ),
         ("if you count up from {x} what comes next", "tell me the number that follows {x}"),
     ),
@@ -118,6 +157,14 @@ _PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "what's the number before {x}",
             "which number is just before {x}",
             "what is one less than {x}",
+            "which number comes before {x}",
+            "what is the number just below {x}",
+            "what number precedes {x}",
+            "what number is right before {x}",
+            "say the number before {x}",
+            "which number is one lower than {x}",
+            "before {x} which number is there",
+            "what do you say before {x} when counting",
         ),
         ("if you count down from {x} what comes next", "tell me the number that precedes {x}"),
     ),
@@ -128,6 +175,14 @@ _PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "which day follows {x}",
             "if today is {x} what day is tomorrow",
             "what day is after {x}",
+            "which day comes after {x}",
+            "what day follows {x}",
+            "what is the next day after {x}",
+            "what day is right after {x}",
+            "name the day after {x}",
+            "what weekday comes after {x}",
+            "the day following {x} is what",
+            "after {x} which day is next",
         ),
         ("tell me the day that follows {x}", "the day after {x} is which day"),
     ),
@@ -138,6 +193,14 @@ _PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "which day is before {x}",
             "if today is {x} what day was yesterday",
             "what day is just before {x}",
+            "which day comes before {x}",
+            "what day precedes {x}",
+            "what is the day just before {x}",
+            "what day is right before {x}",
+            "name the day before {x}",
+            "what weekday comes before {x}",
+            "the day preceding {x} is what",
+            "before {x} which day is there",
         ),
         ("tell me the day that precedes {x}", "the day before {x} is which day"),
     ),
@@ -148,6 +211,14 @@ _PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "which month follows {x}",
             "if this month is {x} what is next month",
             "what month is after {x}",
+            "which month comes after {x}",
+            "what month follows {x}",
+            "what is the next month after {x}",
+            "what month is right after {x}",
+            "name the month after {x}",
+            "after {x} which month is next",
+            "the month following {x} is what",
+            "what is the month that comes after {x}",
         ),
         ("tell me the month that follows {x}", "the month after {x} is which month"),
     ),
@@ -158,15 +229,45 @@ _PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "which month is before {x}",
             "if this month is {x} what was last month",
             "what month is just before {x}",
+            "which month comes before {x}",
+            "what month precedes {x}",
+            "what is the month just before {x}",
+            "what month is right before {x}",
+            "name the month before {x}",
+            "before {x} which month is there",
+            "the month preceding {x} is what",
+            "what is the month that comes before {x}",
         ),
         ("tell me the month that precedes {x}", "the month before {x} is which month"),
     ),
     "hello": (
-        ("hello", "hi there", "hey", "good morning", "hi how are you"),
+        (
+            "hello",
+            "hi there",
+            "hey",
+            "good morning",
+            "hi how are you",
+            "hello there",
+            "hi",
+            "good afternoon",
+            "hiya",
+            "hey how is it going",
+        ),
         ("hey there good evening", "well hello"),
     ),
     "thanks": (
-        ("thank you", "thanks", "thanks a lot", "thank you very much", "cheers thanks"),
+        (
+            "thank you",
+            "thanks",
+            "thanks a lot",
+            "thank you very much",
+            "cheers thanks",
+            "thank you so much",
+            "great thanks",
+            "thanks for your help",
+            "much appreciated",
+            "that helps thank you",
+        ),
         ("that was helpful thank you", "many thanks"),
     ),
     "who": (
@@ -176,6 +277,11 @@ _PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "what are you",
             "who am i talking to",
             "tell me who you are",
+            "what's your name",
+            "who is this",
+            "what do you do",
+            "can you tell me your name",
+            "are you a robot",
         ),
         ("what should i call you", "introduce yourself"),
     ),  # fmt: skip
@@ -186,11 +292,27 @@ _PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "hello can you hear me",
             "is this thing on",
             "do you hear me",
+            "can you hear me okay",
+            "hello is anyone there",
+            "are you with me",
+            "testing testing can you hear me",
+            "is anybody there",
         ),
         ("are you listening", "can you hear what i am saying"),
     ),  # fmt: skip
     "goodbye": (
-        ("goodbye", "bye", "bye bye", "see you later", "i have to go now bye"),
+        (
+            "goodbye",
+            "bye",
+            "bye bye",
+            "see you later",
+            "i have to go now bye",
+            "goodbye for now",
+            "see you",
+            "okay bye now",
+            "catch you later",
+            "good night",
+        ),
         ("that is all for today goodbye", "talk to you later"),
     ),  # fmt: skip
     # Follow-ups on a number: {op} is plus, minus or times, {k} the operand.
@@ -201,6 +323,11 @@ _PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "what about {op} {k}",
             "then {op} {k}",
             "okay and {op} {k}",
+            "{op} {k}",
+            "and then {op} {k}",
+            "how about {op} {k}",
+            "now do {op} {k}",
+            "and that {op} {k}",
         ),
         ("take that and {op} {k}", "and what is that {op} {k}"),
     ),  # fmt: skip
@@ -212,6 +339,11 @@ _PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "and {dir} that",
             "what about the one {dir} that",
             "now the one {dir} that",
+            "which one comes {dir} that",
+            "how about the one {dir} that",
+            "then {dir} that",
+            "and what comes {dir} it",
+            "the one {dir} that please",
         ),
         ("and what is {dir} that one", "then the one {dir} it"),
     ),  # fmt: skip
@@ -497,3 +629,25 @@ def _all_answers() -> tuple[str, ...]:
 def all_answers() -> list[str]:
     """Every distinct reply text ``make_dialogue`` can produce, sorted."""
     return list(_all_answers())
+
+
+ANSWER_FAMILIES = ("arithmetic", "number", "day", "month", "fixed")
+
+
+def answer_family(answer: str) -> str | None:
+    """Which kind of reply ``answer`` is (one of ``ANSWER_FAMILIES``), or None when
+    ``make_dialogue`` never says it. The families differ a hundredfold in size: there are
+    six fixed replies and thousands of sums."""
+    if answer not in _answer_set():
+        return None
+    if answer == REFUSAL or answer in {r for r, _ in _SMALL_TALK_REPLY.values()}:
+        return "fixed"
+    for kind in ("number", "day", "month"):
+        if answer.startswith(f"the {kind} "):
+            return kind
+    return "arithmetic"
+
+
+@cache
+def _answer_set() -> frozenset[str]:
+    return frozenset(_all_answers())

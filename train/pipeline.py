@@ -38,6 +38,7 @@ from parley.train.export import sha256_of, write_trained_checkpoint
 from parley.train.lm_data import (
     cache_replies,
     cache_user_frames,
+    chain_dialogues,
     layout_dialogue,
     read_dialogues,
     reply_audio,
@@ -77,6 +78,9 @@ class TrainOptions:
     parallel: bool = True
     """Train the vocoder in a second process while this one trains the LM (they need only
     the units); ``lm.threads`` are split between the two."""
+    chained: float = 0.5
+    """Extra training conversations of 2-3 dialogues in a row, as a share of the training
+    dialogues (see :func:`~parley.train.lm_data.chain_dialogues`); 0: none."""
     init_from: Path | None = None
     """Start the adapter + LM from this checkpoint's (same preset) instead of random
     weights; its speech rows are remapped when its units differ. A saved LM state in
@@ -128,6 +132,8 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
     if unknown:
         raise ConfigError(f"unknown stage(s) {sorted(unknown)}; stages: {', '.join(STAGES)}")
     wanted = set(opts.stages or STAGES)
+    if not 0.0 <= opts.chained <= 10.0:
+        raise ConfigError(f"--chained {opts.chained:g}: a share from 0 to 10")
     if opts.lm.threads and not torch.cuda.is_available():
         torch.set_num_threads(opts.lm.threads)
     work = Path(opts.work)
@@ -309,7 +315,18 @@ def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, parallel
             skipped += 1  # the schedule cannot carry this reply (too long for max_speech_tokens)
             continue
         (train_ex if d.split == "train" else held_ex).append(ex)
-    log(f"{len(train_ex)} training and {len(held_ex)} held-out dialogues ({skipped} skipped)")
+    chains = chain_dialogues([d for d in dialogues if d.split == "train"], opts.chained, opts.seed)
+    for d in chains:
+        try:
+            train_ex.append(
+                layout_dialogue(d, frames, replies, layout, cfg.schedule, cfg.adapter.stack)
+            )
+        except ValueError:
+            skipped += 1
+    log(
+        f"{len(train_ex)} training examples ({len(chains)} of them conversations of 2-3 "
+        f"dialogues) and {len(held_ex)} held-out dialogues ({skipped} skipped)"
+    )
     if opts.init_from is not None and not (lm_work / LM_STATE_FILE).is_file():
         from parley.train.warm_start import warm_start
 
@@ -435,6 +452,7 @@ def reproduce_command(opts: TrainOptions) -> str:
         *([f"--codec-steps {opts.codec_steps}"] if opts.codec_steps else []),
         *([f"--codec-texts {opts.codec_texts}"] if opts.codec_texts is not None else []),
         f"--dialogues {opts.dialogues}",
+        f"--chained {opts.chained:g}",
         f"--seed {opts.seed}",
     ]
     return " ".join(args)

@@ -42,6 +42,7 @@ def chat(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     from parley.agent.chat.audio import DeviceBackend
     from parley.agent.commands import _with_model
     from parley.agent.session import DuplexSession
+    from parley.speech_io.native_stderr import NativeStderr
 
     inp, out = device_spec(args.input_device), device_spec(args.output_device)
     check_devices(inp, out)
@@ -51,6 +52,9 @@ def chat(args: argparse.Namespace, log: Callable[[str], None]) -> int:
 
     async def run(model, cfg) -> None:
         session = DuplexSession(model, cfg.agent)
+        # ALSA and PortAudio print underruns over the screen from C; started before the
+        # app, the capture leaves Textual the terminal and sends their lines to the log.
+        native = NativeStderr().start()
         app = ChatApp(
             session,
             DeviceBackend(inp, out),
@@ -62,6 +66,7 @@ def chat(args: argparse.Namespace, log: Callable[[str], None]) -> int:
         try:
             await app.run_async()
         finally:
+            native.stop()
             await session.aclose()
 
     _with_model(args, log, run)
