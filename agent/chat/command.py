@@ -55,15 +55,15 @@ def chat(args: argparse.Namespace, log: Callable[[str], None]) -> int:
         # ALSA and PortAudio print underruns over the screen from C; started before the
         # app, the capture leaves Textual the terminal and sends their lines to the log.
         native = NativeStderr().start()
-        app = ChatApp(
-            session,
-            DeviceBackend(inp, out),
-            backend_factory=DeviceBackend,
-            random_weights=model.random_weights,
-            save_dir=Path(args.save_dir),
-            info=f"checkpoint {model.checkpoint.path.name}, engine {cfg.engine.name}",
-        )
         try:
+            app = ChatApp(
+                session,
+                DeviceBackend(inp, out),
+                backend_factory=DeviceBackend,
+                random_weights=model.random_weights,
+                save_dir=Path(args.save_dir),
+                info=f"checkpoint {model.checkpoint.path.name}, engine {cfg.engine.name}",
+            )
             await app.run_async()
         finally:
             native.stop()
