@@ -77,9 +77,7 @@ def _demo(args: argparse.Namespace, log: Log) -> None:
 
 
 def _duplex(args: argparse.Namespace, log: Log) -> None:
-    if args.input is None:
-        args.input = sample_path(SAMPLE_CONVERSATION)
-    input_audio(args.input, log)
+    input_audio(args.input or sample_path(SAMPLE_CONVERSATION), log)
     writable_file(args.output, "--output")
     if args.events is not None:
         writable_file(args.events, "--events")

@@ -26,16 +26,17 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Fit:
     """How to make a conversation fit: drop the first ``drop`` turns; then keep at most
-    ``pending_keep`` positions of the new input (None: all of it). ``for_room`` of the
-    dropped turns went because the LM's positions ran out (the rest: ``history``)."""
+    ``pending_keep`` positions of the new input (None: all of it). ``by_history`` of the
+    dropped turns went to keep at most ``history`` turns, the rest for room."""
 
     drop: int
     pending_keep: int | None = None
-    for_room: int | None = None
+    by_history: int = 0
 
-    def __post_init__(self) -> None:
-        if self.for_room is None:
-            object.__setattr__(self, "for_room", self.drop)
+    @property
+    def for_room(self) -> int:
+        """Turns dropped because the LM's positions ran out."""
+        return self.drop - self.by_history
 
 
 def fit_turns(
@@ -53,8 +54,8 @@ def fit_turns(
         total -= turns[drop]
         drop += 1
     if total <= limit:
-        return Fit(drop, None, drop - first)
-    return Fit(drop, limit - reserve, drop - first)
+        return Fit(drop, None, first)
+    return Fit(drop, limit - reserve, first)
 
 
 def keep_tail(pending: torch.Tensor, keep: int) -> torch.Tensor:

@@ -27,11 +27,12 @@ def test_fit_drops_the_fewest_oldest_turns():
 
 def test_fit_keeps_at_most_history_turns_and_logs_only_drops_for_room():
     # The model saw at most one earlier turn in training: older ones go even with room left.
-    assert fit_turns([10, 20, 30], pending=5, reserve=10, limit=100, history=1) == Fit(2, None, 0)
+    assert fit_turns([10, 20, 30], pending=5, reserve=10, limit=100, history=1) == Fit(2, None, 2)
     assert fit_turns([10, 20, 30], pending=5, reserve=10, limit=100, history=5) == Fit(0)
-    assert fit_turns([30], pending=5, reserve=10, limit=40, history=1) == Fit(1, None, 1)
+    assert fit_turns([30], pending=5, reserve=10, limit=40, history=1) == Fit(1, None, 0)
     assert fit_turns([], pending=5, reserve=10, limit=40, history=1) == Fit(0)
-    assert fit_turns([10, 20], pending=5, reserve=10, limit=100, history=0) == Fit(2, None, 0)
+    assert fit_turns([10, 20], pending=5, reserve=10, limit=100, history=0) == Fit(2, None, 2)
+    assert Fit(2, None, 2).for_room == 0 and Fit(3, None, 2).for_room == 1
 
 
 def test_keep_tail_keeps_the_marker_and_the_end():
@@ -48,17 +49,24 @@ def _expected_kept(lengths: list[int], pending: list[int], reserve: int, limit: 
     return first
 
 
+async def _converse(engine, seeds: range):
+    """One conversation: a user turn from each seed and the reply; (audio, reply ids) each,
+    and the context, which never holds more than the engine's limit."""
+    ctx = engine.open_context()
+    turns = []
+    for s in seeds:
+        a = audio(12, seed=s)
+        ctx.add_user_audio(a)
+        turns.append((a, [d.token_id for d in await collect(ctx)]))
+        assert ctx.context_length <= engine.context_limit
+    return turns, ctx
+
+
 async def test_transformers_context_keeps_the_newest_turns_and_replies_as_if_fresh():
     engine = make_engine()
     engine.context_limit = 110
     reserve = max_reply_tokens(SCHED)
-    ctx = engine.open_context()
-    turns = []
-    for i in range(7):
-        a = audio(12, seed=20 + i)
-        ctx.add_user_audio(a)
-        turns.append((a, [d.token_id for d in await collect(ctx)]))
-        assert ctx.context_length <= engine.context_limit
+    turns, _ = await _converse(engine, range(20, 27))
     lengths = [1 + 12 + 1 + len(r) for _, r in turns]
     first = _expected_kept(lengths, [14] * len(turns), reserve, engine.context_limit)
     assert first > 0  # the test must actually overflow
@@ -142,12 +150,7 @@ async def test_prompt_context_sends_only_what_fits():
 async def test_transformers_context_sees_only_the_last_history_turns():
     sched = SCHED.model_copy(update={"history_turns": 1})
     engine = make_engine(sched=sched)
-    ctx = engine.open_context()
-    turns = []
-    for i in range(3):
-        a = audio(12, seed=80 + i)
-        ctx.add_user_audio(a)
-        turns.append((a, [d.token_id for d in await collect(ctx)]))
+    turns, ctx = await _converse(engine, range(80, 83))
     lay, e = engine.layout, engine.embed_ids
     (a1, r1), (a2, r2) = turns[1], turns[2]
     seen = torch.cat([e([lay.user]), a1, e([lay.assistant]), e(r1), e([lay.user]), a2,

@@ -6,8 +6,8 @@ times two"), and one polite refusal for everything else. Every answer needs the 
 understood: the reply repeats the question's operands and ends with the result, and the
 result is spelled in words, never digits.
 
-Each intent has training phrasings and held-out phrasings; the held-out ones (and a
-held-out part of the out-of-domain sentences) are produced only with
+Each intent has training and held-out phrasings (:mod:`parley.train.phrasings`); the
+held-out ones (and a held-out part of the out-of-domain sentences) are produced only with
 ``heldout_phrasing=True``, so an evaluation can ask questions worded as no training
 question was.
 """
@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+
+from parley.train.phrasings import PHRASINGS
 
 REFUSAL = "sorry i can only help with sums numbers days and months"
 
@@ -66,288 +68,6 @@ _SMALL_TALK_REPLY = {
     "goodbye": ("goodbye talk to you soon", "talk to you soon"),
 }
 _REFUSAL_KEY = "i can only help"
-
-# (training phrasings, held-out phrasings). {a} {b} are operands, {x} the item asked about.
-_PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "plus": (
-        (
-            "what is {a} plus {b}",
-            "what's {a} plus {b}",
-            "{a} plus {b}",
-            "how much is {a} plus {b}",
-            "can you tell me what {a} plus {b} is",
-            "add {a} and {b}",
-            "what is the sum of {a} and {b}",
-            "please add {b} to {a}",
-            "could you work out {a} plus {b}",
-            "tell me {a} plus {b}",
-            "what would {a} plus {b} be",
-            "{a} plus {b} equals what",
-            "what do {a} and {b} make together",
-            "if you add {b} to {a} what do you get",
-            "{a} and {b} added together",
-            "i need {a} plus {b}",
-        ),
-        ("what does {a} plus {b} come to", "if i have {a} and add {b} how many is that"),
-    ),
-    "minus": (
-        (
-            "what is {a} minus {b}",
-            "what's {a} minus {b}",
-            "{a} minus {b}",
-            "how much is {a} minus {b}",
-            "take {b} away from {a}",
-            "subtract {b} from {a}",
-            "what is {a} take away {b}",
-            "{a} take away {b}",
-            "what is the difference between {a} and {b}",
-            "could you work out {a} minus {b}",
-            "tell me {a} minus {b}",
-            "what would {a} minus {b} be",
-            "{a} minus {b} equals what",
-            "if you subtract {b} from {a} what do you get",
-            "how many remain when {b} goes from {a}",
-            "i need {a} minus {b}",
-        ),
-        ("what does {a} minus {b} come to", "what is left if you take {b} from {a}"),
-    ),
-    "times": (
-        (
-            "what is {a} times {b}",
-            "what's {a} times {b}",
-            "{a} times {b}",
-            "how much is {a} times {b}",
-            "multiply {a} by {b}",
-            "what is {a} multiplied by {b}",
-            "what is the product of {a} and {b}",
-            "{a} multiplied by {b}",
-            "could you work out {a} times {b}",
-            "tell me {a} times {b}",
-            "what would {a} times {b} be",
-            "{a} times {b} equals what",
-            "what do {a} lots of {b} make",
-            "if you multiply {a} and {b} what is the answer",
-            "{a} groups of {b} is how many",
-            "i need {a} times {b}",
-        ),
-        ("what does {a} times {b} come to", "what do you get when you multiply {a} by {b}"),
-    ),
-    "number_after": (
-        (
-            "what number comes after {x}",
-            "what comes after {x}",
-            "what's the number after {x}",
-            "which number follows {x}",
-            "what is one more than {x}",
-            "which number comes after {x}",
-            "what is the next number after {x}",
-            "what number follows {x}",
-            "what number is right after {x}",
-            "say the number after {x}",
-            "which number is one higher than {x}",
-            "after {x} which number is next",
-            "what do you say after {x} when counting",
-        ),
-        ("if you count up from {x} what comes next", "tell me the number that follows {x}"),
-    ),
-    "number_before": (
-        (
-            "what number comes before {x}",
-            "what comes before {x}",
-            "what's the number before {x}",
-            "which number is just before {x}",
-            "what is one less than {x}",
-            "which number comes before {x}",
-            "what is the number just below {x}",
-            "what number precedes {x}",
-            "what number is right before {x}",
-            "say the number before {x}",
-            "which number is one lower than {x}",
-            "before {x} which number is there",
-            "what do you say before {x} when counting",
-        ),
-        ("if you count down from {x} what comes next", "tell me the number that precedes {x}"),
-    ),
-    "day_after": (
-        (
-            "what day comes after {x}",
-            "what's the day after {x}",
-            "which day follows {x}",
-            "if today is {x} what day is tomorrow",
-            "what day is after {x}",
-            "which day comes after {x}",
-            "what day follows {x}",
-            "what is the next day after {x}",
-            "what day is right after {x}",
-            "name the day after {x}",
-            "what weekday comes after {x}",
-            "the day following {x} is what",
-            "after {x} which day is next",
-        ),
-        ("tell me the day that follows {x}", "the day after {x} is which day"),
-    ),
-    "day_before": (
-        (
-            "what day comes before {x}",
-            "what's the day before {x}",
-            "which day is before {x}",
-            "if today is {x} what day was yesterday",
-            "what day is just before {x}",
-            "which day comes before {x}",
-            "what day precedes {x}",
-            "what is the day just before {x}",
-            "what day is right before {x}",
-            "name the day before {x}",
-            "what weekday comes before {x}",
-            "the day preceding {x} is what",
-            "before {x} which day is there",
-        ),
-        ("tell me the day that precedes {x}", "the day before {x} is which day"),
-    ),
-    "month_after": (
-        (
-            "what month comes after {x}",
-            "what's the month after {x}",
-            "which month follows {x}",
-            "if this month is {x} what is next month",
-            "what month is after {x}",
-            "which month comes after {x}",
-            "what month follows {x}",
-            "what is the next month after {x}",
-            "what month is right after {x}",
-            "name the month after {x}",
-            "after {x} which month is next",
-            "the month following {x} is what",
-            "what is the month that comes after {x}",
-        ),
-        ("tell me the month that follows {x}", "the month after {x} is which month"),
-    ),
-    "month_before": (
-        (
-            "what month comes before {x}",
-            "what's the month before {x}",
-            "which month is before {x}",
-            "if this month is {x} what was last month",
-            "what month is just before {x}",
-            "which month comes before {x}",
-            "what month precedes {x}",
-            "what is the month just before {x}",
-            "what month is right before {x}",
-            "name the month before {x}",
-            "before {x} which month is there",
-            "the month preceding {x} is what",
-            "what is the month that comes before {x}",
-        ),
-        ("tell me the month that precedes {x}", "the month before {x} is which month"),
-    ),
-    "hello": (
-        (
-            "hello",
-            "hi there",
-            "hey",
-            "good morning",
-            "hi how are you",
-            "hello there",
-            "hi",
-            "good afternoon",
-            "hiya",
-            "hey how is it going",
-        ),
-        ("hey there good evening", "well hello"),
-    ),
-    "thanks": (
-        (
-            "thank you",
-            "thanks",
-            "thanks a lot",
-            "thank you very much",
-            "cheers thanks",
-            "thank you so much",
-            "great thanks",
-            "thanks for your help",
-            "much appreciated",
-            "that helps thank you",
-        ),
-        ("that was helpful thank you", "many thanks"),
-    ),
-    "who": (
-        (
-            "who are you",
-            "what is your name",
-            "what are you",
-            "who am i talking to",
-            "tell me who you are",
-            "what's your name",
-            "who is this",
-            "what do you do",
-            "can you tell me your name",
-            "are you a robot",
-        ),
-        ("what should i call you", "introduce yourself"),
-    ),  # fmt: skip
-    "hear": (
-        (
-            "can you hear me",
-            "are you there",
-            "hello can you hear me",
-            "is this thing on",
-            "do you hear me",
-            "can you hear me okay",
-            "hello is anyone there",
-            "are you with me",
-            "testing testing can you hear me",
-            "is anybody there",
-        ),
-        ("are you listening", "can you hear what i am saying"),
-    ),  # fmt: skip
-    "goodbye": (
-        (
-            "goodbye",
-            "bye",
-            "bye bye",
-            "see you later",
-            "i have to go now bye",
-            "goodbye for now",
-            "see you",
-            "okay bye now",
-            "catch you later",
-            "good night",
-        ),
-        ("that is all for today goodbye", "talk to you later"),
-    ),  # fmt: skip
-    # Follow-ups on a number: {op} is plus, minus or times, {k} the operand.
-    "followup_arith": (
-        (
-            "and {op} {k}",
-            "now {op} {k}",
-            "what about {op} {k}",
-            "then {op} {k}",
-            "okay and {op} {k}",
-            "{op} {k}",
-            "and then {op} {k}",
-            "how about {op} {k}",
-            "now do {op} {k}",
-            "and that {op} {k}",
-        ),
-        ("take that and {op} {k}", "and what is that {op} {k}"),
-    ),  # fmt: skip
-    # Follow-ups on a number, day or month: {dir} is after or before.
-    "followup_seq": (
-        (
-            "and the one {dir} that",
-            "what comes {dir} that",
-            "and {dir} that",
-            "what about the one {dir} that",
-            "now the one {dir} that",
-            "which one comes {dir} that",
-            "how about the one {dir} that",
-            "then {dir} that",
-            "and what comes {dir} it",
-            "the one {dir} that please",
-        ),
-        ("and what is {dir} that one", "then the one {dir} it"),
-    ),  # fmt: skip
-}
 
 
 @dataclass(frozen=True)
@@ -436,8 +156,8 @@ def ood_sentences(heldout: bool) -> list[str]:
 
 def _n_train(name: str) -> int:
     if name == "followup":
-        return len(_PHRASINGS["followup_arith"][0]) + len(_PHRASINGS["followup_seq"][0])
-    return len(_PHRASINGS[name][0])
+        return len(PHRASINGS["followup_arith"][0]) + len(PHRASINGS["followup_seq"][0])
+    return len(PHRASINGS[name][0])
 
 
 def is_heldout_phrasing(turn: Turn) -> bool:
@@ -453,11 +173,11 @@ def _pick_template(rng: random.Random, name: str, heldout: bool) -> tuple[int, s
     The two follow-up families share one numbering under the intent "followup":
     arithmetic training, sequence training, arithmetic held-out, sequence held-out.
     """
-    train, held = _PHRASINGS[name]
+    train, held = PHRASINGS[name]
     i = rng.randrange(len(held) if heldout else len(train))
     offset = len(train) if heldout else 0
     if name == "followup_seq":
-        arith_train, arith_held = _PHRASINGS["followup_arith"]
+        arith_train, arith_held = PHRASINGS["followup_arith"]
         offset += len(arith_held) + len(arith_train) if heldout else len(arith_train)
     elif name == "followup_arith" and heldout:
         offset = _n_train("followup")
@@ -591,7 +311,7 @@ def question_templates(intent: str, heldout: bool = False) -> list[str]:
     """The question templates of an intent ("followup_arith" and "followup_seq" for follow-ups)."""
     if intent == "refuse":
         return ood_sentences(heldout)
-    return list(_PHRASINGS[intent][1 if heldout else 0])
+    return list(PHRASINGS[intent][1 if heldout else 0])
 
 
 @cache

@@ -307,22 +307,15 @@ def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, parallel
         lm_work / "replies.json",
         bar("tokenize replies"),
     )
+    chains = chain_dialogues([d for d in dialogues if d.split == "train"], opts.chained, opts.seed)
     train_ex, held_ex, skipped = [], [], 0
-    for d in dialogues:
+    for d in [*dialogues, *chains]:
         try:
             ex = layout_dialogue(d, frames, replies, layout, cfg.schedule, cfg.adapter.stack)
         except ValueError:
             skipped += 1  # the schedule cannot carry this reply (too long for max_speech_tokens)
             continue
         (train_ex if d.split == "train" else held_ex).append(ex)
-    chains = chain_dialogues([d for d in dialogues if d.split == "train"], opts.chained, opts.seed)
-    for d in chains:
-        try:
-            train_ex.append(
-                layout_dialogue(d, frames, replies, layout, cfg.schedule, cfg.adapter.stack)
-            )
-        except ValueError:
-            skipped += 1
     log(
         f"{len(train_ex)} training examples ({len(chains)} of them conversations of 2-3 "
         f"dialogues) and {len(held_ex)} held-out dialogues ({skipped} skipped)"
