@@ -344,9 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--dialogues",
         type=int,
-        default=8000,
+        default=12000,
         metavar="N",
-        help="training dialogues when the corpus is made here (default: 8000)",
+        help="training dialogues when the corpus is made here (default: 12000)",
     )
     train.add_argument(
         "--stages",
@@ -358,17 +358,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--codec-minutes",
         type=float,
-        default=30.0,
+        default=240.0,
         metavar="M",
-        help="vocoder training time (default: 30)",
+        help="the vocoder stops after this many minutes of training even if its steps are "
+        "not done (default: 240)",
     )
     train.add_argument(
         "--codec-steps",
         type=int,
-        default=None,
+        default=40000,
         metavar="N",
-        help="vocoder training steps (default: as many as --codec-minutes allow); another "
-        "horizon than a saved run's goes on from its weights",
+        help="vocoder training steps (default: 40000; 0: as many as --codec-minutes allow); "
+        "another horizon than a saved run's goes on from its weights",
     )
     train.add_argument(
         "--codec-texts",
@@ -378,9 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="teach the codec only N texts, the corpus's answers first (a quick trial; "
         "default: all of them)",
     )
-    train.add_argument("--steps", type=int, default=3000, help="LM training steps (default: 3000)")
+    train.add_argument("--steps", type=int, default=7000, help="LM training steps (default: 7000)")
     train.add_argument(
-        "--batch-size", type=int, default=24, help="dialogues per step (default: 24)"
+        "--batch-size", type=int, default=20, help="dialogues per step (default: 20)"
     )
     train.add_argument("--lr", type=float, default=1.5e-3, help="peak learning rate")
     train.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")

@@ -359,7 +359,7 @@ def train(args: argparse.Namespace, log: Log) -> int:
             chained=args.chained,
             dialogues=args.dialogues,
             codec_minutes=args.codec_minutes,
-            codec_steps=args.codec_steps,
+            codec_steps=args.codec_steps or None,
             codec_texts=args.codec_texts,
             lm=LMTrainConfig(
                 steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads

@@ -19,11 +19,21 @@ prior, or what it has learnt if more): fill the loudest delays first. A frame wh
 microphone power exceeds that plus the noise floor by the gate's margin holds a sound that
 neither the echo nor the noise can be. Delays not heard yet keep the prior, so this never
 trusts a path it has no evidence about; it only stops distrusting delays it has.
+
+Once the user's voice is in the microphone, no frame after it can tighten a bound: the
+reference that reaches those frames at delays not heard yet arrived while the user was
+already talking. So a user who starts within the first quarter second of the reply proves
+their onset and then drops back under the prior at the next frame, too soon for the VAD to
+confirm it (silero lags 16-60 ms). A proven frame therefore also opens the next
+``HOLD_FRAMES`` while some lag has not been heard lately: the onset it proves is a sound no
+echo can be, and what the VAD makes of those frames first is a tentative pause, which
+stops the reference. A click proven there may pause the reply over its echo; unconfirmed,
+the reply resumes where it paused.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -47,6 +57,11 @@ MIN_GAIN_DB = -60.0
 # The canceller's prior for a path it has not learnt: speaker next to the microphone, plus
 # reflections. Its coupling falls below this as the prior fades; these bounds stand in then.
 WORST_COUPLING = 2.0
+# Frames a proven frame holds open after it: enough for silero to confirm a voiced onset.
+HOLD_FRAMES = 6
+# A lag not heard (bounded under the prior) for this long counts as unheard again: its
+# bound has loosened by 20 dB since.
+STALE_S = 1.0
 
 
 @dataclass
@@ -55,6 +70,9 @@ class _EvidenceState:
     mic: np.ndarray  # microphone power of the last WINDOW frames, oldest first
     bound: np.ndarray  # per delay (HOP samples apart, 0 = now): bound on the power gain
     noise: float = np.inf  # microphone floor while no echo was possible (mean square)
+    hold: int = 0  # frames still open after the last proven one
+    frame: int = 0  # frames judged so far
+    heard_at: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per delay, or -inf
 
 
 class EchoEvidence(Streaming):
@@ -63,8 +81,8 @@ class EchoEvidence(Streaming):
     ``process(mic, reference)`` takes the raw microphone samples (before cancellation) and
     the reference played at the same sample times, a whole number of gate frames (10 ms);
     it returns one bool per frame, True where the microphone power exceeds the bound on the
-    echo plus the noise floor by ``GateOptions.margin_db``. Use it beside the gate: a frame
-    either one allows may hold the user.
+    echo plus the noise floor by ``GateOptions.margin_db``, and for ``HOLD_FRAMES`` frames
+    after such a frame. Use it beside the gate: a frame either one allows may hold the user.
     """
 
     def __init__(self, canceller: EchoCanceller, options: GateOptions | None = None) -> None:
@@ -79,6 +97,7 @@ class EchoEvidence(Streaming):
         self._forget = 10 ** (FORGET_DB_PER_S * o.frame / rate / 10)
         self._rise = 10 ** (o.noise_rise_db_per_s * o.frame / rate / 10)
         self._min_gain = 10 ** (MIN_GAIN_DB / 10)
+        self._stale = STALE_S * rate / o.frame
         self._state = self._new_state()
 
     def _new_state(self) -> _EvidenceState:
@@ -86,6 +105,7 @@ class EchoEvidence(Streaming):
             ref=np.zeros(self._size),
             mic=np.zeros(WINDOW),
             bound=np.full(len(self._delays), np.inf),
+            heard_at=np.full(len(self._delays), -np.inf),
         )
 
     def reset(self) -> None:
@@ -121,9 +141,15 @@ class EchoEvidence(Streaming):
             # Nothing in the tail: the room alone. Learnt only here, so no echo inflates it.
             st.noise = min(st.noise * self._rise, p_mic)
         noise = st.noise if np.isfinite(st.noise) else 0.0
-        verdict = p_mic > self._margin * (self._echo_bound(ref_power[0]) + noise)
+        proven = p_mic > self._margin * (self._echo_bound(ref_power[0]) + noise)
         self._learn(ref_power, noise)
-        return verdict
+        held = st.hold > 0
+        # Only lags not heard lately can hide later frames; once every lag has been heard
+        # the bounds go on judging each frame on its own.
+        unheard = bool(np.any(st.frame - st.heard_at > self._stale))
+        st.hold = HOLD_FRAMES if proven and unheard else max(st.hold - 1, 0)
+        st.frame += 1
+        return proven or held
 
     def _echo_bound(self, ref_power: np.ndarray) -> float:
         """The most echo a path within the bounds and the coupling can make of this frame."""
@@ -144,3 +170,7 @@ class EchoEvidence(Streaming):
         # over a hundred delays would put the bound 20 dB above the noise.
         ratio = max(float(np.sum(st.mic)) - WINDOW * noise, 0.0) / sums[heard]
         st.bound[heard] = np.maximum(np.minimum(st.bound[heard], ratio), self._min_gain)
+        # A lag counts as heard when this bound is below the prior, not when the user's
+        # voice filled the microphone as its reference came by.
+        tight = np.flatnonzero(heard)[ratio < WORST_COUPLING]
+        st.heard_at[tight] = st.frame

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parley.agent.echo_evidence import EchoEvidence
+from parley.agent.echo_evidence import HOLD_FRAMES, EchoEvidence
 from parley.agent.input import InputStage
 from parley.config import AgentConfig
 from parley.speech_io.echo import EchoCanceller, NearEndGate
@@ -137,6 +137,26 @@ def test_the_session_front_never_hears_the_echo_alone(voices, delay_ms, gain_db)
         stage.played(reference[i : i + FRAME], i)
         assert not stage.process(mic[i : i + FRAME], i)
         assert stage.tentative_onset is None
+
+
+@pytest.mark.parametrize("click_at, early", [(0.1, True), (1.5, False)])
+def test_a_proven_frame_holds_the_next_only_while_lags_are_unheard(voices, click_at, early):
+    # A click over the echo (10 ms of noise 20 dB above the loudest reference frame of the
+    # tail) is proven at once. Early in the reply some lags have not been heard, so the
+    # frames after it are held open, as a user's onset would go on; a second and more in,
+    # every lag has been heard and nothing is held.
+    far, _ = voices
+    mic, reference = room(far, echo=EchoPath(60, -6, room_ms=60, noise_db=-55))
+    at = LEAD + int(click_at * RATE) // FRAME * FRAME
+    loudest = frame_power(reference[at - RATE // 4 : at]).max()
+    click = np.random.default_rng(1).standard_normal(FRAME) * np.sqrt(100 * loudest)
+    mic[at : at + FRAME] += click.astype(np.float32)
+    ours, _ = judge(mic, reference)
+    frame = at // FRAME
+    held = HOLD_FRAMES if early else 0
+    assert HOLD_FRAMES >= 4  # silero confirms a voiced onset 16-60 ms in
+    assert ours[frame] and ours[frame + 1 : frame + 1 + held].all()
+    assert not ours[frame + 1 + held :].any() and not ours[:frame].any()
 
 
 def test_chunking_and_reset(voices):

@@ -31,8 +31,8 @@ PLOT_FILE = "loss.png"
 
 @dataclass
 class LMTrainConfig:
-    steps: int = 3000
-    batch_size: int = 24
+    steps: int = 7000
+    batch_size: int = 20
     lr: float = 1.5e-3
     min_lr_ratio: float = 0.05
     warmup: int = 150

@@ -62,10 +62,11 @@ class TrainOptions:
     corpus: Path | None = None
     preset: str = "talk"
     encoder_from: Path | None = None
-    dialogues: int = 8000
+    dialogues: int = 12000
     heldout: int = 60
-    codec_minutes: float = 30.0
-    codec_steps: int | None = None
+    codec_minutes: float = 240.0
+    """The vocoder stops after this much training time even if its steps are not done."""
+    codec_steps: int | None = 40000
     """The vocoder's cosine horizon; None fits it to ``codec_minutes`` at the speed seen."""
     codec_texts: int | None = None
     """Teach the codec only this many texts, the corpus's own answers first (a quick trial
