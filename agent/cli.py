@@ -342,6 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
         "follow-up (default: 0.5; 0: none)",
     )  # fmt: skip
     train.add_argument(
+        "--followups",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="extra two-turn LM examples that ask a follow-up recorded in one dialogue after "
+        "the answer of another, with the reply computed (and recorded in the agent's voice "
+        "when the corpus lacks it), as a share of the training dialogues (default: 0)",
+    )
+    train.add_argument(
         "--dialogues",
         type=int,
         default=12000,

@@ -357,6 +357,7 @@ def train(args: argparse.Namespace, log: Log) -> int:
             encoder_from=args.encoder_from,
             init_from=args.init_from,
             chained=args.chained,
+            followups=args.followups,
             dialogues=args.dialogues,
             codec_minutes=args.codec_minutes,
             codec_steps=args.codec_steps or None,

@@ -47,6 +47,14 @@ SR = 16000
 FIRST_AT, CUT_AT = 0.3, 3.6  # seconds: the question, then the barge-in over the reply
 
 
+async def until(pilot, condition) -> None:
+    """Let the app run until ``condition()`` holds: a fixed pause was not always enough for
+    a redraw on a loaded machine. Gives up after 20 s, failing the test."""
+    async with asyncio.timeout(20):
+        while not condition():
+            await pilot.pause(0.02)
+
+
 def screen_text(app: ChatApp) -> str:
     """What the terminal shows, as plain text (from the SVG export)."""
     svg = app.export_screenshot()
@@ -131,34 +139,35 @@ async def test_keys_do_what_the_footer_says(tiny_model, speech, tmp_path):
 
     backend._on_frame = lambda t: (session.clock.set(t), hold_while_speaking(t))
     async with app.run_test(size=(160, 40)) as pilot:
-        await pilot.pause(0.2)
+        labels = ("Mute mic", "Push-to-talk", "Talk (PTT)", "Interrupt", "Save",
+                  "Settings", "Devices", "Quit")  # fmt: skip
+        await until(pilot, lambda: labels[0] in screen_text(app))
         footer = screen_text(app)
-        for label in ("Mute mic", "Push-to-talk", "Talk (PTT)", "Interrupt", "Save",
-                      "Settings", "Devices", "Quit"):  # fmt: skip
+        for label in labels:
             assert label in footer
         async with asyncio.timeout(60):
             while not held:
                 await pilot.pause(0.01)
         # i: the reply is cut now, by the application.
         await pilot.press("i")
-        await pilot.pause(0.1)
+        await until(pilot, lambda: "interrupted" in screen_text(app))
         assert session.state.value == "listening"
         assert any(e["type"] == "interrupted" for e in app.event_log)
         assert "interrupted" in screen_text(app)
         # m: mute; the session hears silence while the room still speaks.
         await pilot.press("m")
-        await pilot.pause(0.1)
-        assert app.endpoint.muted and "MUTED" in screen_text(app)
+        await until(pilot, lambda: "MUTED" in screen_text(app))
+        assert app.endpoint.muted
         app.endpoint.push_input(np.full(160, 0.3, np.float32))
         assert app.endpoint.mic.samples()[-160:].max() == 0.0 and app.endpoint.mic_db > -20
         await pilot.press("m")
         # p, space: push-to-talk closes the mic until space opens it.
         await pilot.press("p")
-        await pilot.pause(0.1)
-        assert not app.endpoint.open and "PTT idle" in screen_text(app)
+        await until(pilot, lambda: "PTT idle" in screen_text(app))
+        assert not app.endpoint.open
         await pilot.press("space")
-        await pilot.pause(0.1)
-        assert app.endpoint.open and "PTT talking" in screen_text(app)
+        await until(pilot, lambda: "PTT talking" in screen_text(app))
+        assert app.endpoint.open
         await pilot.press("p")
         # o: settings, applied to the running session (the scripted detector gets the real
         # one's thresholds so the sensitivity has something to change).
@@ -191,8 +200,7 @@ async def test_keys_do_what_the_footer_says(tiny_model, speech, tmp_path):
         await pilot.press("escape")
         # d: the picker says there is nothing to pick on virtual audio.
         await pilot.press("d")
-        await pilot.pause(0.1)
-        assert "No sound devices" in screen_text(app)
+        await until(pilot, lambda: "No sound devices" in screen_text(app))
         await pilot.press("escape")
         # s: both channels and the event log.
         backend.resume.set()
@@ -206,8 +214,7 @@ async def test_keys_do_what_the_footer_says(tiny_model, speech, tmp_path):
         assert (saved / "mic.wav").stat().st_size > 44 and (saved / "agent.wav").stat().st_size > 44
         # q: quit.
         await pilot.press("q")
-        await pilot.pause(0.1)
-        assert not app.is_running
+        await until(pilot, lambda: not app.is_running)
     await session.aclose()
 
 

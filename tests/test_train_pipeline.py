@@ -15,6 +15,7 @@ from parley.config import load_config
 from parley.llm.checkpoint import load_checkpoint
 from parley.llm.engines import create_engine
 from parley.speech_io.audio import load_audio
+from parley.train.corpus import answer_path
 from parley.train.voices import agent_voice, available_voices, missing_engines
 
 
@@ -42,8 +43,15 @@ def test_train_runs_every_stage_on_a_tiny_slice(tmp_path):
 
     train = ["train", "--out", str(out), "--work", str(work), "--corpus", str(corpus)]
     train += ["--codec-texts", "12", "--codec-steps", "4", "--steps", "75", "--batch-size", "4"]
-    train += ["--lr", "2e-3", "--threads", "2", "--quiet", "--seed", "1"]
+    train += ["--lr", "2e-3", "--threads", "2", "--quiet", "--seed", "1", "--followups", "1"]
     assert main(train) == 0
+
+    # Recombined follow-ups: replies the corpus never recorded were recorded beside the LM's
+    # data and trained on.
+    manifest = [json.loads(r) for r in (corpus / "manifest.jsonl").read_text().splitlines()]
+    recorded = {t["answer"] for d in manifest for t in d["turns"]}
+    new = set(json.loads((work / "lm" / "replies.json").read_text())) - recorded
+    assert new and all((work / "lm" / answer_path(a)).is_file() for a in new)
 
     rows = [json.loads(r) for r in (work / "lm" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
@@ -55,6 +63,7 @@ def test_train_runs_every_stage_on_a_tiny_slice(tmp_path):
     assert not ckpt.random_weights
     prov = json.loads((out / "parley.json").read_text())["provenance"]
     assert "--codec-texts 12" in prov["reproduce"] and "--steps 75" in prov["reproduce"]
+    assert "--followups 1" in prov["reproduce"]
     assert prov["codec_training"]["steps"] == 4
     assert set(prov["stage_seconds"]) >= {"encoder", "corpus", "vocoder", "data", "lm"}
 
@@ -76,7 +85,6 @@ def test_train_runs_every_stage_on_a_tiny_slice(tmp_path):
     assert warm_losses[0] < 0.8 * losses[0], (warm_losses, losses)
 
     # The export round-trips: the same codec and the same LM come back, and it serves a turn.
-    manifest = [json.loads(r) for r in (corpus / "manifest.jsonl").read_text().splitlines()]
     question = load_audio(corpus / manifest[0]["turns"][0]["audio"], 16000)
     cfg = load_config("tiny")  # runtime settings only; the model is the checkpoint's
     engine = create_engine(ckpt, cfg.engine)

@@ -272,6 +272,15 @@ def render(job: _Job, root: str) -> tuple[str, str, float]:
     return job.path, v.engine, tts_s
 
 
+def record_answer(answer: str, root: Path) -> Path:
+    """The agent's recording of ``answer`` under ``root``, made as make-corpus makes it
+    (kept when it is there already); returns its path."""
+    path = Path(root) / answer_path(answer)
+    if not path.is_file():
+        render(_Job("agent", agent_voice().name, answer, answer_path(answer)), str(root))
+    return path
+
+
 def _write_wav(path: Path, audio: np.ndarray) -> None:
     """Write then rename, so a file that exists is always whole (resuming trusts that)."""
     path.parent.mkdir(parents=True, exist_ok=True)

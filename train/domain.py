@@ -254,6 +254,24 @@ def _followup(rng: random.Random, value: object, heldout: bool) -> Turn:
     return Turn("followup", _say(rng, tpl.format(dir=direction)), answer, key, idx)
 
 
+def followup_answer(value: object, move: tuple) -> str | None:
+    """The reply to a follow-up ``move`` on ``value`` (the result an earlier answer ended
+    on: a number, a day or a month), or None where the corpus would never ask it.
+
+    A move is ``(op, k)`` for arithmetic ("and times two": ``("times", 2)``) or
+    ``(direction,)`` for the next item ("what about the one after that": ``("after",)``).
+    """
+    if len(move) == 2:
+        op, k = move
+        if not isinstance(value, int) or not 0 <= _apply(op, value, k) <= MAX_RESULT:
+            return None
+        return _arith_reply(op, value, k)[0]
+    (direction,) = move
+    if value is None or (value == 0 and direction == "before"):
+        return None
+    return _next_in_sequence(value, direction)[0]
+
+
 def _next_in_sequence(value: object, direction: str) -> tuple[str, str]:
     step = 1 if direction == "after" else -1
     if isinstance(value, int):

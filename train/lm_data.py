@@ -155,9 +155,13 @@ def cache_user_frames(
     return frames
 
 
-def reply_audio(corpus: Path, answer: str) -> np.ndarray:
-    """The agent's recording of ``answer`` as the LM learns to say it (silence trimmed)."""
-    return trim_silence(load_audio(Path(corpus) / answer_path(answer)))
+def reply_audio(corpus: Path, answer: str, extra: Path | None = None) -> np.ndarray:
+    """The agent's recording of ``answer`` as the LM learns to say it (silence trimmed):
+    the corpus's, else the one under ``extra`` (replies the corpus never recorded)."""
+    path = Path(corpus) / answer_path(answer)
+    if extra is not None and not path.is_file():
+        path = Path(extra) / answer_path(answer)
+    return trim_silence(load_audio(path))
 
 
 def cache_replies(
@@ -167,12 +171,14 @@ def cache_replies(
     speech_codes: Callable[[np.ndarray], list[int]],
     cache: Path,
     progress: Callable[[Iterable], Iterable] = lambda it: it,
+    extra: Path | None = None,
 ) -> dict[str, tuple[list[int], list[int]]]:
-    """Text ids and speech codes of every reply, computed once and kept in ``cache``."""
+    """Text ids and speech codes of every reply, computed once and kept in ``cache``
+    (recordings from the corpus, else from ``extra``: see :func:`reply_audio`)."""
     replies: dict = json.loads(cache.read_text()) if cache.is_file() else {}
     todo = sorted(set(answers) - set(replies))
     for answer in progress(todo):
-        audio = reply_audio(corpus, answer)
+        audio = reply_audio(corpus, answer, extra)
         text_ids = text_tokenizer.encode(answer, add_special_tokens=False)
         replies[answer] = (list(text_ids), [int(c) for c in speech_codes(audio)])
     if todo:

@@ -34,7 +34,9 @@ from parley.llm.encoder_io import encoder_config_from, load_encoder
 from parley.llm.lm_build import layout_of, random_lm
 from parley.tokenizers.codec_io import load_codec
 from parley.train import domain
+from parley.train.corpus import record_answer
 from parley.train.export import sha256_of, write_trained_checkpoint
+from parley.train.followups import recombine_followups
 from parley.train.lm_data import (
     cache_replies,
     cache_user_frames,
@@ -82,6 +84,10 @@ class TrainOptions:
     chained: float = 0.5
     """Extra training conversations of 2-3 dialogues in a row, as a share of the training
     dialogues (see :func:`~parley.train.lm_data.chain_dialogues`); 0: none."""
+    followups: float = 0.0
+    """Extra two-turn training dialogues whose follow-up is recorded in another dialogue
+    (see :func:`~parley.train.followups.recombine_followups`), as a share of the training
+    dialogues; 0: none."""
     init_from: Path | None = None
     """Start the adapter + LM from this checkpoint's (same preset) instead of random
     weights; its speech rows are remapped when its units differ. A saved LM state in
@@ -135,6 +141,8 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
     wanted = set(opts.stages or STAGES)
     if not 0.0 <= opts.chained <= 10.0:
         raise ConfigError(f"--chained {opts.chained:g}: a share from 0 to 10")
+    if not 0.0 <= opts.followups <= 10.0:
+        raise ConfigError(f"--followups {opts.followups:g}: a share from 0 to 10")
     if opts.lm.threads and not torch.cuda.is_available():
         torch.set_num_threads(opts.lm.threads)
     work = Path(opts.work)
@@ -300,17 +308,25 @@ def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, parallel
     frames = cache_user_frames(
         corpus, dialogues, cfg.features, encoder, lm_work / "frames.pt", bar("encode user audio")
     )
+    training = [d for d in dialogues if d.split == "train"]
+    recombined = recombine_followups(training, opts.followups, opts.seed)
+    recorded = {t.answer for d in dialogues for t in d.turns}
+    answers = recorded | {t.answer for d in recombined for t in d.turns}
+    # Replies the corpus never recorded, in the agent's voice, kept beside the LM's data.
+    for answer in bar("record new replies")(sorted(answers - recorded)):
+        record_answer(answer, lm_work)
     replies = cache_replies(
         corpus,
-        {t.answer for d in dialogues for t in d.turns},
+        answers,
         tokenizer,
         lambda audio: units.encode(audio).tolist(),
         lm_work / "replies.json",
         bar("tokenize replies"),
+        extra=lm_work,
     )
-    chains = chain_dialogues([d for d in dialogues if d.split == "train"], opts.chained, opts.seed)
+    chains = chain_dialogues(training, opts.chained, opts.seed)
     train_ex, held_ex, skipped = [], [], 0
-    for d in [*dialogues, *chains]:
+    for d in [*dialogues, *chains, *recombined]:
         try:
             ex = layout_dialogue(d, frames, replies, layout, cfg.schedule, cfg.adapter.stack)
         except ValueError:
@@ -319,7 +335,8 @@ def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, parallel
         (train_ex if d.split == "train" else held_ex).append(ex)
     log(
         f"{len(train_ex)} training examples ({len(chains)} of them conversations of 2-3 "
-        f"dialogues) and {len(held_ex)} held-out dialogues ({skipped} skipped)"
+        f"dialogues, {len(recombined)} recombined follow-ups) and {len(held_ex)} held-out "
+        f"dialogues ({skipped} skipped)"
     )
     if opts.init_from is not None and not (lm_work / LM_STATE_FILE).is_file():
         from parley.train.warm_start import warm_start
@@ -447,6 +464,7 @@ def reproduce_command(opts: TrainOptions) -> str:
         *([f"--codec-texts {opts.codec_texts}"] if opts.codec_texts is not None else []),
         f"--dialogues {opts.dialogues}",
         f"--chained {opts.chained:g}",
+        *([f"--followups {opts.followups:g}"] if opts.followups else []),
         f"--seed {opts.seed}",
     ]
     return " ".join(args)
