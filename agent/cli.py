@@ -265,9 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument(
         "--heldout",
         type=int,
-        default=50,
+        default=60,
         metavar="N",
-        help="dialogues per held-out condition, per voice for unseen voices (default: 50)",
+        help="dialogues per held-out condition, per voice for unseen voices (default: 60, "
+        "as train makes them)",
     )
     corpus.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     corpus.add_argument("--workers", type=int, default=2, help="synthesis processes (default: 2)")

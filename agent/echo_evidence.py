@@ -72,7 +72,8 @@ class _EvidenceState:
     noise: float = np.inf  # microphone floor while no echo was possible (mean square)
     hold: int = 0  # frames still open after the last proven one
     frame: int = 0  # frames judged so far
-    heard_at: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per delay, or -inf
+    # Per delay, the frame its bound was last tightened under the prior (-inf: never).
+    heard_at: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 class EchoEvidence(Streaming):
@@ -82,7 +83,8 @@ class EchoEvidence(Streaming):
     the reference played at the same sample times, a whole number of gate frames (10 ms);
     it returns one bool per frame, True where the microphone power exceeds the bound on the
     echo plus the noise floor by ``GateOptions.margin_db``, and for ``HOLD_FRAMES`` frames
-    after such a frame. Use it beside the gate: a frame either one allows may hold the user.
+    after such a frame while some lag has not been heard within ``STALE_S``. Use it beside
+    the gate: a frame either one allows may hold the user.
     """
 
     def __init__(self, canceller: EchoCanceller, options: GateOptions | None = None) -> None:
@@ -170,7 +172,7 @@ class EchoEvidence(Streaming):
         # over a hundred delays would put the bound 20 dB above the noise.
         ratio = max(float(np.sum(st.mic)) - WINDOW * noise, 0.0) / sums[heard]
         st.bound[heard] = np.maximum(np.minimum(st.bound[heard], ratio), self._min_gain)
-        # A lag counts as heard when this bound is below the prior, not when the user's
-        # voice filled the microphone as its reference came by.
+        # A lag counts as heard when these frames bound it under the prior, not when the
+        # user's voice filled the microphone as its reference came by.
         tight = np.flatnonzero(heard)[ratio < WORST_COUPLING]
         st.heard_at[tight] = st.frame

@@ -14,6 +14,7 @@ from parley.train import domain
 from parley.train.corpus import answer_path, record_answer
 from parley.train.followups import move_of, recombine_followups, result_of
 from parley.train.lm_data import Dialogue, Turn, reply_audio
+from parley.train.voices import agent_voice, missing_engines
 
 
 def _as_lm_dialogues(n: int, seed: int) -> list[Dialogue]:
@@ -77,9 +78,19 @@ def test_recombined_followups_pair_any_answer_with_a_recorded_followup():
     assert [(d.id, d.turns[1].answer) for d in again] == [(d.id, d.turns[1].answer) for d in out]
     assert recombine_followups(dialogues, share=0.0, seed=0) == []
     assert recombine_followups([d for d in dialogues if len(d.turns) == 1], 1.0, 0) == []
+    # Follow-ups that fit no answer (arithmetic after days only) are refused, not retried
+    # for ever.
+    days = [d for d in dialogues if result_of(d.turns[0].answer) in domain.DAYS]
+    arith = [d for d in dialogues if len(d.turns) == 2 and len(move_of(d.turns[1].answer)) == 2]
+    assert days and arith
+    after_days = [Dialogue(d.id, d.split, [days[0].turns[0], d.turns[1]], d.meta) for d in arith]
+    with pytest.raises(ValueError, match="do not fit"):
+        recombine_followups(after_days, share=1.0, seed=0)
 
 
 def test_a_reply_the_corpus_lacks_is_recorded_as_the_corpus_records_it(tmp_path):
+    if not agent_voice().available():
+        pytest.skip(f"needs Piper joe: {missing_engines()}")
     corpus, extra = tmp_path / "corpus", tmp_path / "extra"
     answer = "fifty six times two is one hundred twelve"
     made = record_answer(answer, corpus)

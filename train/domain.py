@@ -267,7 +267,12 @@ def followup_answer(value: object, move: tuple) -> str | None:
             return None
         return _arith_reply(op, value, k)[0]
     (direction,) = move
-    if value is None or (value == 0 and direction == "before"):
+    if value is None:
+        return None
+    if (
+        isinstance(value, int)
+        and not 0 <= value + (1 if direction == "after" else -1) <= MAX_RESULT
+    ):
         return None
     return _next_in_sequence(value, direction)[0]
 

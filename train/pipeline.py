@@ -143,6 +143,11 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
         raise ConfigError(f"--chained {opts.chained:g}: a share from 0 to 10")
     if not 0.0 <= opts.followups <= 10.0:
         raise ConfigError(f"--followups {opts.followups:g}: a share from 0 to 10")
+    if opts.followups and "lm" in (opts.stages or STAGES):
+        # Its new replies are recorded in the agent's voice: say so now, not an hour in.
+        from parley.train.voices import agent_voice, require_voices
+
+        require_voices([agent_voice()])
     if opts.lm.threads and not torch.cuda.is_available():
         torch.set_num_threads(opts.lm.threads)
     work = Path(opts.work)
@@ -460,7 +465,8 @@ def reproduce_command(opts: TrainOptions) -> str:
         f"--batch-size {opts.lm.batch_size}",
         f"--lr {opts.lm.lr:g}",
         f"--codec-minutes {opts.codec_minutes:g}",
-        *([f"--codec-steps {opts.codec_steps}"] if opts.codec_steps else []),
+        # 0: the horizon fitted to the minutes (the flag's default is a fixed horizon).
+        f"--codec-steps {opts.codec_steps or 0}",
         *([f"--codec-texts {opts.codec_texts}"] if opts.codec_texts is not None else []),
         f"--dialogues {opts.dialogues}",
         f"--chained {opts.chained:g}",
