@@ -314,7 +314,10 @@ def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, parallel
         corpus, dialogues, cfg.features, encoder, lm_work / "frames.pt", bar("encode user audio")
     )
     training = [d for d in dialogues if d.split == "train"]
-    recombined = recombine_followups(training, opts.followups, opts.seed)
+    try:
+        recombined = recombine_followups(training, opts.followups, opts.seed)
+    except ValueError as exc:
+        raise ConfigError(f"--followups {opts.followups:g}: {exc}") from None
     recorded = {t.answer for d in dialogues for t in d.turns}
     answers = recorded | {t.answer for d in recombined for t in d.turns}
     # Replies the corpus never recorded, in the agent's voice, kept beside the LM's data.
