@@ -115,6 +115,27 @@ def test_training_resumes_where_it_stopped(tmp_path):
         torch.testing.assert_close(c.state_dict()[k], v, msg=k)
 
 
+def test_threads_grow_once_the_cpu_is_shared_no_more(tmp_path):
+    # The vocoder's process ends long before the LM: from the next check on, the LM takes
+    # the threads it was given back.
+    model, *_, ex = setup()
+    cfg = LMTrainConfig(steps=60, batch_size=2, warmup=2, eval_every=1000, threads=1, bf16=False)
+    asked, said = [], []
+
+    def more_threads():
+        asked.append(torch.get_num_threads())
+        return None if len(asked) < 2 else 2
+
+    before = torch.get_num_threads()
+    try:
+        train_lm(model, ex, [], cfg, tmp_path, said.append, False, more_threads=more_threads)
+        assert asked == [1, 1]  # asked at steps 25 and 50, then no more
+        assert torch.get_num_threads() == 2
+        assert said == ["step 50: the CPU is free, going on with 2 threads"]
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_interleave_refusal_is_a_value_error():
     model, layout, replies, frames, _, _ = setup()
     too_long = ScheduleConfig(

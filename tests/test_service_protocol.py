@@ -14,7 +14,7 @@ from parley.agent.service import protocol as P
 from parley.agent.service.audio import AudioFormatError, Resampler, decode_pcm16, encode_pcm16
 from parley.agent.service.limits import check_bind, is_loopback
 from parley.agent.service.metrics import ServiceMetrics
-from parley.agent.service.pacing import BufferFullError, InputPacer
+from parley.agent.service.pacing import MAX_BACKDATE_S, BufferFullError, InputPacer
 from parley.agent.service.session_config import WireConfig, session_object
 from parley.agent.service.settings import SessionSettings
 from parley.config import AgentConfig
@@ -200,7 +200,10 @@ def test_pacer_holds_client_audio_to_real_time_and_waits_on_jitter():
     clock = VirtualClock()
     pacer = make_pacer(clock)
     assert pacer.due_frames() == []  # nothing before the first audio
+    pacer.append(np.ones(320, np.float32))
+    assert len(pacer.due_frames()) == 2  # recorded by the time it came: due at once
     pacer.append(np.ones(1600, np.float32))  # 100 ms at once
+    assert pacer.due_frames() == []
     clock.advance(0.05)
     assert len(pacer.due_frames()) == 5  # only what real time allows
     clock.advance(0.05)
@@ -213,7 +216,16 @@ def test_pacer_holds_client_audio_to_real_time_and_waits_on_jitter():
     clock.advance(0.25)  # no audio for longer than the hold: the clock goes on with silence
     frames = pacer.due_frames()
     assert len(frames) == 25 and not any(f.any() for f in frames)
-    assert pacer.timeline == 40 * 160
+    assert pacer.timeline == 42 * 160
+
+
+def test_pacer_takes_a_long_first_chunk_at_real_time():
+    clock = VirtualClock()
+    pacer = make_pacer(clock)
+    pacer.append(np.ones(16000, np.float32))  # a second in one message
+    assert len(pacer.due_frames()) == round(MAX_BACKDATE_S * 16000) // 160
+    clock.advance(0.1)
+    assert len(pacer.due_frames()) == 10
 
 
 def test_pacer_bounds_queued_audio_and_clears():

@@ -74,10 +74,14 @@ def test_train_runs_every_stage_on_a_tiny_slice(tmp_path, capsys):
     assert prov["codec_training"]["steps"] == 4
     assert set(prov["stage_seconds"]) >= {"encoder", "corpus", "vocoder", "data", "lm"}
 
-    # Exporting again trains nothing and still records how far training went.
+    # Exporting again trains nothing and still records how far training went, and what
+    # the whole run took over both calls.
     assert main([*train, "--stages", "export", "--force"]) == 0
     again = json.loads((out / "parley.json").read_text())["provenance"]
     assert again["final_metrics"]["step"] == 75 and "val_text_exact" in again["final_metrics"]
+    assert again["stage_seconds"]["lm"] == prov["stage_seconds"]["lm"] > 0
+    assert again["stage_seconds"]["corpus"] >= prov["stage_seconds"]["corpus"]
+    assert again["this_call_seconds"] < prov["this_call_seconds"]
 
     # A run started from this checkpoint begins where it ended, not from random weights.
     warm = tmp_path / "warm"

@@ -172,10 +172,12 @@ def train_lm(
     log: Callable[[str], None] = print,
     progress: bool = True,
     stop_at: int | None = None,
+    more_threads: Callable[[], int | None] | None = None,
 ) -> dict:
     """Train ``model`` in place for ``cfg.steps`` steps, resuming from ``work`` if a saved
     state is there; returns the last metrics. ``stop_at`` ends this run early (saved, so a
-    later call goes on from there)."""
+    later call goes on from there). ``more_threads``, asked every 25 steps, gives the CPU
+    threads to go on with once a process sharing the CPU is done (None: not yet)."""
     from tqdm import tqdm
 
     work.mkdir(parents=True, exist_ok=True)
@@ -186,7 +188,7 @@ def train_lm(
     model.to(device).train()
     opt = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))
     rng = random.Random(cfg.seed)
-    step = 0
+    step, spent_before = 0, 0.0
     state_path = work / STATE_FILE
     if state_path.is_file():
         state = torch.load(state_path, map_location=device, weights_only=False)
@@ -195,6 +197,7 @@ def train_lm(
         rng.setstate(state["rng"])
         torch.set_rng_state(state["torch_rng"])
         step = state["step"]
+        spent_before = state.get("elapsed_s", 0.0)
         log(f"resumed at step {step} from {state_path}")
     metrics_path = work / METRICS_FILE
     batches = _batches(train, cfg, rng)
@@ -220,12 +223,18 @@ def train_lm(
         bar.set_postfix(
             loss=f"{stats['loss']:.3f}", text=f"{stats.get('acc_text', 0):.2f}", refresh=False
         )
+        if more_threads is not None and step % 25 == 0 and (n := more_threads()) is not None:
+            if device.type == "cpu" and n != torch.get_num_threads():
+                torch.set_num_threads(n)
+                log(f"step {step}: the CPU is free, going on with {n} threads")
+            more_threads = None
         if step % 25 == 0 or step == end or step % cfg.save_every == 0:
             mean = {k: sum(w.get(k, 0.0) for w in window) / len(window) for k in window[0]}
             last = {
                 "step": step,
                 "lr": _lr_at(step, cfg),
-                "elapsed_s": time.perf_counter() - t0,
+                # Training time over every call on this state: a resumed run's total.
+                "elapsed_s": spent_before + time.perf_counter() - t0,
                 **mean,
             }
             window = []
@@ -244,6 +253,7 @@ def train_lm(
                 "rng": rng.getstate(),
                 "torch_rng": torch.get_rng_state(),
                 "step": step,
+                "elapsed_s": spent_before + time.perf_counter() - t0,
                 "config": asdict(cfg),
             }
             torch.save(state, state_path.with_suffix(".tmp"))

@@ -15,6 +15,7 @@ Stages, each cached in ``work`` so a stopped run resumes where it was:
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -98,6 +99,7 @@ class TrainOptions:
 
 
 STAGES = ("corpus", "units", "vocoder", "lm", "export")
+STAGE_SECONDS_FILE = "stage_seconds.json"
 
 
 def default_encoder_dir() -> Path:
@@ -157,9 +159,18 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
         raise ConfigError(f"{out} exists and is not empty (pass --force to replace it)")
     cfg: ModelConfig = load_config(opts.preset).model
     timings: dict[str, float] = {}
+    # Every call on this work dir adds its stage times here, so a run stopped and resumed
+    # (a session ended, a crash) still says what the whole of it took. Read afresh at each
+    # stage: the vocoder's process adds to the same file.
+    spent_path = work / STAGE_SECONDS_FILE
+    spent: dict[str, float] = {}
 
     def stage(name: str, t0: float) -> None:
         timings[name] = round(time.perf_counter() - t0, 1)
+        spent.clear()
+        spent.update(json.loads(spent_path.read_text()) if spent_path.is_file() else {})
+        spent[name] = round(spent.get(name, 0.0) + timings[name], 1)
+        spent_path.write_text(json.dumps(spent, indent=1) + "\n")
         log(f"[{name}] done in {timings[name]:.0f} s")
 
     # 1. encoder
@@ -224,7 +235,7 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
     vocoder_child = _start_vocoder_child(opts, corpus, log) if parallel else None
     try:
         adapter, lm, tokenizer, last = _adapter_and_lm(
-            opts, cfg, work, corpus, dialogues, encoder, units, parallel, stage, log
+            opts, cfg, work, corpus, dialogues, encoder, units, vocoder_child, stage, log
         )
     except BaseException:
         if vocoder_child is not None and vocoder_child.is_alive():
@@ -269,9 +280,14 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
         "user_voices": "espeak-ng, mbrola, flite, festival, Piper (see parley.train.voices)",
         "corpus": str(corpus),
         "versions": versions,
-        "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
-        "stage_seconds": timings,
-        "train_seconds": round(time.perf_counter() - started, 1),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, --threads {opts.lm.threads}",
+        # Over every call on the work dir. The LM's and the vocoder's are their own training
+        # clocks, which go on across calls from the saved states (a call stopped mid-stage
+        # never reaches its stage's end); the others add each call's time.
+        "stage_seconds": spent
+        | {"lm": round(float(last.get("elapsed_s", spent.get("lm", 0.0))), 1)}
+        | ({"vocoder": codec_state["seconds"]} if codec_state.get("seconds") else {}),
+        "this_call_seconds": round(time.perf_counter() - started, 1),
         "final_metrics": last,
     }
     sources = {
@@ -287,7 +303,7 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
     return written
 
 
-def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, parallel, stage, log):
+def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder, stage, log):
     """Stages 4 and 5: the LM's data (cached) and the adapter + LM training."""
     # 4. data
     t0 = time.perf_counter()
@@ -365,9 +381,23 @@ def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, parallel
     t0 = time.perf_counter()
     model = SpokenLMTrainee(adapter, lm)
     lm_cfg = replace(opts.lm, seed=opts.seed * 10 + _PART_SEEDS["data"])
-    if parallel:  # the vocoder's process has the other half
+    more_threads = None
+    if vocoder is not None and not torch.cuda.is_available():
+        # The vocoder's process has the other half until it is done; then the LM takes all
+        # (the vocoder ends an hour or more before the LM in the default recipe).
         lm_cfg.threads = _half(opts.lm.threads)
-    last = train_lm(model, train_ex, held_ex[:400], lm_cfg, lm_work, log, opts.progress)
+        full = opts.lm.threads or 2 * lm_cfg.threads
+        more_threads = lambda: None if vocoder.is_alive() else full  # noqa: E731
+    last = train_lm(
+        model,
+        train_ex,
+        held_ex[:400],
+        lm_cfg,
+        lm_work,
+        log,
+        opts.progress,
+        more_threads=more_threads,
+    )
     # An export-only call trains nothing: its figures are the log's last.
     last = last or _last_metrics(lm_work / METRICS_FILE)
     stage("lm", t0)

@@ -146,6 +146,9 @@ class RealtimeBridge:
         except BufferFullError as exc:
             raise P.ProtocolError("input_audio_buffer_full", str(exc), event_id=eid) from None
         self.metrics.audio_in_s += len(pcm) / self.wire.input_rate
+        # Audio that arrives is already due: hearing it now rather than at the next tick
+        # takes up to a tick off every barge-in and every reply's start.
+        self.advance()
 
     def _commit(self, eid: str | None) -> None:
         if self.wire.turn_detection is not None:

@@ -16,6 +16,9 @@ import numpy as np
 from parley.agent.clock import Clock
 
 SAMPLE_RATE = 16000
+# A first chunk longer than this is taken as recorded over this much time only: a client
+# cannot buy a head start on real time by sending seconds at once.
+MAX_BACKDATE_S = 0.1
 
 
 class BufferFullError(Exception):
@@ -25,7 +28,8 @@ class BufferFullError(Exception):
 class InputPacer:
     """Client audio in, frames out at real time; silence once the client is idle.
 
-    The timeline starts with the first audio. A frame is due once the clock has passed
+    The timeline starts with the first audio, taken as just recorded (up to
+    ``MAX_BACKDATE_S`` of it is due on arrival). A frame is due once the clock has passed
     its end. A due frame takes queued client audio; with none queued it waits while the
     client appended within ``hold_s`` (its next chunk is on the way), and is silence
     after that.
@@ -60,7 +64,11 @@ class InputPacer:
                 f"{self.buffered / SAMPLE_RATE:.2f} s of audio already wait to be heard "
                 f"(at most {self.max_buffered / SAMPLE_RATE:.1f} s); send audio at real time"
             )
-        self.start()
+        if self.origin is None:
+            # The first chunk was recorded by the time it arrived: its samples are due at
+            # once, not one chunk later (which would delay every frame of the session).
+            backdate = min(len(samples), round(MAX_BACKDATE_S * SAMPLE_RATE))
+            self.origin = self.clock.now() - backdate / SAMPLE_RATE
         if len(samples):
             self._queue.append(np.asarray(samples, dtype=np.float32))
             self.buffered += len(samples)
