@@ -3,7 +3,8 @@
 For each held-out sentence (never in codec training): faster-whisper tiny.en transcribes
 Piper's audio and the vocoder's reconstruction from its unit ids; both are scored with word
 accuracy against the text, and every number in the text is checked one by one (a number
-counts only when heard as that number: "sixteen" is not "sixty"). Also the vocoder's
+counts only when heard as that number: "sixteen" is not "sixty"), and so is every day and
+month name (the sequence replies end on one). Also the vocoder's
 real-time factor on one thread (streamed in the agent's chunks) and its first-audio tokens.
 
     python -m parley.evaluation.codec_eval --codec data/codec/run/vocoder --cache data/codec --n 100
@@ -26,7 +27,14 @@ from parley.evaluation.words import _tokens, key_heard, normalize, spell_number,
 from parley.tokenizers.unit_tokenizer import UnitTokenizer
 from parley.tokenizers.vocoder import StreamingVocoder, TokenVocoder, first_audio_tokens
 
-__all__ = ["CodecReport", "evaluate_codec", "heldout_utterances", "numbers_in", "vocoder_rtf"]
+__all__ = [
+    "CodecReport",
+    "evaluate_codec",
+    "heldout_utterances",
+    "names_in",
+    "numbers_in",
+    "vocoder_rtf",
+]
 
 
 def numbers_in(text: str) -> list[str]:
@@ -37,6 +45,14 @@ def numbers_in(text: str) -> list[str]:
         for t in _tokens(normalize(text).split())
         if t[1:].isdigit() and t[0] == "#"
     ]
+
+
+def names_in(text: str) -> list[str]:
+    """The day and month names ``text`` says: the last word of every sequence reply, and
+    the words the codec garbled most ("january" heard as "ten you worry")."""
+    from parley.train.domain import DAYS, MONTHS
+
+    return [w for w in normalize(text).split() if w in DAYS or w in MONTHS]
 
 
 @dataclass
@@ -56,6 +72,10 @@ class CodecReport:
     """Median compute time / audio time, streamed on one thread."""
     first_audio_tokens: int
     token_rate_hz: float
+    names: int = 0
+    """Day and month names in the sentences."""
+    name_errors_original: int = 0
+    name_errors_resynth: int = 0
     examples: list[dict] = field(default_factory=list)
     """Sentences whose resynthesis Whisper heard worse than the original."""
     kind: str = "held-out sentences"
@@ -68,7 +88,9 @@ class CodecReport:
             f"resynthesized {self.accuracy_resynth:.3f} "
             f"(gap {self.accuracy_original - self.accuracy_resynth:+.3f}); numbers wrong "
             f"{self.number_errors_original}/{self.numbers} original, "
-            f"{self.number_errors_resynth}/{self.numbers} resynthesized; vocoder "
+            f"{self.number_errors_resynth}/{self.numbers} resynthesized; day and month names "
+            f"wrong {self.name_errors_original}/{self.names} original, "
+            f"{self.name_errors_resynth}/{self.names} resynthesized; vocoder "
             f"{self.vocoder_params / 1e6:.2f} M params, RTF {self.rtf:.3f} (1 thread), first audio "
             f"after {self.first_audio_tokens} tokens ({self.first_audio_tokens / self.token_rate_hz * 1000:.0f} ms)"
         )
@@ -114,6 +136,7 @@ def evaluate_codec(
 
         judge = WhisperJudge()
     acc_o, acc_r, n_numbers, wrong_o, wrong_r, examples = [], [], 0, 0, 0, []
+    n_names, names_o, names_r = 0, 0, 0
     for i, (text, audio) in enumerate(utterances):
         heard_o = judge.transcribe(audio)  # type: ignore[attr-defined]
         heard_r = judge.transcribe(resynthesize(vocoder, tokenizer, audio))  # type: ignore[attr-defined]
@@ -126,9 +149,23 @@ def evaluate_codec(
         n_numbers += len(nums)
         wrong_o += len(miss_o)
         wrong_r += len(miss_r)
-        if a_r < a_o or len(miss_r) > len(miss_o):
+        names = names_in(text)
+        lost_o = [w for w in names if not key_heard(w, heard_o)]
+        lost_r = [w for w in names if not key_heard(w, heard_r)]
+        n_names, names_o, names_r = (
+            n_names + len(names),
+            names_o + len(lost_o),
+            names_r + len(lost_r),
+        )
+        if a_r < a_o or len(miss_r) > len(miss_o) or len(lost_r) > len(lost_o):
             examples.append(
-                {"text": text, "original": heard_o, "resynth": heard_r, "numbers_missed": miss_r}
+                {
+                    "text": text,
+                    "original": heard_o,
+                    "resynth": heard_r,
+                    "numbers_missed": miss_r,
+                    "names_missed": lost_r,
+                }
             )
         if (i + 1) % 25 == 0:
             log(
@@ -142,6 +179,9 @@ def evaluate_codec(
         numbers=n_numbers,
         number_errors_original=wrong_o,
         number_errors_resynth=wrong_r,
+        names=n_names,
+        name_errors_original=names_o,
+        name_errors_resynth=names_r,
         vocoder_params=sum(p.numel() for p in vocoder.parameters()),
         rtf=round(vocoder_rtf(vocoder), 4),
         first_audio_tokens=first_audio_tokens(cfg),
