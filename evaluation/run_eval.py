@@ -167,11 +167,11 @@ class VoiceUnits:
         if text not in self._cache:
             from parley.speech_io.audio import load_audio
             from parley.train.corpus import answer_path
-            from parley.train.lm_data import trim_silence
+            from parley.train.lm_data import trim_reply
 
             path = self.corpus / answer_path(text)
             self._cache[text] = (
-                [int(c) for c in self.tokenizer.encode(trim_silence(load_audio(path, 16000)))]
+                [int(c) for c in self.tokenizer.encode(trim_reply(load_audio(path, 16000)))]
                 if text and path.is_file()
                 else None
             )

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -179,3 +180,14 @@ def test_train_refuses_a_chained_share_out_of_range(tmp_path, capsys):
     args = ["train", "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w")]
     assert main([*args, "--chained", "-0.5"]) == 2
     assert "--chained -0.5" in capsys.readouterr().err
+
+
+def test_a_reply_keeps_its_lead_before_the_first_sound():
+    from parley.train.lm_data import REPLY_LEAD_S, trim_reply, trim_silence
+
+    sr = 16000
+    tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(sr // 2) / sr)
+    audio = np.concatenate([np.zeros(sr // 5), tone, np.zeros(sr // 5)]).astype(np.float32)
+    assert len(trim_silence(audio)) == len(tone) + 2 * 640  # 40 ms either side
+    assert len(trim_reply(audio)) == len(tone) + round(REPLY_LEAD_S * sr) + 640
+    assert trim_reply(audio)[: round(REPLY_LEAD_S * sr)].max() == 0.0

@@ -17,7 +17,7 @@ from parley.llm.checkpoint import load_checkpoint
 from parley.llm.engines import create_engine
 from parley.speech_io.audio import load_audio
 from parley.train.corpus import answer_path
-from parley.train.pipeline import TrainOptions, reproduce_command
+from parley.train.pipeline import REPLIES_FILE, TrainOptions, reproduce_command
 from parley.train.voices import agent_voice, available_voices, missing_engines
 
 
@@ -57,7 +57,7 @@ def test_train_runs_every_stage_on_a_tiny_slice(tmp_path, capsys):
     assert said is not None and int(said.group(2)) > 0, said
     manifest = [json.loads(r) for r in (corpus / "manifest.jsonl").read_text().splitlines()]
     recorded = {t["answer"] for d in manifest for t in d["turns"]}
-    new = set(json.loads((work / "lm" / "replies.json").read_text())) - recorded
+    new = set(json.loads((work / "lm" / REPLIES_FILE).read_text())) - recorded
     assert new and all((work / "lm" / answer_path(a)).is_file() for a in new)
 
     rows = [json.loads(r) for r in (work / "lm" / "metrics.jsonl").read_text().splitlines()]

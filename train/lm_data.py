@@ -66,9 +66,21 @@ def encode_utterance(audio: np.ndarray, features: FeatureConfig, encoder: BlockC
     return encoder(mel)
 
 
-def trim_silence(audio: np.ndarray, keep_s: float = 0.04, threshold_db: float = -45.0):
-    """``audio`` without its leading and trailing silence (``keep_s`` of it stays): the
-    reply's first sound should be its first audio."""
+# Silence kept before a reply's first sound in the units the LM learns. With 40 ms the
+# codec rendered 9 of the 38 month and day replies with a last word Whisper misheard
+# ("january" as "ten you worry"); with Piper's own lead (80 ms covers it) 4.
+REPLY_LEAD_S = 0.08
+
+
+def trim_silence(
+    audio: np.ndarray,
+    keep_s: float = 0.04,
+    threshold_db: float = -45.0,
+    lead_s: float | None = None,
+):
+    """``audio`` without its leading and trailing silence (``keep_s`` of it stays at the
+    end, ``lead_s``, default ``keep_s``, at the start): the reply's first sound should be
+    its first audio."""
     frame = 160
     n = audio.size // frame
     if n == 0:
@@ -77,8 +89,14 @@ def trim_silence(audio: np.ndarray, keep_s: float = 0.04, threshold_db: float = 
     loud = np.nonzero(20 * np.log10(rms / max(rms.max(), 1e-9)) > threshold_db)[0]
     if loud.size == 0:
         return audio
-    keep = int(keep_s * 16000)
-    return audio[max(0, loud[0] * frame - keep) : min(audio.size, (loud[-1] + 1) * frame + keep)]
+    keep, lead = int(keep_s * 16000), int((keep_s if lead_s is None else lead_s) * 16000)
+    return audio[max(0, loud[0] * frame - lead) : min(audio.size, (loud[-1] + 1) * frame + keep)]
+
+
+def trim_reply(audio: np.ndarray) -> np.ndarray:
+    """A recording of the agent's reply as the LM learns its units (and ``eval`` checks
+    them): trimmed, with ``REPLY_LEAD_S`` of lead."""
+    return trim_silence(audio, lead_s=REPLY_LEAD_S)
 
 
 @dataclass
@@ -161,7 +179,7 @@ def reply_audio(corpus: Path, answer: str, extra: Path | None = None) -> np.ndar
     path = Path(corpus) / answer_path(answer)
     if extra is not None and not path.is_file():
         path = Path(extra) / answer_path(answer)
-    return trim_silence(load_audio(path))
+    return trim_reply(load_audio(path))
 
 
 def cache_replies(

@@ -7,7 +7,7 @@ Stages, each cached in ``work`` so a stopped run resumes where it was:
 2. the corpus (``make-corpus``), unless one is given;
 3. the codec of the agent's voice: unit codebook and vocoder (``codec/``);
 4. encoder frames of every user utterance and the replies as text ids + speech codes
-   (``lm/frames.pt``, ``lm/replies.json``);
+   (``lm/frames.pt``, ``lm/replies-lead80.json``);
 5. adapter + LM training (``lm/``: state, metrics, loss plot);
 6. the checkpoint, with its provenance in ``parley.json``.
 """
@@ -100,6 +100,9 @@ class TrainOptions:
 
 STAGES = ("corpus", "units", "vocoder", "lm", "export")
 STAGE_SECONDS_FILE = "stage_seconds.json"
+# Named for the reply trimming its units were made with (``lm_data.REPLY_LEAD_S``): a work
+# dir cached under another trimming makes them afresh rather than mixing the two.
+REPLIES_FILE = "replies-lead80.json"
 
 
 def default_encoder_dir() -> Path:
@@ -344,7 +347,7 @@ def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder,
         answers,
         tokenizer,
         lambda audio: units.encode(audio).tolist(),
-        lm_work / "replies.json",
+        lm_work / REPLIES_FILE,
         bar("tokenize replies"),
         extra=lm_work,
     )
