@@ -73,14 +73,10 @@ REPLY_LEAD_S = 0.08
 
 
 def trim_silence(
-    audio: np.ndarray,
-    keep_s: float = 0.04,
-    threshold_db: float = -45.0,
-    lead_s: float | None = None,
+    audio: np.ndarray, lead_s: float = 0.04, tail_s: float = 0.04, threshold_db: float = -45.0
 ):
-    """``audio`` without its leading and trailing silence (``keep_s`` of it stays at the
-    end, ``lead_s``, default ``keep_s``, at the start): the reply's first sound should be
-    its first audio."""
+    """``audio`` without its leading and trailing silence (``lead_s`` and ``tail_s`` of it
+    stay): the reply's first sound should be its first audio."""
     frame = 160
     n = audio.size // frame
     if n == 0:
@@ -89,8 +85,8 @@ def trim_silence(
     loud = np.nonzero(20 * np.log10(rms / max(rms.max(), 1e-9)) > threshold_db)[0]
     if loud.size == 0:
         return audio
-    keep, lead = int(keep_s * 16000), int((keep_s if lead_s is None else lead_s) * 16000)
-    return audio[max(0, loud[0] * frame - lead) : min(audio.size, (loud[-1] + 1) * frame + keep)]
+    lead, tail = int(lead_s * 16000), int(tail_s * 16000)
+    return audio[max(0, loud[0] * frame - lead) : min(audio.size, (loud[-1] + 1) * frame + tail)]
 
 
 def trim_reply(audio: np.ndarray) -> np.ndarray:

@@ -162,18 +162,12 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
         raise ConfigError(f"{out} exists and is not empty (pass --force to replace it)")
     cfg: ModelConfig = load_config(opts.preset).model
     timings: dict[str, float] = {}
-    # Every call on this work dir adds its stage times here, so a run stopped and resumed
-    # (a session ended, a crash) still says what the whole of it took. Read afresh at each
-    # stage: the vocoder's process adds to the same file.
-    spent_path = work / STAGE_SECONDS_FILE
-    spent: dict[str, float] = {}
+    spent: dict[str, float] = {}  # over every call on this work dir (_add_stage_seconds)
 
     def stage(name: str, t0: float) -> None:
+        nonlocal spent
         timings[name] = round(time.perf_counter() - t0, 1)
-        spent.clear()
-        spent.update(json.loads(spent_path.read_text()) if spent_path.is_file() else {})
-        spent[name] = round(spent.get(name, 0.0) + timings[name], 1)
-        spent_path.write_text(json.dumps(spent, indent=1) + "\n")
+        spent = _add_stage_seconds(work / STAGE_SECONDS_FILE, name, timings[name])
         log(f"[{name}] done in {timings[name]:.0f} s")
 
     # 1. encoder
@@ -304,6 +298,18 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
     )
     log(f"wrote {written} in {time.perf_counter() - started:.0f} s in all")
     return written
+
+
+def _add_stage_seconds(path: Path, name: str, seconds: float) -> dict[str, float]:
+    """Add ``seconds`` to stage ``name`` in the work dir's running totals; returns them all.
+
+    Every call on a work dir adds here, so a run stopped and resumed (a session ended, a
+    crash) still says what the whole of it took. Read afresh each time: the vocoder's
+    process adds to the same file."""
+    spent = json.loads(path.read_text()) if path.is_file() else {}
+    spent[name] = round(spent.get(name, 0.0) + seconds, 1)
+    path.write_text(json.dumps(spent, indent=1) + "\n")
+    return spent
 
 
 def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder, stage, log):
