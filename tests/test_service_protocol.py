@@ -196,6 +196,15 @@ def make_pacer(clock, max_buffered=16000, hold_s=0.2):
     return InputPacer(clock, frame=160, max_buffered=max_buffered, hold_s=hold_s, max_catch_up=8000)
 
 
+def ticked(pacer, clock, seconds: float, tick: float = 0.02) -> list:
+    """The frames a loop that looks every ``tick`` gets over ``seconds``."""
+    frames = []
+    for _ in range(round(seconds / tick)):
+        clock.advance(tick)
+        frames += pacer.due_frames()
+    return frames
+
+
 def test_pacer_holds_client_audio_to_real_time_and_waits_on_jitter():
     clock = VirtualClock()
     pacer = make_pacer(clock)
@@ -213,10 +222,25 @@ def test_pacer_holds_client_audio_to_real_time_and_waits_on_jitter():
     pacer.append(np.full(800, 0.5, np.float32))
     frames = pacer.due_frames()  # the late chunk catches up at once
     assert len(frames) == 5 and all((f == 0.5).all() for f in frames)
-    clock.advance(0.25)  # no audio for longer than the hold: the clock goes on with silence
-    frames = pacer.due_frames()
-    assert len(frames) == 25 and not any(f.any() for f in frames)
-    assert pacer.timeline == 42 * 160
+    frames = ticked(pacer, clock, 0.26)  # no audio for longer than the hold: silence
+    assert len(frames) == 26 and not any(f.any() for f in frames)
+    assert pacer.timeline == 43 * 160
+
+
+def test_pacer_stall_does_not_count_as_client_silence():
+    clock = VirtualClock()
+    pacer = make_pacer(clock)
+    pacer.append(np.ones(320, np.float32))
+    assert len(pacer.due_frames()) == 2
+    clock.advance(0.5)  # the loop stalled: the client's next chunk may be unread in the socket
+    assert pacer.due_frames() == []
+    pacer.append(np.full(8000, 0.5, np.float32))
+    frames = pacer.due_frames()  # it was: its audio goes on with no silence cut in
+    assert len(frames) == 50 and all((f == 0.5).all() for f in frames)
+    # Silence once the server has looked for the hold and heard nothing.
+    assert ticked(pacer, clock, 0.16) == []
+    frames = ticked(pacer, clock, 0.1)
+    assert len(frames) == 26 and not any(f.any() for f in frames)
 
 
 def test_pacer_takes_a_long_first_chunk_at_real_time():
@@ -241,7 +265,7 @@ def test_pacer_bounds_queued_audio_and_clears():
 def test_pacer_skips_time_beyond_the_catch_up_bound():
     clock = VirtualClock()
     pacer = make_pacer(clock)
-    pacer.append(np.zeros(160, np.float32))
+    pacer.append(np.zeros(16000, np.float32))
     clock.advance(5.0)  # a stalled loop
     assert len(pacer.due_frames()) == 8000 // 160
     clock.advance(0.01)

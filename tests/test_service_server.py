@@ -8,6 +8,7 @@ import contextlib
 import json
 
 import httpx
+import numpy as np
 import pytest
 import soxr
 from websockets.asyncio.client import connect
@@ -44,6 +45,17 @@ def speech(tmp_path_factory):
     question = say("What time is it in Lisbon right now?", "en-us", cache)
     cut_in = say("Wait, stop, I have another question for you.", "en-us", cache)
     return soxr.resample(question, 16000, 24000), soxr.resample(cut_in, 16000, 24000)
+
+
+async def stream_at_real_time(send, audio: np.ndarray, chunk: int = 2400) -> None:
+    """Send 24 kHz ``audio`` in ``chunk``-sample appends on a microphone's schedule: each
+    when its last sample was recorded, so a late wake-up does not make the stream drift
+    behind real time (which the server, rightly, hears as pauses)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for i in range(0, len(audio), chunk):
+        await asyncio.sleep(max(0.0, start + min(i + chunk, len(audio)) / 24000 - loop.time()))
+        await send(b64(audio[i : i + chunk]))
 
 
 async def recv_until(ws, kind: str, seen: list, within: float = 20.0) -> dict:
@@ -110,9 +122,10 @@ async def test_openai_sdk_client_hears_a_reply_and_cuts_in(tiny_model, speech):
             events, received_ms = [], 0.0
 
             async def stream(audio):
-                for i in range(0, len(audio), 2400):  # 100 ms chunks at real time
-                    await conn.input_audio_buffer.append(audio=b64(audio[i : i + 2400]))
-                    await asyncio.sleep(0.1)
+                async def send(chunk: str) -> None:
+                    await conn.input_audio_buffer.append(audio=chunk)
+
+                await stream_at_real_time(send, audio)
 
             await stream(question)
             async with asyncio.timeout(20):
@@ -207,13 +220,11 @@ async def test_fuzz_ten_thousand_hostile_messages(tiny_model, speech):
     async def talker(port: int) -> list[dict]:
         async with connect(ws_url(port)) as ws:
             seen: list = []
-            for i in range(0, len(question), 2400):
-                await ws.send(
-                    json.dumps(
-                        {"type": "input_audio_buffer.append", "audio": b64(question[i : i + 2400])}
-                    )
-                )
-                await asyncio.sleep(0.1)
+
+            async def send(chunk: str) -> None:
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+
+            await stream_at_real_time(send, question)
             await recv_until(ws, "response.done", seen, within=30)
             return seen
 

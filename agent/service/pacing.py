@@ -19,6 +19,8 @@ SAMPLE_RATE = 16000
 # A first chunk longer than this is taken as recorded over this much time only: a client
 # cannot buy a head start on real time by sending seconds at once.
 MAX_BACKDATE_S = 0.1
+# Looks at the clock further apart than this mean the loop stalled (it runs every 20 ms).
+STALL_S = 0.1
 
 
 class BufferFullError(Exception):
@@ -32,7 +34,9 @@ class InputPacer:
     ``MAX_BACKDATE_S`` of it is due on arrival). A frame is due once the clock has passed
     its end. A due frame takes queued client audio; with none queued it waits while the
     client appended within ``hold_s`` (its next chunk is on the way), and is silence
-    after that.
+    after that. Only time in which the server looked counts towards the hold: across a
+    gap between looks longer than ``STALL_S`` (an overloaded loop) the client's next chunk
+    may be sitting unread in the socket, so silence there would cut into its speech.
     """
 
     def __init__(
@@ -47,7 +51,8 @@ class InputPacer:
         self.origin: float | None = None  # clock time of timeline sample 0
         self._queue: deque[np.ndarray] = deque()
         self.buffered = 0
-        self._last_append = -np.inf
+        self._quiet_s = np.inf  # client silence the server looked at, since its last append
+        self._last_look: float | None = None
 
     @property
     def started(self) -> bool:
@@ -72,7 +77,7 @@ class InputPacer:
         if len(samples):
             self._queue.append(np.asarray(samples, dtype=np.float32))
             self.buffered += len(samples)
-        self._last_append = self.clock.now()
+        self._quiet_s = 0.0
 
     def clear(self) -> int:
         """Drop queued audio not heard yet; returns how many samples."""
@@ -93,12 +98,15 @@ class InputPacer:
         if self.origin is None:
             return []
         now = self.clock.now()
+        if self._last_look is not None and now - self._last_look <= STALL_S:
+            self._quiet_s += now - self._last_look
+        self._last_look = now
         due = round((now - self.origin) * SAMPLE_RATE)
         if due - self.timeline > self.max_catch_up:
             # A stall: skip the time beyond the catch-up bound rather than burst it out.
             self.origin += (due - self.timeline - self.max_catch_up) / SAMPLE_RATE
             due = self.timeline + self.max_catch_up
-        idle = now - self._last_append >= self.hold_s
+        idle = self._quiet_s >= self.hold_s
         frames = []
         while self.timeline + self.frame <= due:
             if self.buffered >= self.frame:
