@@ -16,9 +16,9 @@ from typing import Protocol
 import numpy as np
 
 from parley.config import AgentConfig
+from parley.speech_io.audio import SAMPLE_RATE
 from parley.speech_io.ring import SampleRing
 
-SAMPLE_RATE = 16000
 HISTORY_S = 4  # residual audio kept for pre-roll and the gap inside a user turn
 
 

@@ -18,14 +18,12 @@ from importlib import resources
 from pathlib import Path
 
 from parley.errors import AudioInputError, ConfigError, EngineUnavailableError, ParleyError
+from parley.speech_io.audio import SAMPLE_RATE as MODEL_RATE
 
 Log = Callable[[str], None]
 
 SAMPLE_UTTERANCE = "samples/seven_times_eight.wav"
 SAMPLE_CONVERSATION = "samples/conversation.flac"
-# The only rate the model config allows (FeatureConfig.sample_rate); fixed so that checking
-# a recording needs no config.
-MODEL_RATE = 16000
 
 
 def sample_path(name: str = SAMPLE_UTTERANCE) -> Path:

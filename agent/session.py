@@ -48,11 +48,11 @@ from parley.agent.state import Signal, transition
 from parley.agent.text import IncrementalDetokenizer, text_of
 from parley.config import AgentConfig
 from parley.llm.engine import ReplyParams
-from parley.llm.frontend import StreamingFrontEnd
+from parley.llm.frontend import StreamingFrontEnd, UtteranceTooShortError
 from parley.llm.schedule import heard_prefix
+from parley.speech_io.audio import SAMPLE_RATE
 from parley.tokenizers.vocoder import StreamingVocoder
 
-SAMPLE_RATE = 16000
 TENTATIVE_HOLD_MS = 100
 log = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ class DuplexSession(PlaybackSide):
         self._utterance_start = self._speech_end = None
         try:
             embeddings = self.frontend.finish()
-        except ValueError:
+        except UtteranceTooShortError:
             self.frontend.reset()
             return  # too short to encode: nothing to answer
         audio_s = (end - start) / SAMPLE_RATE

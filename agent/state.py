@@ -27,8 +27,7 @@ class Signal(StrEnum):
     AUDIO_STARTED = "audio_started"  # the reply's first audio is ready to play
     REPLY_FINISHED = "reply_finished"  # every sample of the reply has been played
     USER_ONSET = "user_onset"  # user speech over our reply
-    USER_PERSISTED = "user_persisted"  # ... lasted past min_interruption: a real interruption
-    USER_YIELDED = "user_yielded"  # ... stopped before that: backchannel or noise
+    USER_YIELDED = "user_yielded"  # ... stopped short of an interruption: backchannel, noise
     INTERRUPT = "interrupt"  # an explicit interrupt from the application
     TORN_DOWN = "torn_down"  # the cut reply is gone; listening again
 
@@ -40,7 +39,6 @@ _TABLE: dict[tuple[AgentState, Signal], AgentState] = {
     (S, Signal.REPLY_FINISHED): L,
     (T, Signal.USER_ONSET): P,
     (S, Signal.USER_ONSET): P,
-    (P, Signal.USER_PERSISTED): X,
     (T, Signal.INTERRUPT): X,
     (S, Signal.INTERRUPT): X,
     (P, Signal.INTERRUPT): X,

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from parley.speech_io.audio import SAMPLE_RATE as SR
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-SR = 16000
 
 
 def script(duration: float, cache: Path) -> np.ndarray:

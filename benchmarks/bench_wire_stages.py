@@ -46,8 +46,7 @@ from parley.agent.runtime import default_checkpoint, load_runtime_config
 from parley.agent.service.api import Agent
 from parley.agent.service.limits import ServiceLimits
 from parley.agent.service.server import RealtimeServer
-
-SR = 16000
+from parley.speech_io.audio import SAMPLE_RATE as SR
 
 
 class TracedAgent(Agent):

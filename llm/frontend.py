@@ -16,6 +16,10 @@ from parley.streaming import Streaming
 from parley.tokenizers.features import StreamingLogMel
 
 
+class UtteranceTooShortError(ValueError):
+    """An utterance ended before the encoder had a whole block of it: nothing to answer."""
+
+
 class StreamingFrontEnd(Streaming):
     """Streams 16 kHz mono PCM into LM input embeddings for one utterance at a time."""
 
@@ -54,7 +58,7 @@ class StreamingFrontEnd(Streaming):
             self._collect(self.adapter.push(self.encoder.flush()))
             self._collect(self.adapter.flush())
         if not self._embeddings:
-            raise ValueError("the utterance is too short to encode")
+            raise UtteranceTooShortError("the utterance is too short to encode")
         out = torch.cat(self._embeddings)
         self.reset()
         return out

@@ -20,7 +20,11 @@ import soxr
 from parley.errors import AudioInputError
 from parley.speech_io.wav_header import truncation
 
-__all__ = ["load_audio", "prepare_audio", "prepare_chunk", "write_wav"]
+__all__ = ["SAMPLE_RATE", "load_audio", "prepare_audio", "prepare_chunk", "write_wav"]
+
+SAMPLE_RATE = 16000
+"""The model's rate: features, VAD, echo canceller, vocoder and every session buffer run
+at it; audio at any other rate is resampled on the way in and out."""
 
 # Below telephone band speech is not speech any more: a file that claims 1 Hz is broken,
 # and resampling it up would make minutes of noise out of a hundred samples.
@@ -33,7 +37,7 @@ MAX_CHANNELS = 2
 _INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}
 
 
-def load_audio(path: str | Path, target_rate: int = 16000) -> np.ndarray:
+def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Read any file soundfile reads; return validated float32 mono at ``target_rate``.
 
     Stereo is averaged to mono and the rate converted with soxr (quality "HQ"). A WAV
@@ -60,7 +64,7 @@ def load_audio(path: str | Path, target_rate: int = 16000) -> np.ndarray:
 def prepare_audio(
     samples: np.ndarray,
     sample_rate: int,
-    target_rate: int = 16000,
+    target_rate: int = SAMPLE_RATE,
     name: str = "audio",
 ) -> np.ndarray:
     """Validate an in-memory signal; return float32 mono at ``target_rate``.

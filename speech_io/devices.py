@@ -27,10 +27,11 @@ import threading
 from typing import Any, Protocol
 
 import numpy as np
-import soxr
 
+from parley.speech_io.audio import SAMPLE_RATE
 from parley.speech_io.native_stderr import NativeStderr
-from parley.speech_io.ring import SampleFifo as _SampleRing
+from parley.speech_io.resample import Resampler
+from parley.speech_io.ring import SampleFifo
 from parley.speech_io.soundcard import (
     AudioDeviceError,
     DeviceInfo,
@@ -82,10 +83,6 @@ def _settle(fut: asyncio.Future[Exception | None], value: Exception | None) -> N
         fut.set_result(value)
 
 
-def _resampler(src: int, dst: int) -> soxr.ResampleStream | None:
-    return None if src == dst else soxr.ResampleStream(src, dst, 1, dtype="float32")
-
-
 class DeviceTransport:
     """Connects an :class:`AudioEndpoint` to a sound card: microphone in, speaker out.
 
@@ -113,7 +110,7 @@ class DeviceTransport:
         input_device: int | str | None = None,
         output_device: int | str | None = None,
         block_ms: int = 10,
-        sample_rate: int = 16000,
+        sample_rate: int = SAMPLE_RATE,
         *,
         ahead_blocks: int = 2,
         latency: float | str = "low",
@@ -255,7 +252,7 @@ class DeviceTransport:
         n = max(0, self._seg_pulled - played)
         # A new segment: the resampler's held-back input was just counted as unplayed.
         self._seg_read0, self._seg_pulled = consumed, 0
-        self._rs_out = _resampler(self.sample_rate, self._out_rate)
+        self._rs_out = Resampler(self.sample_rate, self._out_rate)
         self._stats.cleared += n
         if n:
             self._endpoint.rewind_output(n)
@@ -269,10 +266,10 @@ class DeviceTransport:
         self.input_format, self.output_format = in_fmt, out_fmt
         sr = self.sample_rate
         self._frame = sr * self._block_ms // 1000
-        self._in_ring = _SampleRing(
+        self._in_ring = SampleFifo(
             max(in_fmt.sample_rate * self._input_buffer_ms // 1000, 4 * in_fmt.blocksize)
         )
-        self._rs_in = _resampler(in_fmt.sample_rate, sr)
+        self._rs_in = Resampler(in_fmt.sample_rate, sr)
         self._in_pending = np.zeros(0, dtype=np.float32)
         self._out_rate = out_fmt.sample_rate
         block = out_fmt.blocksize
@@ -282,8 +279,8 @@ class DeviceTransport:
         )
         # Top-up stops past the target by less than a frame, but a resampler may release a
         # little more than one frame's worth at once: leave it room.
-        self._out_ring = _SampleRing(self._prime + 4 * block + 64)
-        self._rs_out = _resampler(sr, self._out_rate)
+        self._out_ring = SampleFifo(self._prime + 4 * block + 64)
+        self._rs_out = Resampler(sr, self._out_rate)
         self._seg_pulled = self._seg_read0 = 0
         self._clear_pending = False
         self._scratch = np.zeros(4 * out_fmt.blocksize, dtype=np.float32)
@@ -294,8 +291,7 @@ class DeviceTransport:
         Fixed frames both ways."""
         data = self._in_ring.read_all()
         if data.size:
-            if self._rs_in is not None:
-                data = self._rs_in.resample_chunk(data)
+            data = self._rs_in.push(data)
             pending = np.concatenate((self._in_pending, data)) if self._in_pending.size else data
             k, frame = 0, self._frame
             while pending.size - k >= frame:
@@ -309,8 +305,7 @@ class DeviceTransport:
             if x.shape != (self._frame,):
                 raise ValueError(f"pull_output({self._frame}) returned shape {x.shape}")
             self._seg_pulled += self._frame
-            if self._rs_out is not None:
-                x = self._rs_out.resample_chunk(x)
+            x = self._rs_out.push(x)
             if self._out_ring.write(x) != len(x):
                 raise RuntimeError("output ring overflow: rewind counts would be wrong")
             self._clear_pending = False

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from parley.speech_io.audio import SAMPLE_RATE
 from parley.streaming import Streaming
 
 __all__ = ["EchoCanceller", "EchoOptions", "GateOptions", "NearEndGate"]
@@ -64,7 +65,7 @@ _ERLE_RATE = 0.05
 class EchoOptions:
     """Settings of :class:`EchoCanceller`; the defaults suit 16 kHz speech in a room."""
 
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     block: int = 160
     """Samples per block and per filter partition (10 ms)."""
     tail_ms: float = 250.0

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from parley.speech_io.audio import SAMPLE_RATE
 from parley.streaming import Streaming
 
 __all__ = ["EchoPath"]
@@ -53,7 +54,7 @@ class EchoPath(Streaming):
         room_ms: float = 60.0,
         noise_db: float | None = -60.0,
         seed: int = 0,
-        sample_rate: int = 16000,
+        sample_rate: int = SAMPLE_RATE,
     ) -> None:
         if delay_ms < 0 or room_ms < 0:
             raise ValueError(f"delay_ms and room_ms must be >= 0, got {delay_ms}, {room_ms}")

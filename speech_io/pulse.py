@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from parley.speech_io.audio import SAMPLE_RATE
 from parley.speech_io.devices import list_devices, refresh_devices
 
 __all__ = [
@@ -56,7 +57,7 @@ class PulseDevices:
 
 
 @contextlib.contextmanager
-def pulse_null_sinks(names: list[str], rate: int = 16000) -> Iterator[PulseDevices]:
+def pulse_null_sinks(names: list[str], rate: int = SAMPLE_RATE) -> Iterator[PulseDevices]:
     """Run a private PulseAudio daemon with one mono null sink per name.
 
     Each sink ``NAME`` is the ALSA pcm (and PortAudio device) ``NAME``, its monitor

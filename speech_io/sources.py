@@ -13,9 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from parley.speech_io.audio import load_audio, write_wav
-
-SAMPLE_RATE = 16000
+from parley.speech_io.audio import SAMPLE_RATE, write_wav
 
 
 class AudioSource(Protocol):
@@ -48,14 +46,6 @@ class ArraySource:
         out[: len(chunk)] = chunk
         self.position += n
         return out
-
-
-class FileSource(ArraySource):
-    """An audio file of any rate and channel count, as 16 kHz mono (validated)."""
-
-    def __init__(self, path: str | Path) -> None:
-        super().__init__(load_audio(path, SAMPLE_RATE))
-        self.path = Path(path)
 
 
 class ArraySink:

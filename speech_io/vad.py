@@ -26,11 +26,11 @@ import numpy as np
 import torch
 import webrtcvad
 
+from parley.speech_io.audio import SAMPLE_RATE
 from parley.streaming import Streaming
 
 __all__ = ["VADEvent", "VADOptions", "VADState", "StreamingVAD"]
 
-SAMPLE_RATE = 16000
 _CHUNK = 512  # silero's fixed input at 16 kHz
 _CONTEXT = 64  # samples of the previous audio silero prepends to each chunk
 

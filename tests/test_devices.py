@@ -14,18 +14,18 @@ from parley.speech_io.devices import (
     AudioDeviceError,
     DeviceTransport,
     _pick,
-    _SampleRing,
     find_device,
     list_devices,
 )
 from parley.speech_io.pulse import pulse_null_sinks
+from parley.speech_io.ring import SampleFifo
 from tests.device_endpoint import BLOCK, SR, _core, _dev, _Endpoint, _play, _tone
 
 # ---------------------------------------------------------------- ring and pump, no PortAudio
 
 
 def test_ring_wraps_drops_excess_and_clears_atomically() -> None:
-    ring = _SampleRing(8)
+    ring = SampleFifo(8)
     assert ring.write(np.arange(6, dtype=np.float32)) == 6
     out = np.zeros(4, np.float32)
     assert ring.read_into(out) == 4

@@ -73,12 +73,6 @@ class VocabLayout(BaseModel):
             raise ValueError(f"token {token_id} is not a speech token")
         return code
 
-    def speech_id(self, code: int) -> int:
-        """Token id of speech code ``code``."""
-        if not 0 <= code < self.codebook_size:
-            raise ValueError(f"speech code {code} outside [0, {self.codebook_size})")
-        return self.speech_offset + code
-
     @classmethod
     def from_tokenizer(cls, tokenizer, codebook_size: int, vocab_size: int) -> VocabLayout:
         """Read the layout off a tokenizer that :func:`add_speech_vocab` extended."""

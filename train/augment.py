@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import soxr
 
-SAMPLE_RATE = 16000
+from parley.speech_io.audio import SAMPLE_RATE
+
 NOISE_KINDS = ("white", "brown", "babble")
 
 # Chances and ranges of the training augmentation.

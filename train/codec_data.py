@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from parley.speech_io.audio import SAMPLE_RATE
 from parley.tokenizers.unit_tokenizer import UnitTokenizer
 
-SAMPLE_RATE = 16000
 SHARD_TEXTS = 200
 PAD_SAMPLES = 640
 """Audio is padded to a multiple of this (one 25 Hz token; two 50 Hz tokens)."""

@@ -34,8 +34,8 @@ import soundfile as sf
 import soxr
 
 from parley.errors import EngineUnavailableError
+from parley.speech_io.audio import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 Engine = Literal["espeak", "mbrola", "flite", "festival", "piper"]
 Split = Literal["train", "heldout", "agent"]
 

@@ -19,9 +19,9 @@ import numpy as np
 
 from parley.agent.chat.stats import level_db
 from parley.agent.session import DuplexSession
+from parley.speech_io.audio import SAMPLE_RATE as SR
 from parley.speech_io.soundcard import DeviceInfo, TransportStats
 
-SR = 16000
 MAX_RECORD_S = 3600  # both channels are kept for saving; an hour is ~230 MB each
 
 

@@ -28,8 +28,7 @@ from parley.agent.events import (
     UserSpeechStarted,
     UserTurnEnded,
 )
-
-SR = 16000
+from parley.speech_io.audio import SAMPLE_RATE as SR
 
 
 @dataclass

@@ -9,9 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from parley.speech_io.audio import SAMPLE_RATE as SR
 from parley.speech_io.audio import write_wav
-
-SR = 16000
 
 
 def save_session(

@@ -20,11 +20,10 @@ import numpy as np
 
 from parley.agent.harness.scenario import Step
 from parley.errors import AudioInputError, EngineUnavailableError
-from parley.speech_io.audio import load_audio
+from parley.speech_io.audio import SAMPLE_RATE, load_audio
 
 __all__ = ["SAMPLE_RATE", "StepAudio", "render_step", "say", "speech_span"]
 
-SAMPLE_RATE = 16000
 ACTIVE_DB = -45.0  # a 10 ms window above this RMS level counts as content
 WINDOW_MS = 10
 BROWN_HIGHPASS_HZ = 20.0  # keeps integrated noise from drifting into DC

@@ -19,10 +19,10 @@ from parley.agent.harness.scenario import Scenario, Step
 from parley.agent.model import AgentModel
 from parley.agent.session import DuplexSession
 from parley.config import AgentConfig, validate
+from parley.speech_io.audio import SAMPLE_RATE as SR
 from parley.speech_io.echo_path import EchoPath
 from parley.speech_io.sources import VirtualRoom
 
-SR = 16000
 # Room left for replies when a scenario places steps relative to them and gives no duration.
 REPLY_ALLOWANCE_S = 10.0
 

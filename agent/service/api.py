@@ -24,7 +24,7 @@ from parley.agent.clock import Clock
 from parley.agent.events import Event
 from parley.agent.input import SpeechDetector
 from parley.agent.model import AgentModel
-from parley.agent.service.audio import INPUT_QUALITY, MODEL_RATE, Resampler
+from parley.agent.service.audio import INPUT_QUALITY, MODEL_RATE
 from parley.agent.service.settings import SessionSettings
 from parley.agent.session import DuplexSession
 from parley.agent.text import text_of
@@ -32,6 +32,7 @@ from parley.config import AgentConfig, ParleyConfig, load_config
 from parley.errors import AudioInputError, ParleyError
 from parley.llm.schedule import heard_prefix
 from parley.speech_io.audio import prepare_chunk
+from parley.speech_io.resample import Resampler
 
 log = logging.getLogger(__name__)
 
@@ -207,10 +208,6 @@ class AgentSession:
     def pristine(self) -> bool:
         """Nothing has been heard or said yet, so the session can still be rebuilt."""
         return self.session.input_sample == 0 and self._last_reply is None
-
-    @property
-    def last_reply_id(self) -> int | None:
-        return None if self._last_reply is None else self._last_reply.reply_id
 
     @property
     def reply_running(self) -> bool:

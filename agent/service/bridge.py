@@ -25,7 +25,6 @@ from parley.agent.service.audio import (
     INPUT_QUALITY,
     MODEL_RATE,
     AudioFormatError,
-    Resampler,
     decode_pcm16,
 )
 from parley.agent.service.budget import Budget
@@ -34,6 +33,7 @@ from parley.agent.service.metrics import ServiceMetrics
 from parley.agent.service.outbound import Outbound, SessionLog
 from parley.agent.service.pacing import BufferFullError, InputPacer
 from parley.agent.service.session_config import WireConfig, session_object
+from parley.speech_io.resample import Resampler
 
 log = logging.getLogger("parley.service")
 

@@ -19,10 +19,11 @@ import numpy as np
 
 from parley.agent.clock import Clock, MonotonicClock
 from parley.agent.service import protocol as P
-from parley.agent.service.audio import MODEL_RATE, OUTPUT_QUALITY, Resampler, encode_pcm16
+from parley.agent.service.audio import MODEL_RATE, OUTPUT_QUALITY, encode_pcm16
 from parley.agent.service.errorlog import ErrorLogLimiter
 from parley.agent.service.metrics import ServiceMetrics
 from parley.agent.service.session_config import WireConfig
+from parley.speech_io.resample import Resampler
 
 
 class SessionLog(logging.LoggerAdapter):

@@ -14,8 +14,8 @@ from collections import deque
 import numpy as np
 
 from parley.agent.clock import Clock
+from parley.speech_io.audio import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 # A first chunk longer than this is taken as recorded over this much time only: a client
 # cannot buy a head start on real time by sending seconds at once.
 MAX_BACKDATE_S = 0.1
