@@ -11,7 +11,8 @@ that hold more than the echo can possibly be. The VAD runs on the residual.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal, Protocol, cast
 
 import numpy as np
 
@@ -19,24 +20,65 @@ from parley.config import AgentConfig
 from parley.speech_io.audio import SAMPLE_RATE
 from parley.speech_io.ring import SampleRing
 
+if TYPE_CHECKING:
+    from parley.speech_io.echo import EchoCanceller
+
 HISTORY_S = 4  # residual audio kept for pre-roll and the gap inside a user turn
 
 
 class VoiceEvent(Protocol):
-    kind: str  # "start" or "stop"
-    sample: int
+    @property
+    def kind(self) -> str:
+        """ "start" or "stop"."""
+        ...
+
+    @property
+    def sample(self) -> int:
+        """Where the speech began (start) or the silence after it began (stop)."""
+        ...
 
 
 class SpeechDetector(Protocol):
-    """A streaming voice activity detector over residual microphone audio."""
+    """A streaming voice activity detector over residual microphone audio.
 
-    def push(self, samples: np.ndarray, allow: bool | np.ndarray = True) -> list[VoiceEvent]:
+    Besides confirmed starts and stops it reports a tentative stage (speech that may be
+    starting, not confirmed yet), on which a speaking agent pauses before it decides.
+    """
+
+    def push(self, samples: np.ndarray, allow: bool | np.ndarray = True) -> Sequence[VoiceEvent]:
         """Feed samples; ``allow`` False (per call or per sample) means not user speech."""
         ...
 
     @property
     def speaking(self) -> bool:
         """True while speech is going on (not in its closing silence)."""
+        ...
+
+    @property
+    def is_speech(self) -> bool:
+        """True from a confirmed start until its stop (closing silence included)."""
+        ...
+
+    @property
+    def starting(self) -> bool:
+        """An unconfirmed run is open: speech may be starting."""
+        ...
+
+    @property
+    def tentative(self) -> bool:
+        """The open run leans towards speech enough for a speaking agent to pause."""
+        ...
+
+    @property
+    def run_start(self) -> int:
+        """First sample of the open run (where a start it confirms would say speech began)."""
+        ...
+
+    def retune(
+        self, confirm_threshold: float | None = None, min_level_db: float | None = None
+    ) -> None:
+        """Change how sure it must be, and how loud speech must be, from the next frame
+        on; None leaves a setting as it is."""
         ...
 
     def reset(self) -> None: ...
@@ -46,7 +88,8 @@ def default_detector(frame_ms: int) -> SpeechDetector:
     """webrtcvad with hysteresis, confirmed by silero-vad."""
     from parley.speech_io.vad import StreamingVAD, VADOptions
 
-    return StreamingVAD(VADOptions(frame_ms=frame_ms))
+    # VADOptions refuses a frame webrtcvad has no mode for.
+    return StreamingVAD(VADOptions(frame_ms=cast(Literal[10, 20, 30], frame_ms)))
 
 
 class InputStage:
@@ -56,7 +99,7 @@ class InputStage:
         self.detector = detector if detector is not None else default_detector(config.frame_ms)
         self.residual = SampleRing(HISTORY_S * SAMPLE_RATE)
         self.reference = SampleRing(HISTORY_S * SAMPLE_RATE)
-        self.echo = None
+        self.echo: EchoCanceller | None = None
         self.set_echo_cancellation(config.echo_cancellation)
 
     def set_echo_cancellation(self, on: bool) -> None:
@@ -71,7 +114,7 @@ class InputStage:
         elif not on:
             self.echo = None
 
-    def process(self, frame: np.ndarray, start: int) -> list[VoiceEvent]:
+    def process(self, frame: np.ndarray, start: int) -> Sequence[VoiceEvent]:
         """Run one microphone frame that began at input sample ``start``."""
         allow: bool | np.ndarray = True
         residual = frame
@@ -94,20 +137,13 @@ class InputStage:
 
     @property
     def tentative_onset(self) -> int | None:
-        """Where possible, not yet confirmed, user speech began; None when there is none.
-
-        Detectors without a tentative stage (``tentative``/``run_start``) never report one.
-        """
-        if getattr(self.detector, "tentative", False):
-            return int(self.detector.run_start)
-        return None
+        """Where possible, not yet confirmed, user speech began; None when there is none."""
+        return self.detector.run_start if self.detector.tentative else None
 
     @property
     def starting(self) -> bool:
         """The detector has an unconfirmed run open (it may still confirm it)."""
-        return bool(getattr(self.detector, "tentative", False)) or (
-            str(getattr(self.detector, "state", "")) == "starting"
-        )
+        return self.detector.tentative or self.detector.starting
 
     @property
     def oldest(self) -> int:

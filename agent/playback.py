@@ -8,15 +8,41 @@ speaker needs, ``rewind_output`` when a device buffer was cleared before it play
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from parley.agent.events import AgentState, AudioPlayed, AudioRewound, FirstAudio
+from parley.agent.events import AgentState, AudioPlayed, AudioRewound, Event, FirstAudio
 from parley.agent.state import Signal
+
+if TYPE_CHECKING:
+    from parley.agent.clock import Clock
+    from parley.agent.input import InputStage
+    from parley.agent.reply import Reply
 
 
 class PlaybackSide:
     """Output methods of :class:`~parley.agent.session.DuplexSession` (it holds the state:
     the reply, the clock, the output sample counter, the recent pulls)."""
+
+    # The session's state this side reads and moves, all set by DuplexSession.__init__.
+    clock: Clock
+    input: InputStage
+    state: AgentState
+    input_sample: int
+    output_sample: int
+    _reply: Reply | None
+    _max_ahead: int
+    _recent_pulls: deque[tuple[int, int, int]]  # (n, reply_id, reply samples in it)
+    _emit: Callable[[Event], None]
+
+    def _signal(self, signal: Signal, reason: str) -> None:
+        raise NotImplementedError
+
+    def _finish_reply(self, reply: Reply) -> None:
+        raise NotImplementedError
 
     def pull_output(self, n: int) -> np.ndarray:
         """The next ``n`` samples to play; silence when nothing is playing."""

@@ -76,7 +76,7 @@ class DuplexSession(PlaybackSide):
             raise ValueError(
                 f"duplex sessions run at {SAMPLE_RATE} Hz; the vocoder makes {codec.sample_rate}"
             )
-        self.sample_rate = SAMPLE_RATE
+        self.sample_rate: int = SAMPLE_RATE
         self._fixed_reply_params = reply_params
         self.state = AgentState.LISTENING
         self._bus = EventBus()
@@ -419,7 +419,7 @@ class DuplexSession(PlaybackSide):
             if others:
                 await asyncio.wait(others)
                 continue
-            if producer is None or producer.done() or reply.idle.is_set():
+            if reply is None or producer is None or producer.done() or reply.idle.is_set():
                 return
             waiter = asyncio.ensure_future(reply.idle.wait())
             try:

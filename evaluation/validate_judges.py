@@ -32,8 +32,8 @@ def piper_agent_speaker() -> Speaker:
     try:
         from parley.train.voices import agent_voice  # the corpus's own agent voice
     except ImportError:
-        agent_voice = None
-    if agent_voice is not None:
+        pass  # an installed judge without the training extras: the package below
+    else:
         voice = agent_voice()
         return lambda text: np.asarray(voice.synthesize(text), dtype=np.float32)
 

@@ -213,6 +213,8 @@ def answer_heard(turn: object, transcript: str) -> bool:
     """
     get = turn.get if isinstance(turn, dict) else lambda name: getattr(turn, name, None)
     key, answer = get("key"), get("answer")
+    if not isinstance(key, str):
+        raise TypeError(f"a turn needs its key words to be judged, got {key!r}")
     needle = _tokens(normalize(key).split())
     times = _count(_tokens(normalize(answer).split()), needle) if answer else 0
     return key_heard(key, transcript, max(1, times))

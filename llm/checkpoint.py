@@ -28,6 +28,7 @@ from parley.errors import CheckpointError
 from parley.llm.adapter import Adapter
 from parley.llm.encoder import BlockCausalEncoder
 from parley.llm.encoder_io import load_encoder
+from parley.llm.lm_build import embedding_table
 from parley.tokenizers.codec_io import AnyTokenizer, load_codec
 from parley.tokenizers.vocab import VocabLayout
 from parley.tokenizers.vocoder import TokenVocoder
@@ -142,7 +143,7 @@ def load_checkpoint(path: Path, dtype: str = "float32", lm_weights: bool = True)
         tokenizer = AutoTokenizer.from_pretrained(path / "lm")
         if lm_weights:
             lm = AutoModelForCausalLM.from_pretrained(path / "lm", dtype=getattr(torch, dtype))
-            embeddings = lm.get_input_embeddings().weight.detach()
+            embeddings = embedding_table(lm).detach()
             lm_config = lm.config
         else:
             lm_config = AutoConfig.from_pretrained(path / "lm")

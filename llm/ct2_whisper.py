@@ -32,7 +32,7 @@ from parley.weights import load_state
 CT2_MODEL_FILE = "model.bin"
 _SUPPORTED_VERSIONS = (5, 6)
 # CTranslate2's DataType enum.
-_DTYPES = {
+_DTYPES: dict[int, type | str] = {
     0: np.float32,
     1: np.int8,
     2: np.int16,
@@ -143,7 +143,8 @@ def _encoder_config(v: dict[str, np.ndarray], source: Path) -> WhisperConfig:
         decoder_attention_heads=1,
         decoder_ffn_dim=8,
         max_target_positions=16,
-        attn_implementation="eager",
+        # Every PretrainedConfig takes this keyword, though the subclasses do not list it.
+        attn_implementation="eager",  # type: ignore[call-arg]
     )
 
 

@@ -68,7 +68,8 @@ def whisper_config_from(enc: EncoderConfig, n_mels: int) -> WhisperConfig:
         decoder_attention_heads=1,
         decoder_ffn_dim=8,
         max_target_positions=16,
-        attn_implementation="eager",
+        # Every PretrainedConfig takes this keyword, though the subclasses do not list it.
+        attn_implementation="eager",  # type: ignore[call-arg]
     )
 
 

@@ -8,7 +8,7 @@ generated) and streams one reply at a time as :class:`TokenDelta` values.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import torch
@@ -60,7 +60,7 @@ class LMContext(abc.ABC):
         """Queue a user turn: ``embeddings`` (positions, hidden) from the audio adapter."""
 
     @abc.abstractmethod
-    def reply(self, params: ReplyParams | None = None) -> AsyncIterator[TokenDelta]:
+    def reply(self, params: ReplyParams | None = None) -> AsyncGenerator[TokenDelta, None]:
         """Generate the assistant's reply to everything queued, streaming token by token.
 
         Closing the iterator early (``aclose``) aborts the reply within one decode step.

@@ -10,6 +10,7 @@ from transformers import (
     AutoTokenizer,
     LlamaConfig,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
     Qwen2Config,
 )
 
@@ -24,8 +25,8 @@ def random_lm(
     codebook_size: int,
     seed: int,
     corpus: str | None = None,
-    tokenizer: object | None = None,
-) -> tuple[PreTrainedModel, object]:
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A seeded random LM and its tokenizer (BPE trained here on ``corpus``, by default the
     shipped text, plus speech and special tokens); or for ``tokenizer``, one made so before
     (a resumed training run must keep the ids its data were cached with)."""
@@ -34,7 +35,8 @@ def random_lm(
         add_speech_vocab(tokenizer, codebook_size)
     config_cls = Qwen2Config if cfg.architecture == "qwen2" else LlamaConfig
     eot = tokenizer.convert_tokens_to_ids(EOT)
-    config = config_cls(
+    # transformers' config classes take their fields as **kwargs (untyped to a checker).
+    config = config_cls(  # type: ignore[call-arg]
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden,
         num_hidden_layers=cfg.layers,
@@ -54,7 +56,9 @@ def random_lm(
     return model.eval(), tokenizer
 
 
-def lm_from_pretrained(path: Path, codebook_size: int) -> tuple[PreTrainedModel, object]:
+def lm_from_pretrained(
+    path: Path, codebook_size: int
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A local HF causal LM with the speech and special tokens added and embeddings resized."""
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -67,7 +71,7 @@ def lm_from_pretrained(path: Path, codebook_size: int) -> tuple[PreTrainedModel,
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"--lm-from {path}: cannot load: {exc}") from None
     add_speech_vocab(tokenizer, codebook_size)
-    rows = model.get_input_embeddings().weight.shape[0]
+    rows = embedding_rows(model)
     # Keep padding rows a model may carry beyond its tokenizer; grow when the new ids need it.
     model.resize_token_embeddings(max(rows, len(tokenizer)))
     model.config.eos_token_id = tokenizer.convert_tokens_to_ids(EOT)
@@ -75,7 +79,19 @@ def lm_from_pretrained(path: Path, codebook_size: int) -> tuple[PreTrainedModel,
     return model.eval(), tokenizer
 
 
+def embedding_table(model: PreTrainedModel) -> torch.Tensor:
+    """The LM's input embedding weights (rows: token ids, padding rows included)."""
+    table = model.get_input_embeddings().weight
+    assert isinstance(table, torch.Tensor)
+    return table
+
+
+def embedding_rows(model: PreTrainedModel) -> int:
+    """Rows of the LM's input embedding table (ids it can take, padding rows included)."""
+    return int(embedding_table(model).shape[0])
+
+
 def layout_of(model: PreTrainedModel, tokenizer, codebook_size: int) -> VocabLayout:
     """The vocabulary layout of an LM directory's model and tokenizer."""
-    rows = int(model.get_input_embeddings().weight.shape[0])
+    rows = embedding_rows(model)
     return VocabLayout.from_tokenizer(tokenizer, codebook_size, rows)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from transformers import LogitsProcessor
 
@@ -66,4 +68,5 @@ class ScheduleLogitsProcessor(LogitsProcessor):
         seen = input_ids.shape[-1] - self.prompt_length
         while len(self.classes) < seen:
             self.accept(int(input_ids[0, self.prompt_length + len(self.classes)]))
-        return self.apply(scores)
+        # HF's LogitsProcessor signature names the legacy FloatTensor; any float tensor does.
+        return cast(torch.FloatTensor, self.apply(scores))

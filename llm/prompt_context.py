@@ -21,7 +21,7 @@ import contextlib
 import itertools
 import logging
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 import torch
@@ -122,7 +122,7 @@ class PromptEngine(SpokenLM):
     @abc.abstractmethod
     def stream(
         self, request_id: str, prompt: torch.Tensor, sampling: Sampling
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """Run one request; closing the iterator early must abort it."""
 
     @abc.abstractmethod
@@ -227,7 +227,7 @@ class PromptContext(LMContext):
             extra_args=engine.schedule_args(schedule),
         )
 
-    async def reply(self, params: ReplyParams | None = None) -> AsyncIterator[TokenDelta]:
+    async def reply(self, params: ReplyParams | None = None) -> AsyncGenerator[TokenDelta, None]:
         if self._request is not None:
             raise RuntimeError("a reply is already running in this context")
         if not self._pending:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -19,6 +19,7 @@ from transformers import DynamicCache, PreTrainedModel
 from parley.config import EngineConfig, ScheduleConfig
 from parley.llm.context_window import fit_turns, keep_tail, log_fit
 from parley.llm.engine import LMContext, ReplyParams, SpokenLM, TokenDelta
+from parley.llm.lm_build import embedding_rows
 from parley.llm.logits import ScheduleLogitsProcessor
 from parley.llm.schedule import max_reply_tokens
 from parley.tokenizers.vocab import TokenClass, VocabLayout
@@ -39,7 +40,7 @@ class TransformersSpokenLM(SpokenLM):
         self.schedule = schedule
         self.engine = engine or EngineConfig()
         self.hidden_size = int(model.config.hidden_size)
-        self.vocab_rows = int(model.get_input_embeddings().weight.shape[0])
+        self.vocab_rows = embedding_rows(model)
         self.context_limit = int(model.config.max_position_embeddings)
         self._embed = model.get_input_embeddings()
         self._forward_lock = threading.Lock()
@@ -201,7 +202,7 @@ class TransformersContext(LMContext):
         probs = torch.softmax(logits, dim=-1)
         return int(torch.multinomial(probs, 1, generator=self._generator))
 
-    async def reply(self, params: ReplyParams | None = None) -> AsyncIterator[TokenDelta]:
+    async def reply(self, params: ReplyParams | None = None) -> AsyncGenerator[TokenDelta, None]:
         if self._running:
             raise RuntimeError("a reply is already running in this context")
         if not self._pending:

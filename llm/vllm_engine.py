@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -27,6 +28,9 @@ from parley.config import EngineConfig, ScheduleConfig
 from parley.errors import EngineUnavailableError
 from parley.llm.prompt_context import Chunk, PromptEngine, Sampling
 from parley.tokenizers.vocab import VocabLayout
+
+if TYPE_CHECKING:
+    from vllm.inputs import EmbedsPrompt
 
 
 def import_vllm():
@@ -112,7 +116,7 @@ class VLLMSpokenLM(PromptEngine):
 
     async def stream(
         self, request_id: str, prompt: torch.Tensor, sampling: Sampling
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         if self._closed:
             raise EngineUnavailableError("the vLLM engine has been shut down")
         from vllm import SamplingParams
@@ -130,7 +134,7 @@ class VLLMSpokenLM(PromptEngine):
             extra_args=dict(sampling.extra_args) or None,
         )
         # In the model's dtype, as vLLM's server casts them: the cache keys blocks by these bytes.
-        request = {"prompt_embeds": prompt.to(self._dtype)}
+        request: EmbedsPrompt = {"prompt_embeds": prompt.to(self._dtype)}
         if sampling.cache_salt is not None:
             request["cache_salt"] = sampling.cache_salt
         first = True

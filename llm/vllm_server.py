@@ -16,7 +16,7 @@ import base64
 import io
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import httpx
@@ -93,7 +93,7 @@ class VLLMServerSpokenLM(PromptEngine):
 
     async def stream(
         self, request_id: str, prompt: torch.Tensor, sampling: Sampling
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         body = {
             "model": self.model,
             "prompt_embeds": encode_embeddings(prompt),

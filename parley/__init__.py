@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 # there too. An installed wheel has them inside, and this does nothing.
 _checkout = Path(__file__).resolve().parent.parent
 if (_checkout / "run_agent.py").is_file() and (_checkout / "agent").is_dir():
-    __path__.append(str(_checkout))  # type: ignore[name-defined]  # noqa: F821
+    __path__.append(str(_checkout))  # noqa: F821
 
 # The public API, imported on first use so that `import parley` stays light.
 _EXPORTS = {

@@ -156,7 +156,10 @@ class CodecConfig(_Section):
     """Single-codebook speech tokenizer and streaming token vocoder."""
 
     codebook_size: int = Field(1024, ge=2, le=65536)
-    token_rate_hz: Literal[12.5, 25.0, 50.0] = Field(25.0, description="Speech tokens per second.")
+    # pydantic checks a float Literal as written; the typing spec allows no floats in one.
+    token_rate_hz: Literal[12.5, 25.0, 50.0] = Field(  # type: ignore[valid-type]
+        25.0, description="Speech tokens per second."
+    )
     sample_rate: Literal[16000, 22050, 24000] = 16000
     dim: int = Field(256, ge=8, le=4096, description="Vocoder backbone width.")
     layers: int = Field(6, ge=1, le=64, description="Causal ConvNeXt blocks in the vocoder.")

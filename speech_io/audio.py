@@ -165,7 +165,7 @@ def _check_rate(rate: object, what: str, name: str) -> int:
         raise AudioInputError(f"{name}: {what} must be a positive integer, got {rate!r}")
     if not float(rate).is_integer() or rate <= 0:
         raise AudioInputError(f"{name}: {what} must be a positive integer, got {rate!r}")
-    return int(rate)
+    return int(float(rate))
 
 
 def _to_float(x: np.ndarray, name: str) -> np.ndarray:

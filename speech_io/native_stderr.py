@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from typing import TextIO
 
 __all__ = ["NativeStderr"]
 
@@ -35,7 +36,7 @@ class NativeStderr:
         self._lock = threading.Lock()
         self._saved: int | None = None
         self._pipe_w: int | None = None
-        self._python_stderr: io.TextIOBase | None = None
+        self._python_stderr: TextIO | None = None
         self._python_dunder: object | None = None
         self._reader: threading.Thread | None = None
 
@@ -59,7 +60,8 @@ class NativeStderr:
             sys.stderr = self._terminal()
         if _writes_to_fd2(sys.__stderr__):
             self._python_dunder = sys.__stderr__
-            sys.__stderr__ = sys.stderr if self._python_stderr is not None else self._terminal()
+            # sys.__stderr__ is Final to type checkers; swapping it is the point here.
+            sys.__stderr__ = sys.stderr if self._python_stderr is not None else self._terminal()  # type: ignore[misc,assignment]
         self._reader = threading.Thread(
             target=self._pump, args=(read,), name="parley-native-stderr", daemon=True
         )
@@ -71,7 +73,7 @@ class NativeStderr:
             return
         if self._python_dunder is not None:
             terminal = sys.__stderr__
-            sys.__stderr__, self._python_dunder = self._python_dunder, None  # type: ignore[assignment]
+            sys.__stderr__, self._python_dunder = self._python_dunder, None  # type: ignore[misc,assignment]
             if terminal is not sys.stderr and terminal is not None:
                 terminal.flush()
                 terminal.close()

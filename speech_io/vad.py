@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Literal
 
@@ -225,6 +225,11 @@ class StreamingVAD(Streaming):
         return self._s.state is VADState.SPEAKING
 
     @property
+    def starting(self) -> bool:
+        """An unconfirmed run is open (STARTING)."""
+        return self._s.state is VADState.STARTING
+
+    @property
     def tentative(self) -> bool:
         """True while a stage-1 run is open (STARTING, this frame voiced) and silero leans
         towards speech (:attr:`VADOptions.tentative_threshold`), before it confirms."""
@@ -254,6 +259,19 @@ class StreamingVAD(Streaming):
     def samples_seen(self) -> int:
         """Input samples pushed since the stream began."""
         return self._s.buf_start + len(self._s.buf)
+
+    def retune(
+        self, confirm_threshold: float | None = None, min_level_db: float | None = None
+    ) -> None:
+        """New thresholds from the next frame on (None: as they are); the stream goes on."""
+        o = self.options
+        self.options = replace(
+            o,
+            confirm_threshold=o.confirm_threshold
+            if confirm_threshold is None
+            else confirm_threshold,
+            min_level_db=o.min_level_db if min_level_db is None else min_level_db,
+        )
 
     def reset(self) -> None:
         """Forget the stream: state QUIET, sample counter back to 0, fresh model state."""

@@ -23,6 +23,8 @@ class ScriptedDetector:
     onset_delay: int = 480  # 30 ms to confirm speech
     stop_delay: int = 3200  # 200 ms of silence to call it over
     pos: int = 0
+    confirm_threshold: float = 0.3  # what retune() was last told, for tests to read
+    min_level_db: float = -50.0
     _started: set[int] = field(default_factory=set)
     _stopped: set[int] = field(default_factory=set)
 
@@ -51,8 +53,20 @@ class ScriptedDetector:
         return next(a for a, b in self.tentative_spans if a <= self.pos < b)
 
     @property
-    def state(self) -> str:
-        return "starting" if self.tentative else "speaking" if self.speaking else "quiet"
+    def is_speech(self) -> bool:
+        return self.speaking
+
+    @property
+    def starting(self) -> bool:
+        return self.tentative
+
+    def retune(
+        self, confirm_threshold: float | None = None, min_level_db: float | None = None
+    ) -> None:
+        if confirm_threshold is not None:
+            self.confirm_threshold = confirm_threshold
+        if min_level_db is not None:
+            self.min_level_db = min_level_db
 
     def reset(self) -> None:
         self.pos = 0

@@ -36,7 +36,7 @@ __all__ = ["MelStreamState", "StreamingLogMel", "log_mel", "mel_filters"]
 _MEL_POWER_FLOOR = 1e-10
 
 
-def _hz_to_mel(freq: np.ndarray) -> np.ndarray:
+def _hz_to_mel(freq: float | np.ndarray) -> np.ndarray:
     """Slaney mel scale: linear below 1 kHz, logarithmic above."""
     freq = np.asarray(freq, dtype=np.float64)
     logstep = 27.0 / np.log(6.4)
@@ -181,7 +181,7 @@ class MelStreamState:
     total: int = 0
     frames_emitted: int = 0
     flushed: bool = False
-    floor: _RunningFloor | None = None
+    floor: _RunningFloor = field(kw_only=True)
 
 
 class StreamingLogMel(Streaming):

@@ -44,6 +44,8 @@ def mono_float_audio(audio: np.ndarray | Tensor) -> Tensor:
 class SpeechTokenizer(nn.Module):
     """Audio to speech token ids; weights (codebook included) seeded from ``seed``."""
 
+    window: Tensor  # a buffer
+
     def __init__(self, cfg: CodecConfig, seed: int = 0) -> None:
         super().__init__()
         self.cfg = cfg

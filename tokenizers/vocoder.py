@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -116,6 +117,8 @@ class CausalConvNeXtBlock(nn.Module):
 class TokenVocoder(nn.Module):
     """Speech token ids to PCM at ``cfg.sample_rate``; weights seeded from ``seed``."""
 
+    window: Tensor  # a buffer
+
     def __init__(self, cfg: CodecConfig, seed: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
@@ -137,8 +140,13 @@ class TokenVocoder(nn.Module):
         with torch.no_grad():
             # Residual branches start small (as ConvNeXt's layer scale), so depth does not
             # swamp the token embedding.
-            for block in self.blocks:
+            for block in self.stack:
                 block.gamma.fill_(1.0 / cfg.layers)
+
+    @property
+    def stack(self) -> list[CausalConvNeXtBlock]:
+        """The blocks in order (as their own type, which iterating a ModuleList hides)."""
+        return cast("list[CausalConvNeXtBlock]", list(self.blocks))
 
     @property
     def overlap(self) -> int:
@@ -153,7 +161,7 @@ class TokenVocoder(nn.Module):
             return torch.zeros(0)
         emb = F.pad(self.embed(ids).T, (INPUT_PAST_TOKENS, self.cfg.lookahead))
         x = self.conv_in(emb[None])[0]
-        for block in self.blocks:
+        for block in self.stack:
             x, _ = block(x, x.new_zeros(self.cfg.dim, block.context))
         signal, envelope = self.overlap_add(self.frames(x))
         return self.normalize(signal[self.overlap :], envelope[self.overlap :])
@@ -217,7 +225,7 @@ class StreamingVocoder(Streaming):
         dim, overlap = v.cfg.dim, v.overlap
         return VocoderState(
             inputs=torch.zeros(dim, INPUT_PAST_TOKENS),
-            contexts=[torch.zeros(dim, block.context) for block in v.blocks],
+            contexts=[torch.zeros(dim, block.context) for block in v.stack],
             tail=torch.zeros(overlap),
             tail_envelope=torch.zeros(overlap),
             skip=overlap,
@@ -271,7 +279,7 @@ class StreamingVocoder(Streaming):
         x = v.conv_in(st.inputs[None])[0]
         st.inputs = st.inputs[:, st.inputs.shape[1] - keep :]
         st.tokens_decoded += x.shape[1]
-        for i, block in enumerate(v.blocks):
+        for i, block in enumerate(v.stack):
             x, st.contexts[i] = block(x, st.contexts[i])
         signal, envelope = v.overlap_add(v.frames(x))
         overlap = v.overlap

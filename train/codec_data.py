@@ -182,5 +182,5 @@ def prepare_corpus(
 
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
     tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub reads **arrays as its flags
     tmp.replace(path)

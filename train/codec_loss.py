@@ -50,7 +50,7 @@ def synthesize_batch(
         emb = F.pad(emb.transpose(1, 2), (INPUT_PAST_TOKENS, cfg.lookahead))
         x = vocoder.conv_in(emb)  # (B, dim, T)
         before = (pos >= start[:, None]).float()[:, None, :]
-        for block in vocoder.blocks:
+        for block in vocoder.stack:
             x = x * before
             h = block.dwconv(F.pad(x, (block.context, 0))).transpose(1, 2)
             h = block.pw2(F.gelu(block.pw1(block.norm(h))))
@@ -74,6 +74,8 @@ def synthesize_batch(
 class SpectralLoss(torch.nn.Module):
     """Multi-resolution STFT (spectral convergence + log-magnitude L1) and log-mel L1."""
 
+    mel_fb: Tensor  # a buffer, as are the win{n_fft} windows
+
     def __init__(self, sample_rate: int, mel_weight: float) -> None:
         super().__init__()
         self.mel_weight = mel_weight
@@ -89,7 +91,7 @@ class SpectralLoss(torch.nn.Module):
 
     def forward(self, pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
         """(B, n) waveforms to a scalar loss and its parts."""
-        sc = mag = 0.0
+        sc = mag = torch.zeros(())
         for n_fft, hop in STFT_RESOLUTIONS:
             p, t = self._mag(pred, n_fft, hop), self._mag(target, n_fft, hop)
             sc = sc + torch.linalg.norm(t - p) / torch.linalg.norm(t).clamp_min(1e-7)

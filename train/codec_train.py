@@ -134,15 +134,15 @@ def fit_unit_tokenizer(
     probe = UnitTokenizer(
         encoder, features, torch.zeros(1, encoder.d_model), cfg.frames_per_unit, cfg.unit_window
     )
-    with_frames = [u for u in utterances if u.frames is not None]
-    counts = [u.frames.shape[0] // cfg.frames_per_unit for u in with_frames]
+    with_frames = [u.frames for u in utterances if u.frames is not None]
+    counts = [f.shape[0] // cfg.frames_per_unit for f in with_frames]
     pick = torch.randperm(sum(counts), generator=torch.Generator().manual_seed(seed))[:n_units]
     chosen = torch.zeros(sum(counts), dtype=torch.bool)
     chosen[pick] = True
     # Pooled and picked one utterance at a time: all pooled frames at once would be GBs.
     parts, lo = [], 0
-    for u, n in zip(with_frames, counts, strict=True):
-        parts.append(probe.pool(u.frames)[chosen[lo : lo + n]])
+    for frames, n in zip(with_frames, counts, strict=True):
+        parts.append(probe.pool(frames)[chosen[lo : lo + n]])
         lo += n
     units = torch.cat(parts)
     codebook = fit_codebook(units, cfg.codebook_size, seed=seed, iters=iters)

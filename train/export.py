@@ -11,6 +11,7 @@ import hashlib
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -23,9 +24,15 @@ from parley.llm.lm_build import layout_of
 from parley.tokenizers.codec_io import save_codec
 from parley.weights import save_state
 
+M = TypeVar("M", bound=nn.Module)
 
-def _half(module: nn.Module) -> nn.Module:
+
+def _half(module: M) -> M:
     return copy.deepcopy(module).to(torch.float16)
+
+
+def _as_is(module: M) -> M:
+    return module
 
 
 def sha256_of(path: Path) -> str:
@@ -55,7 +62,7 @@ def write_trained_checkpoint(
     layout = layout_of(lm, tokenizer, cfg.codec.codebook_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    cast = _half if half else (lambda m: m)
+    cast = _half if half else _as_is
     try:
         save_encoder(cast(whisper), tmp / "encoder")
         save_state(cast(adapter), tmp / "adapter.safetensors")

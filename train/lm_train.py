@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import PreTrainedModel
 
 from parley.llm.adapter import Adapter
 from parley.tokenizers.vocab import TokenClass
@@ -50,7 +51,7 @@ class LMTrainConfig:
 class SpokenLMTrainee(nn.Module):
     """Adapter + LM as one module, so one optimizer and one state dict hold both."""
 
-    def __init__(self, adapter: Adapter, lm: nn.Module) -> None:
+    def __init__(self, adapter: Adapter, lm: PreTrainedModel) -> None:
         super().__init__()
         self.adapter = adapter
         self.lm = lm

@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+from transformers import PreTrainedModel
 
 from parley.errors import ConfigError
 from parley.llm.adapter import Adapter
+from parley.llm.lm_build import embedding_table
 from parley.tokenizers.vocab import VocabLayout
 
 __all__ = ["co_occurrence", "remap_rows", "warm_start"]
@@ -48,7 +50,7 @@ def remap_rows(old_rows: Tensor, counts: Tensor, fallback: Tensor) -> Tensor:
 
 def warm_start(
     adapter: Adapter,
-    lm: torch.nn.Module,
+    lm: PreTrainedModel,
     layout: VocabLayout,
     checkpoint: Path,
     new_codes: dict[str, list[int]],
@@ -62,9 +64,10 @@ def warm_start(
 
     ckpt = load_checkpoint(checkpoint)
     rows = slice(layout.speech_offset, layout.speech_offset + layout.codebook_size)
-    tables = [lm.get_input_embeddings().weight]
+    tables = [embedding_table(lm)]
     head = lm.get_output_embeddings()
     if head is not None and head.weight is not tables[0]:
+        assert isinstance(head.weight, torch.Tensor)
         tables.append(head.weight)
     fresh = [t[rows].detach().clone() for t in tables]  # for units the old never labelled
     try:

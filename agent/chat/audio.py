@@ -107,9 +107,7 @@ class ChatEndpoint:
     def vad_speech(self) -> bool:
         """The detector's current decision (confirmed or tentative speech)."""
         detector = self.session.input.detector
-        return bool(getattr(detector, "is_speech", detector.speaking)) or bool(
-            getattr(detector, "tentative", False)
-        )
+        return detector.is_speech or detector.tentative
 
 
 class AudioBackend(Protocol):

@@ -91,6 +91,7 @@ class Conversation:
 
     def apply(self, event: Event) -> None:
         """The session listener: cheap, never blocks."""
+        turn: AgentTurn | None
         if isinstance(event, StateChanged):
             self.state = event.new
             if event.new is AgentState.LISTENING:

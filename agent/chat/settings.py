@@ -7,7 +7,6 @@ service's ``session.update`` does. Both run on the loop thread, between input fr
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -71,10 +70,5 @@ def apply_live(session: DuplexSession, settings: ChatSettings) -> None:
             }
         )
     )
-    detector = session.input.detector
-    options = getattr(detector, "options", None)
-    if options is not None and hasattr(options, "confirm_threshold"):
-        confirm, floor = _VAD_PRESETS[settings.vad_sensitivity]
-        detector.options = dataclasses.replace(
-            options, confirm_threshold=confirm, min_level_db=floor
-        )
+    confirm, floor = _VAD_PRESETS[settings.vad_sensitivity]
+    session.input.detector.retune(confirm_threshold=confirm, min_level_db=floor)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -153,7 +155,7 @@ class DevicePicker(ModalScreen[tuple[int, int] | None]):
         self.devices = devices
         self.chosen_input: int | None = None
 
-    def _options(self, kind: str) -> list[Option]:
+    def _options(self, kind: Literal["input", "output"]) -> list[Option]:
         return [Option(d.describe(), id=str(d.index)) for d in self.devices if d.channels(kind)]
 
     def compose(self) -> ComposeResult:

@@ -52,7 +52,7 @@ def check_realtime_available() -> None:
         raise EngineUnavailableError(f"--realtime needs PortAudio: {exc}") from None
 
 
-def measure_rig_latency(sd, sink: str, monitor: str, tries: int = 3) -> int:
+def measure_rig_latency(sd, sink: int, monitor: int, tries: int = 3) -> int:
     """The rig's own round trip in samples: played into ``sink``, recorded from ``monitor``.
 
     The room stream adds this to every measurement: the user's voice reaches the agent's

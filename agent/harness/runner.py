@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from parley.agent.clock import VirtualClock
+from parley.agent.events import FirstAudio
 from parley.agent.harness.drive import drive
 from parley.agent.harness.record import RunRecord, UserSegment
 from parley.agent.harness.render import StepAudio, render_step
@@ -112,6 +113,7 @@ class ScenarioScript:
                 follows = p.after is not None and at_sample >= p.after
             if not follows:
                 continue
+            assert p.step.after_reply_start is not None  # the steps without `at` wait here
             at = max(at_sample + int(p.step.after_reply_start * SR), earliest)
             self.timeline.place(p.index, p.step, p.audio, at)
             self.waiting.remove(p)
@@ -143,7 +145,7 @@ async def run_scenario(
     session.subscribe(
         lambda e: (
             script.reply_started(e.output_sample, session.input_sample)
-            if e.type == "first_audio"
+            if isinstance(e, FirstAudio)
             else None
         )
     )

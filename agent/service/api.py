@@ -8,7 +8,6 @@ to what the user really heard. Its events are the duplex session's own typed eve
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import math
@@ -239,12 +238,8 @@ class AgentSession:
     def _set_vad_threshold(self, threshold: float | None) -> None:
         from parley.speech_io.vad import VADOptions
 
-        detector = self.session.input.detector
-        options = getattr(detector, "options", None)
-        if isinstance(options, VADOptions):
-            default = VADOptions().confirm_threshold
-            value = default if threshold is None else threshold
-            detector.options = dataclasses.replace(options, confirm_threshold=value)
+        value = VADOptions().confirm_threshold if threshold is None else threshold
+        self.session.input.detector.retune(confirm_threshold=value)
 
     def check_truncate(self, audio_end_ms: int, reply_id: int | None = None) -> None:
         """Raise the :class:`SessionControlError` that :meth:`truncate` would, changing

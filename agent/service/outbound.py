@@ -75,7 +75,7 @@ class Outbound:
         self._ended: Any = None
         self._turn_end_t: float | None = None
         # Speech over a reply not yet told to the client: [start sample, end sample or None].
-        self._held: list[int | None] | None = None
+        self._held: tuple[int, int | None] | None = None
 
     def emit(self, event: dict[str, Any]) -> None:
         self._send({"event_id": f"event_{next(self._event_ids)}", **event})
@@ -146,12 +146,12 @@ class Outbound:
                 # Over a reply the session pauses and decides later. A Realtime client cuts
                 # its playback and the reply on speech_started, so it hears of this speech
                 # only once the speech takes the turn; a backchannel stays unheard of.
-                self._held = [ev.input_sample, None]
+                self._held = (ev.input_sample, None)
             elif vad:
                 self._speech_started(ev.input_sample)
         elif kind == "user_speech_ended" and vad:
             if self._held is not None:
-                self._held[1] = ev.input_sample
+                self._held = (self._held[0], ev.input_sample)
             else:
                 self._speech_stopped(ev.input_sample)
         elif kind == "interrupted" and self._held is not None:
