@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from parley.agent.events import Event, FirstAudio, Interrupted, PlaybackPaused
 from parley.agent.session import DuplexSession
 
 
@@ -24,10 +25,10 @@ def connect_devices(
 
     transport = DeviceTransport(session, input_device, output_device, **options)
 
-    def on_event(event) -> None:
-        if event.type in ("playback_paused", "interrupted"):
+    def on_event(event: Event) -> None:
+        if isinstance(event, PlaybackPaused | Interrupted):
             transport.clear_output()
-        elif event.type == "first_audio":
+        elif isinstance(event, FirstAudio):
             # Emitted while the transport is pulling: clear once that pull is queued. The
             # session takes the reply samples back (rewind_output) and hands them out again
             # at once, ahead of the silence that was waiting in front of them.

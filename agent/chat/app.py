@@ -26,7 +26,7 @@ from parley.agent.chat.conversation import Conversation
 from parley.agent.chat.save import save_session
 from parley.agent.chat.settings import ChatSettings, apply_live
 from parley.agent.chat.widgets import DevicePicker, SettingsScreen, TurnView, meter
-from parley.agent.events import AgentState, Event
+from parley.agent.events import AgentState, AudioPlayed, Event
 from parley.agent.session import DuplexSession
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class ChatApp(App[None]):
 
     def _on_event(self, event: Event) -> None:
         # Runs inside push_input/pull_output: append and count only.
-        if event.type == "audio_played":
+        if isinstance(event, AudioPlayed):
             self.audio_played += 1
             return
         self.event_log.append(event.to_dict())

@@ -86,64 +86,68 @@ class Conversation:
     # buffers); the figures are taken on the input timeline, then this is added.
     device_latency_ms: float = 0.0
 
+    def _interrupted(self, turn: AgentTurn, event: Interrupted) -> None:
+        turn.heard_text = event.heard_text
+        self.interruptions += 1
+        if self._onset is not None:
+            # Output went silent at the pause (or now, when nothing paused it first).
+            silent = self._paused_at if self._paused_at is not None else event.output_sample
+            turn.stop_ms = self._ms_after(self._onset, silent)
+            self.barge_in.add(turn.stop_ms)
+        self._onset = None
+
     def _ms_after(self, since: int, at: int) -> float:
         return 1000.0 * max(0, at - since) / SR + self.device_latency_ms
 
     def apply(self, event: Event) -> None:
         """The session listener: cheap, never blocks."""
         turn: AgentTurn | None
-        if isinstance(event, StateChanged):
-            self.state = event.new
-            if event.new is AgentState.LISTENING:
-                self._paused_at = None
-        elif isinstance(event, UserSpeechStarted):
-            self._onset = event.input_sample
-            return  # nothing visible yet
-        elif isinstance(event, UserTurnEnded):
-            self._speech_end = event.input_sample
-            start = event.input_sample - round(event.audio_s * SR)
-            audio = self.mic_audio(start, event.input_sample) if self.mic_audio else None
-            level = level_db(audio) if audio is not None else -100.0
-            self.turns.append(UserTurn(len(self.turns), event.audio_s, level))
-        elif isinstance(event, ReplyStarted):
-            turn = AgentTurn(len(self.turns), event.reply_id)
-            # Only speech that starts over this reply is a barge-in on it.
-            self._onset = self._paused_at = None
-            self._replies[event.reply_id] = turn
-            self.turns.append(turn)
-        elif isinstance(event, TextDelta):
-            if (turn := self._replies.get(event.reply_id)) is None:
+        match event:
+            case StateChanged():
+                self.state = event.new
+                if event.new is AgentState.LISTENING:
+                    self._paused_at = None
+            case UserSpeechStarted():
+                self._onset = event.input_sample
+                return  # nothing visible yet
+            case UserTurnEnded():
+                self._speech_end = event.input_sample
+                start = event.input_sample - round(event.audio_s * SR)
+                audio = self.mic_audio(start, event.input_sample) if self.mic_audio else None
+                level = level_db(audio) if audio is not None else -100.0
+                self.turns.append(UserTurn(len(self.turns), event.audio_s, level))
+            case ReplyStarted():
+                turn = AgentTurn(len(self.turns), event.reply_id)
+                # Only speech that starts over this reply is a barge-in on it.
+                self._onset = self._paused_at = None
+                self._replies[event.reply_id] = turn
+                self.turns.append(turn)
+            case TextDelta():
+                if (turn := self._replies.get(event.reply_id)) is None:
+                    return
+                turn.text += event.text
+            case FirstAudio():
+                turn = self._replies.get(event.reply_id)
+                if turn is None or self._speech_end is None:
+                    return
+                at = event.input_sample if event.input_sample is not None else event.output_sample
+                turn.latency_ms = self._ms_after(self._speech_end, at)
+                self.response.add(turn.latency_ms)
+            case PlaybackPaused():
+                # The pause's own onset: a tentative pause comes before the confirmed start.
+                at = event.input_sample if event.input_sample is not None else event.output_sample
+                self._paused_at, self._onset = at, event.onset_sample
                 return
-            turn.text += event.text
-        elif isinstance(event, FirstAudio):
-            turn = self._replies.get(event.reply_id)
-            if turn is None or self._speech_end is None:
+            case Interrupted():
+                if (turn := self._replies.get(event.reply_id)) is None:
+                    return
+                self._interrupted(turn, event)
+            case ReplyEnded():
+                if (turn := self._replies.pop(event.reply_id, None)) is None:
+                    return
+                turn.status = event.status
+                if event.status == "interrupted" and turn.heard_text is None:
+                    turn.heard_text = event.text
+            case _:
                 return
-            at = event.input_sample if event.input_sample is not None else event.output_sample
-            turn.latency_ms = self._ms_after(self._speech_end, at)
-            self.response.add(turn.latency_ms)
-        elif isinstance(event, PlaybackPaused):
-            # The pause's own onset: a tentative pause comes before the confirmed start.
-            at = event.input_sample if event.input_sample is not None else event.output_sample
-            self._paused_at, self._onset = at, event.onset_sample
-            return
-        elif isinstance(event, Interrupted):
-            if (turn := self._replies.get(event.reply_id)) is None:
-                return
-            turn.heard_text = event.heard_text
-            self.interruptions += 1
-            if self._onset is not None:
-                # Output went silent at the pause (or now, when nothing paused it first).
-                silent = self._paused_at if self._paused_at is not None else event.output_sample
-                turn.stop_ms = self._ms_after(self._onset, silent)
-                self.barge_in.add(turn.stop_ms)
-            self._onset = None
-        elif isinstance(event, ReplyEnded):
-            if (turn := self._replies.pop(event.reply_id, None)) is None:
-                return
-            turn.status = event.status
-            if event.status == "interrupted" and turn.heard_text is None:
-                turn.heard_text = event.text
-        else:
-            return
         self.version += 1

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from parley.agent.clock import MonotonicClock
+from parley.agent.events import FirstAudio
 from parley.agent.harness.record import RunRecord
 from parley.agent.harness.runner import SR, ScenarioScript, agent_config_for
 from parley.agent.harness.scenario import Scenario
@@ -138,7 +139,7 @@ async def run_scenario_realtime(
             capture_native_stderr=True,
         )
         session.subscribe(
-            lambda e: script.reply_started(pos, pos) if e.type == "first_audio" else None
+            lambda e: script.reply_started(pos, pos) if isinstance(e, FirstAudio) else None
         )
         stream = sd.Stream(
             device=(dev.monitors["parley_out"], dev.sinks["parley_in"]),

@@ -20,7 +20,14 @@ import numpy as np
 
 from parley.agent.bus import EventBus
 from parley.agent.clock import Clock
-from parley.agent.events import Event
+from parley.agent.events import (
+    AudioPlayed,
+    AudioRewound,
+    Event,
+    ReplyEnded,
+    ReplyStarted,
+    UserTurnEnded,
+)
 from parley.agent.input import SpeechDetector
 from parley.agent.model import AgentModel
 from parley.agent.service.audio import INPUT_QUALITY, MODEL_RATE
@@ -138,22 +145,22 @@ class AgentSession:
 
     def _on_event(self, event: Event) -> None:
         rec = self._last_reply
-        if event.type == "reply_started":
-            self._last_reply = _ReplyRecord(event.reply_id)  # type: ignore[attr-defined]
-        elif event.type in ("audio_played", "audio_rewound") and self._is_running(rec, event):
-            # Kept live so that a truncate of the reply in flight can be checked before it
-            # cuts anything; both events give positions in the reply's own samples.
-            rec.played = event.end if event.type == "audio_played" else event.position  # type: ignore
-        elif event.type == "reply_ended" and rec is not None:
-            rec.running = False
-            rec.played = event.played  # type: ignore[attr-defined]
-        elif event.type == "user_turn_ended" and rec is not None and not rec.running:
-            rec.last_in_context = False  # the engine closed that reply behind a new turn
+        # Kept live so that a truncate of the reply in flight can be checked before it cuts
+        # anything; played positions are in the reply's own samples.
+        live = rec if rec is not None and rec.running else None
+        match event:
+            case ReplyStarted():
+                self._last_reply = _ReplyRecord(event.reply_id)
+            case AudioPlayed() if live is not None and event.reply_id == live.reply_id:
+                live.played = event.end
+            case AudioRewound() if live is not None and event.reply_id == live.reply_id:
+                live.played = event.position
+            case ReplyEnded() if rec is not None:
+                rec.running = False
+                rec.played = event.played
+            case UserTurnEnded() if rec is not None and not rec.running:
+                rec.last_in_context = False  # the engine closed that reply behind a new turn
         self._bus.emit(event)
-
-    @staticmethod
-    def _is_running(rec: _ReplyRecord | None, event: Event) -> bool:
-        return rec is not None and rec.running and event.reply_id == rec.reply_id  # type: ignore
 
     # ------------------------------------------------------------------ audio
 

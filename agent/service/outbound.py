@@ -18,6 +18,20 @@ from typing import Any
 import numpy as np
 
 from parley.agent.clock import Clock, MonotonicClock
+from parley.agent.events import (
+    AudioPlayed,
+    Event,
+    FirstAudio,
+    Interrupted,
+    PlaybackPaused,
+    PlaybackResumed,
+    ReplyEnded,
+    ReplyStarted,
+    TextDelta,
+    UserSpeechEnded,
+    UserSpeechStarted,
+    UserTurnEnded,
+)
 from parley.agent.service import protocol as P
 from parley.agent.service.audio import MODEL_RATE, OUTPUT_QUALITY, encode_pcm16
 from parley.agent.service.errorlog import ErrorLogLimiter
@@ -72,7 +86,7 @@ class Outbound:
         self._item_ids = itertools.count(1)
         self._played_in_pull = 0
         self._in_pull = False
-        self._ended: Any = None
+        self._ended: ReplyEnded | None = None
         self._turn_end_t: float | None = None
         # Speech over a reply not yet told to the client: [start sample, end sample or None].
         self._held: tuple[int, int | None] | None = None
@@ -131,73 +145,84 @@ class Outbound:
 
     # ------------------------------------------------------------------ session events
 
-    def on_event(self, ev: Any) -> None:
-        kind, vad = ev.type, self.wire.turn_detection is not None
-        if kind == "audio_played":
-            self._played_in_pull += ev.end - ev.start
-        elif kind == "user_speech_started":
-            # Audio that played before the onset, the filter's tail included, goes out
-            # now; no reply audio follows until playback resumes (with a fresh filter).
-            resp = self.response
-            if resp is not None:
-                self.flush_audio(last=True)
-                resp.resampler = Resampler(MODEL_RATE, self.wire.output_rate, OUTPUT_QUALITY)
-            if vad and resp is not None:
-                # Over a reply the session pauses and decides later. A Realtime client cuts
-                # its playback and the reply on speech_started, so it hears of this speech
-                # only once the speech takes the turn; a backchannel stays unheard of.
-                self._held = (ev.input_sample, None)
-            elif vad:
-                self._speech_started(ev.input_sample)
-        elif kind == "user_speech_ended" and vad:
-            if self._held is not None:
-                self._held = (self._held[0], ev.input_sample)
-            else:
-                self._speech_stopped(ev.input_sample)
-        elif kind == "interrupted" and self._held is not None:
-            (start, stop), self._held = self._held, None
-            self._speech_started(start)
-            if stop is not None:
-                self._speech_stopped(stop)
-        elif kind == "playback_resumed":
-            self._held = None
-        elif kind == "user_turn_ended":
-            self._turn_end_t = ev.t
-            if vad:
-                item = self._user_item or self.new_item()
-                self.emit(
-                    {
-                        "type": "input_audio_buffer.committed",
-                        "item_id": item,
-                        "previous_item_id": self.previous_item,
-                    }
-                )
-                self.previous_item, self._user_item = item, None
-        elif kind == "reply_started":
-            self._reply_started(ev)
-        elif kind == "text_delta":
-            resp = self.response
-            if resp is not None and resp.reply_id == ev.reply_id:
-                self.emit(
-                    {
-                        "type": "response.output_audio_transcript.delta",
-                        "response_id": resp.id,
-                        "item_id": resp.item_id,
-                        "output_index": 0,
-                        "content_index": 0,
-                        "delta": ev.text,
-                    }
-                )
-        elif kind == "first_audio" and self._turn_end_t is not None:
-            self.metrics.response_latency.observe(ev.t - self._turn_end_t)
-        elif kind == "playback_paused":
-            # Input and output share one sample timeline, so onset to pause is exact.
-            self.metrics.barge_in_stop.observe((ev.output_sample - ev.onset_sample) / MODEL_RATE)
-        elif kind == "reply_ended":
-            if self._in_pull:
-                self._ended = ev  # the pull that ended it still holds its last audio
-            else:
-                self._finish(ev)
+    def on_event(self, ev: Event) -> None:
+        vad = self.wire.turn_detection is not None
+        match ev:
+            case AudioPlayed():
+                self._played_in_pull += ev.end - ev.start
+            case UserSpeechStarted():
+                self._user_speech_started(ev, vad)
+            case UserSpeechEnded() if vad:
+                if self._held is not None:
+                    self._held = (self._held[0], ev.input_sample)
+                else:
+                    self._speech_stopped(ev.input_sample)
+            case Interrupted() if self._held is not None:
+                (start, stop), self._held = self._held, None
+                self._speech_started(start)
+                if stop is not None:
+                    self._speech_stopped(stop)
+            case PlaybackResumed():
+                self._held = None
+            case UserTurnEnded():
+                self._user_turn_ended(ev, vad)
+            case ReplyStarted():
+                self._reply_started(ev)
+            case TextDelta():
+                self._text_delta(ev)
+            case FirstAudio() if self._turn_end_t is not None:
+                self.metrics.response_latency.observe(ev.t - self._turn_end_t)
+            case PlaybackPaused():
+                # Input and output share one sample timeline, so onset to pause is exact.
+                stop_s = (ev.output_sample - ev.onset_sample) / MODEL_RATE
+                self.metrics.barge_in_stop.observe(stop_s)
+            case ReplyEnded():
+                if self._in_pull:
+                    self._ended = ev  # the pull that ended it still holds its last audio
+                else:
+                    self._finish(ev)
+
+    def _user_speech_started(self, ev: UserSpeechStarted, vad: bool) -> None:
+        # Audio that played before the onset, the filter's tail included, goes out now; no
+        # reply audio follows until playback resumes (with a fresh filter).
+        resp = self.response
+        if resp is not None:
+            self.flush_audio(last=True)
+            resp.resampler = Resampler(MODEL_RATE, self.wire.output_rate, OUTPUT_QUALITY)
+        if vad and resp is not None:
+            # Over a reply the session pauses and decides later. A Realtime client cuts its
+            # playback and the reply on speech_started, so it hears of this speech only once
+            # the speech takes the turn; a backchannel stays unheard of.
+            self._held = (ev.input_sample, None)
+        elif vad:
+            self._speech_started(ev.input_sample)
+
+    def _user_turn_ended(self, ev: UserTurnEnded, vad: bool) -> None:
+        self._turn_end_t = ev.t
+        if vad:
+            item = self._user_item or self.new_item()
+            self.emit(
+                {
+                    "type": "input_audio_buffer.committed",
+                    "item_id": item,
+                    "previous_item_id": self.previous_item,
+                }
+            )
+            self.previous_item, self._user_item = item, None
+
+    def _text_delta(self, ev: TextDelta) -> None:
+        resp = self.response
+        if resp is not None and resp.reply_id == ev.reply_id:
+            self.emit(
+                {
+                    "type": "response.output_audio_transcript.delta",
+                    "response_id": resp.id,
+                    "item_id": resp.item_id,
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": ev.text,
+                }
+            )
 
     def _speech_started(self, sample: int) -> None:
         self._user_item = self._user_item or self.new_item()
@@ -219,7 +244,7 @@ class Outbound:
             }
         )
 
-    def _reply_started(self, ev: Any) -> None:
+    def _reply_started(self, ev: ReplyStarted) -> None:
         item = self.new_item()
         resp = Response(
             id=f"resp_{self.session_id}_{ev.reply_id}",
@@ -237,7 +262,7 @@ class Outbound:
             }
         )
 
-    def _finish(self, ev: Any) -> None:
+    def _finish(self, ev: ReplyEnded) -> None:
         resp = self.response
         if resp is None or resp.reply_id != ev.reply_id:
             return
