@@ -25,7 +25,7 @@ class EventBus:
     def __init__(self, max_pending: int | None = None, name: str = "session") -> None:
         if max_pending is not None and max_pending < 1:
             raise ValueError(f"max_pending must be at least 1, got {max_pending}")
-        self.epoch = 0
+        self.epoch = 0  # moved on by fence() only
         self.stale_dropped = 0
         self.max_pending = max_pending
         self.dropped = 0  # events dropped from unread iterators, over all of them
@@ -33,6 +33,12 @@ class EventBus:
         self._listeners: list[Callable[[Event], None]] = []
         self._queues: list[asyncio.Queue[Event | None]] = []
         self._closed = False
+
+    def fence(self) -> int:
+        """Start a new epoch: from now on nothing emitted under an older one gets out.
+        Returns the new epoch."""
+        self.epoch += 1
+        return self.epoch
 
     def subscribe(self, listener: Callable[[Event], None]) -> None:
         """Call ``listener`` synchronously with every event (it must not block)."""

@@ -382,7 +382,7 @@ class DuplexSession(PlaybackSide):
                 output_sample=self.output_sample,
             )
         )
-        self._bus.epoch += 1
+        self._bus.fence()
         self._reply = None
         self._signal(Signal.INTERRUPT, reason)
         self._spawn(self._tear_down(reply, keep, heard))
