@@ -1,71 +1,90 @@
 """The speaker side of a duplex session: handing out reply audio, taking back what a device
-dropped.
+dropped, and keeping the echo reference in step with what was played.
 
-:class:`PlaybackSide` is a part of :class:`~parley.agent.session.DuplexSession`, kept apart
-because it is the one path the audio device drives: ``pull_output`` for every block the
-speaker needs, ``rewind_output`` when a device buffer was cleared before it played.
+:class:`Playout` is a part of :class:`~parley.agent.session.DuplexSession`, kept apart
+because it is the one path the audio device drives: ``pull`` for every block the speaker
+needs, ``rewind`` when a device buffer was cleared before it played. What it needs of the
+session is :class:`PlayoutOwner`; it never changes the session's state itself.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
-from parley.agent.events import AgentState, AudioPlayed, AudioRewound, Event, FirstAudio
-from parley.agent.state import Signal
+from parley.agent.clock import Clock
+from parley.agent.events import AudioPlayed, AudioRewound, Event
+from parley.agent.reply import Reply
 
-if TYPE_CHECKING:
-    from parley.agent.clock import Clock
-    from parley.agent.input import InputStage
-    from parley.agent.reply import Reply
+RECENT_PULLS = 64  # pulls a device may still drop (more than any device buffer holds)
 
 
-class PlaybackSide:
-    """Output methods of :class:`~parley.agent.session.DuplexSession` (it holds the state:
-    the reply, the clock, the output sample counter, the recent pulls)."""
+class PlayoutOwner(Protocol):
+    """What :class:`Playout` asks of the session it plays for."""
 
-    # The session's state this side reads and moves, all set by DuplexSession.__init__.
-    clock: Clock
-    input: InputStage
-    state: AgentState
-    input_sample: int
-    output_sample: int
-    _reply: Reply | None
-    _max_ahead: int
-    _recent_pulls: deque[tuple[int, int, int]]  # (n, reply_id, reply samples in it)
-    _emit: Callable[[Event], None]
+    @property
+    def reply(self) -> Reply | None:
+        """The reply in flight, if any (playing or not)."""
+        ...
 
-    def _signal(self, signal: Signal, reason: str) -> None:
-        raise NotImplementedError
+    @property
+    def playing(self) -> bool:
+        """Whether the reply's audio may go out now (not while paused or listening)."""
+        ...
 
-    def _finish_reply(self, reply: Reply) -> None:
-        raise NotImplementedError
+    def audio_started(self, reply: Reply, output_sample: int) -> None:
+        """The reply's first sample goes out at ``output_sample``."""
+        ...
 
-    def pull_output(self, n: int) -> np.ndarray:
+    def played_out(self, reply: Reply) -> None:
+        """Every sample of the reply has been handed out."""
+        ...
+
+
+class EchoReference(Protocol):
+    """Where what the speaker plays is kept for the echo canceller."""
+
+    def played(self, samples: np.ndarray, output_sample: int) -> None: ...
+
+    def unplayed(self, n: int) -> None: ...
+
+
+class Playout:
+    """Hands reply audio to the speaker, silence around it, and counts output samples."""
+
+    def __init__(
+        self,
+        owner: PlayoutOwner,
+        echo: EchoReference,
+        clock: Clock,
+        emit: Callable[[Event], None],
+        max_ahead: int,
+    ) -> None:
+        self.owner = owner
+        self.echo = echo
+        self.clock = clock
+        self.emit = emit
+        self.max_ahead = max_ahead
+        """Unplayed samples below which the reply's producer is woken to make more."""
+        self.output_sample = 0  # samples handed out so far, silence included
+        # (n, reply_id, reply samples at the tail of the pull): what a rewind gives back.
+        self._recent: deque[tuple[int, int, int]] = deque(maxlen=RECENT_PULLS)
+
+    def pull(self, n: int) -> np.ndarray:
         """The next ``n`` samples to play; silence when nothing is playing."""
         out = np.zeros(n, dtype=np.float32)
-        reply, k = self._reply, 0
-        if reply is not None and self.state in (AgentState.THINKING, AgentState.SPEAKING):
+        reply, k = self.owner.reply, 0
+        if reply is not None and self.owner.playing:
             k = min(n, reply.buffered)
             if k > 0:
                 if not reply.audio_started:
                     reply.audio_started = True
-                    self._signal(Signal.AUDIO_STARTED, "first reply audio")
-                    self._emit(
-                        FirstAudio(
-                            t=self.clock.now(),
-                            epoch=reply.epoch,
-                            reply_id=reply.id,
-                            output_sample=self.output_sample,
-                            compute_ms=1000.0 * (reply.first_audio_compute_s or 0.0),
-                            input_sample=self.input_sample,
-                        )
-                    )
+                    self.owner.audio_started(reply, self.output_sample)
                 out[:k] = reply.audio[reply.position : reply.position + k]
-                self._emit(
+                self.emit(
                     AudioPlayed(
                         t=self.clock.now(),
                         epoch=reply.epoch,
@@ -76,28 +95,30 @@ class PlaybackSide:
                     )
                 )
                 reply.position += k
-                if reply.buffered <= self._max_ahead and not reply.space.is_set():
+                if reply.buffered <= self.max_ahead and not reply.space.is_set():
                     # Wake the producer, and mark it busy now, so settle() waits for it.
                     reply.idle.clear()
                     reply.space.set()
-            if reply.finished_playing and self.state in (AgentState.THINKING, AgentState.SPEAKING):
-                self._finish_reply(reply)
-        self._recent_pulls.append((n, reply.id if reply is not None and k else 0, k))
-        self.input.played(out, self.output_sample)
+            if reply.finished_playing and self.owner.playing:
+                self.owner.played_out(reply)
+        self._recent.append((n, reply.id if reply is not None and k else 0, k))
+        self.echo.played(out, self.output_sample)
         self.output_sample += n
         return out
 
-    def rewind_output(self, n: int) -> None:
-        """The last ``n`` pulled samples never reached the speaker (a device buffer was cleared)."""
-        while n > 0 and self._recent_pulls:
-            size, reply_id, k = self._recent_pulls.pop()
+    def rewind(self, n: int) -> None:
+        """The last ``n`` pulled samples never reached the speaker (a device buffer was
+        cleared): the reply's share of them will play again, and the echo reference
+        forgets them."""
+        while n > 0 and self._recent:
+            size, reply_id, k = self._recent.pop()
             take = min(size, n)
-            reply = self._reply
+            reply = self.owner.reply
             # Only the reply samples at the tail of the dropped span go back to the reply.
             back = max(0, k - (size - take))
             if reply is not None and reply.id == reply_id and back:
                 reply.position -= back
-                self._emit(
+                self.emit(
                     AudioRewound(
                         t=self.clock.now(),
                         epoch=reply.epoch,
@@ -106,7 +127,7 @@ class PlaybackSide:
                     )
                 )
             self.output_sample -= take
-            self.input.unplayed(take)
+            self.echo.unplayed(take)
             if take < size:
-                self._recent_pulls.append((size - take, reply_id, k - back))
+                self._recent.append((size - take, reply_id, k - back))
             n -= take

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 import numpy as np
@@ -28,6 +27,7 @@ from parley.agent.clock import Clock, MonotonicClock
 from parley.agent.events import (
     AgentState,
     Event,
+    FirstAudio,
     HistoryItem,
     Interrupted,
     PlaybackPaused,
@@ -42,7 +42,7 @@ from parley.agent.events import (
 )
 from parley.agent.input import InputStage, SpeechDetector
 from parley.agent.model import AgentModel
-from parley.agent.playback import PlaybackSide
+from parley.agent.playback import Playout
 from parley.agent.reply import Reply, produce, reply_params_for
 from parley.agent.state import Signal, transition
 from parley.agent.text import IncrementalDetokenizer, text_of
@@ -57,7 +57,7 @@ TENTATIVE_HOLD_MS = 100
 log = logging.getLogger(__name__)
 
 
-class DuplexSession(PlaybackSide):
+class DuplexSession:
     """One conversation on a shared :class:`AgentModel`."""
 
     def __init__(
@@ -89,6 +89,7 @@ class DuplexSession(PlaybackSide):
         # flickering onset does not stutter the output; silero confirms well within it.
         self._tentative_hold = TENTATIVE_HOLD_MS * SAMPLE_RATE // 1000
         self.input = InputStage(self.config, detector, self._frame)
+        self.playout = Playout(self, self.input, self.clock, self._emit, max_ahead=0)
         self._apply(self.config)
         self.context = model.engine.open_context()
         cfg = model.checkpoint.manifest.model
@@ -98,9 +99,7 @@ class DuplexSession(PlaybackSide):
         self.vocoder = StreamingVocoder(model.checkpoint.vocoder)
 
         self.input_sample = 0
-        self.output_sample = 0
         self._pending_in = np.zeros(0, dtype=np.float32)
-        self._recent_pulls: deque[tuple[int, int, int]] = deque(maxlen=64)  # (n, reply_id, k)
         # The user's utterance being collected for the model.
         self._utterance_start: int | None = None
         self._utterance_fed = 0  # input sample up to which it went into the front end
@@ -118,7 +117,7 @@ class DuplexSession(PlaybackSide):
         self._endpoint = config.endpoint_silence_ms * ms
         self._min_interruption = config.min_interruption_ms * ms
         self._preroll = config.preroll_ms * ms
-        self._max_ahead = config.max_ahead_ms * ms
+        self._max_ahead = self.playout.max_ahead = config.max_ahead_ms * ms
         rate = self.model.checkpoint.manifest.model.codec.token_rate_hz
         self.reply_params = self._fixed_reply_params or reply_params_for(config, rate)
         self.input.set_echo_cancellation(config.echo_cancellation)
@@ -158,6 +157,48 @@ class DuplexSession(PlaybackSide):
             self._emit(
                 StateChanged(t=self.clock.now(), epoch=self.epoch, old=old, new=new, reason=reason)
             )
+
+    # ------------------------------------------------------------------ output
+
+    @property
+    def output_sample(self) -> int:
+        """Samples handed to the speaker so far (silence included), less any rewound."""
+        return self.playout.output_sample
+
+    def pull_output(self, n: int) -> np.ndarray:
+        """The next ``n`` samples to play; silence when nothing is playing."""
+        return self.playout.pull(n)
+
+    def rewind_output(self, n: int) -> None:
+        """The last ``n`` pulled samples never reached the speaker (a device buffer was
+        cleared); the reply's share of them plays again."""
+        self.playout.rewind(n)
+
+    @property
+    def reply(self) -> Reply | None:
+        """The reply in flight, if any."""
+        return self._reply
+
+    @property
+    def playing(self) -> bool:
+        """Whether reply audio may go out now: thinking (its first audio) or speaking."""
+        return self.state in (AgentState.THINKING, AgentState.SPEAKING)
+
+    def audio_started(self, reply: Reply, output_sample: int) -> None:
+        self._signal(Signal.AUDIO_STARTED, "first reply audio")
+        self._emit(
+            FirstAudio(
+                t=self.clock.now(),
+                epoch=reply.epoch,
+                reply_id=reply.id,
+                output_sample=output_sample,
+                compute_ms=1000.0 * (reply.first_audio_compute_s or 0.0),
+                input_sample=self.input_sample,
+            )
+        )
+
+    def played_out(self, reply: Reply) -> None:
+        self._finish_reply(reply)
 
     # ------------------------------------------------------------------ input
 
