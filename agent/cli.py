@@ -55,13 +55,30 @@ def _add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+# What add_subparsers returns (argparse gives the class no public name).
+Subcommands = argparse._SubParsersAction
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_agent.py",
         description="Parley: a full-duplex spoken dialogue agent.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_make_command(sub)
+    _add_demo_command(sub)
+    _add_bench_command(sub)
+    _add_duplex_command(sub)
+    _add_serve_command(sub)
+    _add_lm_server_command(sub)
+    _add_chat_command(sub)
+    _add_corpus_command(sub)
+    _add_evaluate_command(sub)
+    _add_train_command(sub)
+    return parser
 
+
+def _add_make_command(sub: Subcommands) -> None:
     make = sub.add_parser(
         "make-checkpoint",
         help="build a seeded random checkpoint from a preset, optionally with real parts",
@@ -81,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     make.add_argument("--force", action="store_true", help="replace a non-empty --out")
 
+
+def _add_demo_command(sub: Subcommands) -> None:
     demo = sub.add_parser(
         "demo",
         help="stream one utterance through the whole speak path and time each stage",
@@ -97,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--events", type=Path, metavar="JSON", help="write stage times here")
     _add_config_args(demo)
 
+
+def _add_bench_command(sub: Subcommands) -> None:
     bench = sub.add_parser(
         "bench",
         help="run latency and interruption scenarios and write metrics and reports",
@@ -137,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(bench)
 
+
+def _add_duplex_command(sub: Subcommands) -> None:
     duplex = sub.add_parser(
         "duplex",
         help="write what the agent would have played over a user channel (same length)",
@@ -155,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint_arg(duplex)
     _add_config_args(duplex)
 
+
+def _add_serve_command(sub: Subcommands) -> None:
     serve = sub.add_parser(
         "serve",
         help="serve the agent over WebSocket, speaking the OpenAI Realtime event protocol",
@@ -206,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint_arg(serve)
     _add_config_args(serve)
 
+
+def _add_lm_server_command(sub: Subcommands) -> None:
     lm_server = sub.add_parser(
         "lm-server",
         help="serve the checkpoint's LM with `vllm serve`, set up for --engine vllm-server",
@@ -225,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     lm_server.add_argument("vllm_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     _add_config_args(lm_server)
 
+
+def _add_chat_command(sub: Subcommands) -> None:
     chat = sub.add_parser(
         "chat",
         help="talk with the agent in the terminal, through the sound card",
@@ -242,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(chat)
 
+
+def _add_corpus_command(sub: Subcommands) -> None:
     corpus = sub.add_parser(
         "make-corpus",
         help="synthesize the spoken-dialogue training corpus (offline TTS voices)",
@@ -279,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated voices or engines to use (e.g. espeak,flite); default: all",
     )
     corpus.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_evaluate_command(sub: Subcommands) -> None:
     evaluate = sub.add_parser(
         "eval",
         help="answer the corpus's held-out spoken questions and judge the replies",
@@ -305,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_config_args(evaluate)
 
+
+def _add_train_command(sub: Subcommands) -> None:
     train = sub.add_parser(
         "train",
         help="train the default model: corpus, codec of the agent's voice, adapter + LM",
@@ -405,7 +441,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     train.add_argument("--force", action="store_true", help="replace a non-empty --out")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser
 
 
 def _quiet_libraries() -> None:
