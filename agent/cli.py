@@ -372,6 +372,12 @@ def _add_train_command(sub: Subcommands) -> None:
         help="start the adapter + LM from this trained checkpoint (same preset) instead of "
         "random weights; speech rows are remapped if its units differ (default: random)",
     )  # fmt: skip
+    _add_train_data_args(train)
+    _add_train_codec_args(train)
+    _add_train_run_args(train)
+
+
+def _add_train_data_args(train: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--chained", type=float, default=0.5, metavar="SHARE",
         help="extra LM examples that chain 2-3 dialogues into one conversation, as a share "
@@ -401,6 +407,9 @@ def _add_train_command(sub: Subcommands) -> None:
         help="comma-separated subset of corpus,units,vocoder,lm,export (default: all); the "
         "vocoder and lm stages need only units, so two processes may run them at once",
     )
+
+
+def _add_train_codec_args(train: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--codec-minutes",
         type=float,
@@ -425,6 +434,9 @@ def _add_train_command(sub: Subcommands) -> None:
         help="teach the codec only N texts, the corpus's answers first (a quick trial; "
         "default: all of them)",
     )
+
+
+def _add_train_run_args(train: argparse.ArgumentParser) -> None:
     train.add_argument("--steps", type=int, default=7000, help="LM training steps (default: 7000)")
     train.add_argument(
         "--batch-size", type=int, default=20, help="dialogues per step (default: 20)"
