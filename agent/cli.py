@@ -394,6 +394,15 @@ def _add_train_data_args(train: argparse.ArgumentParser) -> None:
         "when the corpus lacks it), as a share of the training dialogues (default: 0)",
     )
     train.add_argument(
+        "--followup-drills",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="extra LM examples like --followups whose reply is its text alone (no "
+        "recording needed): drills of a follow-up's arithmetic, as a share of the training "
+        "dialogues (default: 0)",
+    )
+    train.add_argument(
         "--dialogues",
         type=int,
         default=12000,

@@ -358,6 +358,7 @@ def train(args: argparse.Namespace, log: Log) -> int:
             init_from=args.init_from,
             chained=args.chained,
             followups=args.followups,
+            followup_drills=args.followup_drills,
             dialogues=args.dialogues,
             codec_minutes=args.codec_minutes,
             codec_steps=args.codec_steps or None,

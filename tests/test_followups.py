@@ -77,6 +77,11 @@ def test_recombined_followups_pair_any_answer_with_a_recorded_followup():
     again = recombine_followups(dialogues, share=2.0, seed=0)
     assert [(d.id, d.turns[1].answer) for d in again] == [(d.id, d.turns[1].answer) for d in out]
     assert recombine_followups(dialogues, share=0.0, seed=0) == []
+    # Drills: the same kind of pairs, drawn apart, whose reply is laid out as text alone.
+    drills = recombine_followups(dialogues, share=1.0, seed=0, text_only=True)
+    assert len(drills) == 300 and all(d.turns[1].text_only for d in drills)
+    assert not any(t.text_only for d in out for t in d.turns)
+    assert [d.id for d in drills] != [d.id for d in out[:300]]
     assert recombine_followups([d for d in dialogues if len(d.turns) == 1], 1.0, 0) == []
     # Follow-ups that fit no answer (arithmetic after days only) are refused, not retried
     # for ever.

@@ -191,3 +191,26 @@ def test_a_reply_keeps_its_lead_before_the_first_sound():
     assert len(trim_silence(audio)) == len(tone) + 2 * 640  # 40 ms either side
     assert len(trim_reply(audio)) == len(tone) + round(REPLY_LEAD_S * sr) + 640
     assert trim_reply(audio)[: round(REPLY_LEAD_S * sr)].max() == 0.0
+
+
+def test_a_text_only_reply_is_the_full_replys_layout_up_to_its_first_speech():
+    _, layout, replies, frames, _, _ = setup()
+    full = Dialogue("b", "train", [Turn("u1", ANSWERS[1]), Turn("u2", ANSWERS[0])], {})
+    drill = Dialogue(
+        "b>", "train", [Turn("u1", ANSWERS[1]), Turn("u2", ANSWERS[0], text_only=True)], {}
+    )
+    whole = layout_dialogue(full, frames, replies, layout, SCHED, 2)
+    # A drill needs no speech codes: the same text with none laid out the same.
+    text_alone = {**replies, ANSWERS[0]: (replies[ANSWERS[0]][0], [])}
+    cut = layout_dialogue(drill, frames, text_alone, layout, SCHED, 2)
+    first_speech = next(
+        i
+        for i in range(whole.ids.index(layout.eot) + 1, len(whole.ids))
+        if layout.classify(whole.ids[i]).name == "SPEECH"
+    )
+    assert cut.ids == whole.ids[:first_speech]
+    assert cut.targets[:-1] == whole.targets[: first_speech - 1] and cut.targets[-1] == -100
+    # The answer's text fills more than one text slot here, so the drill holds the first.
+    n_text = len(replies[ANSWERS[0]][0])
+    assert n_text > SCHED.text_tokens
+    assert cut.ids[-SCHED.text_tokens :] == replies[ANSWERS[0]][0][: SCHED.text_tokens]

@@ -49,16 +49,19 @@ def move_of(answer: str) -> tuple | None:
     return None
 
 
-def recombine_followups(dialogues: Sequence[Dialogue], share: float, seed: int) -> list[Dialogue]:
+def recombine_followups(
+    dialogues: Sequence[Dialogue], share: float, seed: int, text_only: bool = False
+) -> list[Dialogue]:
     """``share`` as many two-turn dialogues as ``dialogues``: the first turn of one, then the
-    follow-up of another that applies to its result, with the reply that follow-up gets.
+    follow-up of another that applies to its result, with the reply that follow-up gets
+    (``text_only``: its text alone, a drill that needs no recording of it).
 
-    Seeded. The follow-ups come from dialogues whose second turn the corpus marks as one;
+    Seeded (drills draw apart from the recorded ones). The follow-ups come from dialogues whose second turn the corpus marks as one;
     a pair whose move does not apply (a sum past the domain's range, the number before
     zero, arithmetic on a day) is drawn again, and a corpus where nothing applies after
     many draws is refused.
     """
-    rng = random.Random(f"followups:{seed}")
+    rng = random.Random(f"followups:{seed}" + (":text" if text_only else ""))
     firsts = [(d, value) for d in dialogues if (value := result_of(d.turns[0].answer)) is not None]
     moves = [
         (d, move)
@@ -83,6 +86,6 @@ def recombine_followups(dialogues: Sequence[Dialogue], share: float, seed: int) 
                     "the corpus's follow-ups do not fit its answers"
                 )
             continue
-        turns = [first.turns[0], Turn(second.turns[1].audio, answer)]
+        turns = [first.turns[0], Turn(second.turns[1].audio, answer, text_only=text_only)]
         out.append(Dialogue(f"{first.id}>{second.id}", first.split, turns, {}))
     return out

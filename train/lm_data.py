@@ -7,7 +7,9 @@ codec). A training example is a whole dialogue laid out as inference sees it::
 
     <|user|> audio... <|assistant|> reply... <|eot|> <|user|> audio... <|assistant|> ...
 
-where a reply is interleaved by :func:`parley.llm.schedule.interleave`.
+where a reply is interleaved by :func:`parley.llm.schedule.interleave`. A reply marked
+``text_only`` is laid out only up to its first speech token (its text, as the schedule puts
+it first): a drill of what the reply says, for which no recording exists.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ def trim_reply(audio: np.ndarray) -> np.ndarray:
 class Turn:
     audio: str  # utterance id: key of the frame cache
     answer: str
+    text_only: bool = False  # lay out the reply's text and stop (the dialogue's last turn)
 
 
 @dataclass
@@ -227,10 +230,27 @@ def layout_dialogue(
         audio.append(f)
         ids += [layout.user] + [AUDIO] * -(-f.shape[0] // stack) + [layout.assistant]
         text, codes = replies[turn.answer]
-        laid = interleave(text, [layout.speech_offset + c for c in codes], schedule)
+        if turn.text_only:
+            laid = _text_first(text, layout, schedule)
+        else:
+            laid = interleave(text, [layout.speech_offset + c for c in codes], schedule)
         special = {TokenClass.TEXT_END: layout.text_end, TokenClass.EOT: layout.eot}
         ids += [special.get(cls, tok) for cls, tok in laid]
+        if turn.text_only:
+            break
     return _shifted(ids, audio, layout)
+
+
+def _text_first(
+    text: list[int], layout: VocabLayout, schedule: ScheduleConfig
+) -> list[tuple[TokenClass, int]]:
+    """The reply as the schedule lays it out, up to its first speech token: what the model
+    says before it speaks, the same whatever speech would follow."""
+    slots = schedule.speech_tokens * (len(text) // max(1, schedule.text_tokens) + 2)
+    stand_in = [layout.speech_offset] * min(slots, schedule.max_speech_tokens)
+    laid = interleave(text, stand_in, schedule)
+    first_speech = next(i for i, (cls, _) in enumerate(laid) if cls is TokenClass.SPEECH)
+    return laid[:first_speech]
 
 
 def _shifted(ids: list[int], audio: list[torch.Tensor], layout: VocabLayout) -> Example:

@@ -89,6 +89,10 @@ class TrainOptions:
     """Extra two-turn training dialogues whose follow-up is recorded in another dialogue
     (see :func:`~parley.train.followups.recombine_followups`), as a share of the training
     dialogues; 0: none."""
+    followup_drills: float = 0.0
+    """Recombined follow-ups as above whose reply is laid out as its text alone (no
+    recording needed): drills of the arithmetic a follow-up asks, as a share of the
+    training dialogues; 0: none."""
     init_from: Path | None = None
     """Start the adapter + LM from this checkpoint's (same preset) instead of random
     weights; its speech rows are remapped when its units differ. A saved LM state in
@@ -148,6 +152,8 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
         raise ConfigError(f"--chained {opts.chained:g}: a share from 0 to 10")
     if not 0.0 <= opts.followups <= 10.0:
         raise ConfigError(f"--followups {opts.followups:g}: a share from 0 to 10")
+    if not 0.0 <= opts.followup_drills <= 10.0:
+        raise ConfigError(f"--followup-drills {opts.followup_drills:g}: a share from 0 to 10")
     if opts.followups and "lm" in (opts.stages or STAGES):
         # Its new replies are recorded in the agent's voice: say so now, not an hour in.
         from parley.train.voices import agent_voice, require_voices
@@ -341,8 +347,9 @@ def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder,
     training = [d for d in dialogues if d.split == "train"]
     try:
         recombined = recombine_followups(training, opts.followups, opts.seed)
+        drills = recombine_followups(training, opts.followup_drills, opts.seed, text_only=True)
     except ValueError as exc:
-        raise ConfigError(f"--followups {opts.followups:g}: {exc}") from None
+        raise ConfigError(f"--followups / --followup-drills: {exc}") from None
     recorded = {t.answer for d in dialogues for t in d.turns}
     answers = recorded | {t.answer for d in recombined for t in d.turns}
     # Replies the corpus never recorded, in the agent's voice, kept beside the LM's data.
@@ -357,9 +364,12 @@ def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder,
         bar("tokenize replies"),
         extra=lm_work,
     )
+    for answer in {t.answer for d in drills for t in d.turns} - set(replies):
+        # A drill lays out the reply's text alone: no recording, no units.
+        replies[answer] = (list(tokenizer.encode(answer, add_special_tokens=False)), [])
     chains = chain_dialogues(training, opts.chained, opts.seed)
     train_ex, held_ex, skipped = [], [], 0
-    for d in [*dialogues, *chains, *recombined]:
+    for d in [*dialogues, *chains, *recombined, *drills]:
         try:
             ex = layout_dialogue(d, frames, replies, layout, cfg.schedule, cfg.adapter.stack)
         except ValueError:
@@ -368,7 +378,8 @@ def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder,
         (train_ex if d.split == "train" else held_ex).append(ex)
     log(
         f"{len(train_ex)} training examples ({len(chains)} of them conversations of 2-3 "
-        f"dialogues, {len(recombined)} recombined follow-ups) and {len(held_ex)} held-out "
+        f"dialogues, {len(recombined)} recombined follow-ups, {len(drills)} follow-up "
+        f"drills) and {len(held_ex)} held-out "
         f"dialogues ({skipped} skipped)"
     )
     if opts.init_from is not None and not (lm_work / LM_STATE_FILE).is_file():
@@ -513,6 +524,7 @@ def reproduce_command(opts: TrainOptions) -> str:
         f"--dialogues {opts.dialogues}",
         f"--chained {opts.chained:g}",
         *([f"--followups {opts.followups:g}"] if opts.followups else []),
+        *([f"--followup-drills {opts.followup_drills:g}"] if opts.followup_drills else []),
         f"--seed {opts.seed}",
     ]
     return " ".join(args)
