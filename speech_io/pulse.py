@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from parley.speech_io.audio import SAMPLE_RATE
 from parley.speech_io.devices import list_devices, refresh_devices
@@ -97,42 +98,8 @@ def pulse_null_sinks(names: list[str], rate: int = SAMPLE_RATE) -> Iterator[Puls
             )  # fmt: skip
             procs.append(daemon)
             _wait(lambda: _pactl(env, "info", check=False) is not None, "daemon", root, daemon)
-            for name in names:
-                _pactl(env, "load-module", "module-null-sink", f"sink_name={name}",
-                       f"rate={rate}", "channels=1")  # fmt: skip
-            # Defaults before any client attaches, so nothing lands on the wrong sink.
-            _pactl(env, "set-default-sink", names[0])
-            _pactl(env, "set-default-source", f"{names[-1]}.monitor")
-            # An idle null sink renders in 2 s chunks and PortAudio streams on it stall for
-            # that long; a low-latency client keeps it ticking every few ms.
-            for name in names:
-                procs.append(subprocess.Popen(
-                    ["pacat", "-p", "-d", name, "--latency-msec=10", "--raw", f"--rate={rate}",
-                     "--channels=1", "--format=s16le", "/dev/zero"],
-                    env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                ))  # fmt: skip
-            _wait(lambda: _count_lines(_pactl(env, "list", "short", "sink-inputs")) >= len(names),
-                  "pacat streams", root, daemon)  # fmt: skip
-            # The sinks were created at their idle 2 s latency and would only notice the
-            # low-latency client at the end of that period; a suspend/resume applies it now.
-            for name in names:
-                _pactl(env, "suspend-sink", name, "1")
-                _pactl(env, "suspend-sink", name, "0")
-            _wait(lambda: _max_sink_latency_us(env) < 50_000, "low sink latency", root, daemon)
-
-            asoundrc = root / "asoundrc"
-            asoundrc.write_text("".join(
-                f'pcm.{n} {{ type pulse device "{n}" }}\n'
-                f'pcm.{n}_monitor {{ type pulse device "{n}.monitor" }}\n'
-                for n in names
-            ))  # fmt: skip
-            os.environ["PULSE_SERVER"] = server
-            os.environ["ALSA_CONFIG_PATH"] = f"{_ALSA_CONF}:{asoundrc}"
-            refresh_devices()
-            index = {d.name: d.index for d in list_devices()}
-            lost = [n for n in names for p in (n, f"{n}_monitor") if p not in index]
-            if lost:
-                raise PulseUnavailableError(f"PortAudio does not list {lost}; it lists {index}")
+            _low_latency_sinks(env, names, rate, log, root, procs)
+            index = _as_portaudio_devices(root, server, names)
             yield PulseDevices(
                 server=server,
                 sinks={n: index[n] for n in names},
@@ -151,6 +118,59 @@ def pulse_null_sinks(names: list[str], rate: int = SAMPLE_RATE) -> Iterator[Puls
                 else:
                     os.environ[key] = value
             refresh_devices()
+
+
+def _low_latency_sinks(
+    env: dict[str, str],
+    names: list[str],
+    rate: int,
+    log: IO[bytes],
+    root: Path,
+    procs: list[subprocess.Popen[bytes]],
+) -> None:
+    """One null sink per name, each kept ticking by a client (added to ``procs``, after
+    the daemon, as each starts: whatever fails, the caller stops them all)."""
+    daemon = procs[0]
+    for name in names:
+        _pactl(env, "load-module", "module-null-sink", f"sink_name={name}",
+               f"rate={rate}", "channels=1")  # fmt: skip
+    # Defaults before any client attaches, so nothing lands on the wrong sink.
+    _pactl(env, "set-default-sink", names[0])
+    _pactl(env, "set-default-source", f"{names[-1]}.monitor")
+    # An idle null sink renders in 2 s chunks and PortAudio streams on it stall for that
+    # long; a low-latency client keeps it ticking every few ms.
+    for name in names:
+        procs.append(subprocess.Popen(
+            ["pacat", "-p", "-d", name, "--latency-msec=10", "--raw", f"--rate={rate}",
+             "--channels=1", "--format=s16le", "/dev/zero"],
+            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        ))  # fmt: skip
+    _wait(lambda: _count_lines(_pactl(env, "list", "short", "sink-inputs")) >= len(names),
+          "pacat streams", root, daemon)  # fmt: skip
+    # The sinks were created at their idle 2 s latency and would only notice the
+    # low-latency client at the end of that period; a suspend/resume applies it now.
+    for name in names:
+        _pactl(env, "suspend-sink", name, "1")
+        _pactl(env, "suspend-sink", name, "0")
+    _wait(lambda: _max_sink_latency_us(env) < 50_000, "low sink latency", root, daemon)
+
+
+def _as_portaudio_devices(root: Path, server: str, names: list[str]) -> dict[str, int]:
+    """Point this process's ALSA (hence PortAudio) at the sinks; their device indices."""
+    asoundrc = root / "asoundrc"
+    asoundrc.write_text("".join(
+        f'pcm.{n} {{ type pulse device "{n}" }}\n'
+        f'pcm.{n}_monitor {{ type pulse device "{n}.monitor" }}\n'
+        for n in names
+    ))  # fmt: skip
+    os.environ["PULSE_SERVER"] = server
+    os.environ["ALSA_CONFIG_PATH"] = f"{_ALSA_CONF}:{asoundrc}"
+    refresh_devices()
+    index = {d.name: d.index for d in list_devices()}
+    lost = [n for n in names for p in (n, f"{n}_monitor") if p not in index]
+    if lost:
+        raise PulseUnavailableError(f"PortAudio does not list {lost}; it lists {index}")
+    return index
 
 
 def _pactl(env: dict[str, str], *args: str, check: bool = True) -> str | None:
