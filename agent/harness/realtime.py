@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -88,6 +89,53 @@ def _first_sound(output: np.ndarray, start: int, limit: int) -> int:
     return start + int(span[0]) if span.size else start
 
 
+class _Room:
+    """The user's side of the room as a PortAudio callback: plays the script into the
+    agent's microphone sink (with the echo of what the agent played) and records both."""
+
+    def __init__(self, script: ScenarioScript, sd: Any, done: Callable[[], object]) -> None:
+        self.sd = sd
+        self.total = script.total
+        self.user, self.echo = script.user, script.echo_path()
+        self.output = np.zeros(self.total, dtype=np.float32)
+        self.mic = np.zeros(self.total, dtype=np.float32)
+        self.pos = 0
+        self.done = done
+
+    def __call__(
+        self, indata: np.ndarray, outdata: np.ndarray, frames: int, _t: Any, _status: Any
+    ) -> None:
+        # Runs on PortAudio's thread: never waits.
+        pos, n = self.pos, max(0, min(frames, self.total - self.pos))
+        played = indata[:n, 0]
+        self.output[pos : pos + n] = played
+        heard = self.user[pos : pos + n].copy()
+        if self.echo is not None:
+            heard += self.echo.process(played)
+        self.mic[pos : pos + n] = heard
+        outdata[:] = 0
+        outdata[:n, 0] = heard
+        self.pos += frames
+        if self.pos >= self.total:
+            self.done()
+            raise self.sd.CallbackStop
+
+
+def _on_room_time(
+    raw: list[tuple[Any, float]], origin: float, output: np.ndarray
+) -> list[dict[str, Any]]:
+    """Events on the room's time base: seconds since the room stream started; a
+    first_audio is placed where its sound actually reached the room."""
+    events = []
+    for e, t in raw:
+        d = e.to_dict()
+        d["t"] = t - origin
+        if d["type"] == "first_audio":
+            d["output_sample"] = _first_sound(output, max(0, int(d["t"] * SR) - BLOCK), SR // 2)
+        events.append(d)
+    return events
+
+
 async def run_scenario_realtime(
     model: AgentModel, scenario: Scenario, base: AgentConfig, seed: int = 0
 ) -> RunRecord:
@@ -97,33 +145,11 @@ async def run_scenario_realtime(
     from parley.speech_io.soundcard import load_sounddevice
 
     sd = load_sounddevice()
-
     script = ScenarioScript(scenario, seed)
     config = agent_config_for(base, scenario)
-    total = script.total
-    user, echo = script.user, script.echo_path()
-    output = np.zeros(total, dtype=np.float32)
-    mic = np.zeros(total, dtype=np.float32)
-    pos = 0
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
-
-    def room(indata: np.ndarray, outdata: np.ndarray, frames: int, _t: Any, _status: Any) -> None:
-        # The user's side of the room: runs on PortAudio's thread, never waits.
-        nonlocal pos
-        n = max(0, min(frames, total - pos))
-        played = indata[:n, 0]
-        output[pos : pos + n] = played
-        heard = user[pos : pos + n].copy()
-        if echo is not None:
-            heard += echo.process(played)
-        mic[pos : pos + n] = heard
-        outdata[:] = 0
-        outdata[:n, 0] = heard
-        pos += frames
-        if pos >= total:
-            loop.call_soon_threadsafe(done.set)
-            raise sd.CallbackStop
+    room = _Room(script, sd, lambda: loop.call_soon_threadsafe(done.set))
 
     with pulse_null_sinks(SINKS) as dev:
         rig = measure_rig_latency(sd, dev.sinks["parley_in"], dev.monitors["parley_in"])
@@ -139,7 +165,9 @@ async def run_scenario_realtime(
             capture_native_stderr=True,
         )
         session.subscribe(
-            lambda e: script.reply_started(pos, pos) if isinstance(e, FirstAudio) else None
+            lambda e: (
+                script.reply_started(room.pos, room.pos) if isinstance(e, FirstAudio) else None
+            )
         )
         stream = sd.Stream(
             device=(dev.monitors["parley_out"], dev.sinks["parley_in"]),
@@ -150,7 +178,7 @@ async def run_scenario_realtime(
             async with transport:
                 stream.start()
                 origin = clock.now()
-                async with asyncio.timeout(total / SR + 30):
+                async with asyncio.timeout(script.total / SR + 30):
                     await done.wait()
         finally:
             stream.close()
@@ -158,20 +186,11 @@ async def run_scenario_realtime(
 
     # What the agent played, as it sounded at its speaker sink: the recording is late by
     # the rig's round trip (see measure_rig_latency), so it moves back by that much.
-    output = np.concatenate([output[rig:], np.zeros(rig, dtype=np.float32)])
-    # Events on the room's time base: seconds since the room stream started; a first_audio
-    # is placed where its sound actually reached the room.
-    events = []
-    for e, t in raw:
-        d = e.to_dict()
-        d["t"] = t - origin
-        if d["type"] == "first_audio":
-            d["output_sample"] = _first_sound(output, max(0, int(d["t"] * SR) - BLOCK), SR // 2)
-        events.append(d)
+    output = np.concatenate([room.output[rig:], np.zeros(rig, dtype=np.float32)])
     return script.record(
-        mic=mic,
+        mic=room.mic,
         output=output,
-        events=events,
+        events=_on_room_time(raw, origin, output),
         endpoint_silence_ms=float(config.endpoint_silence_ms),
         model_compute_s=session.compute_s,
         realtime=True,
