@@ -19,7 +19,7 @@ import torch
 
 from parley.agent.text import IncrementalDetokenizer
 from parley.config import AgentConfig
-from parley.llm.engine import LMContext, ReplyParams
+from parley.llm.engine import LMContext, ReplyParams, TokenDelta
 from parley.tokenizers.vocab import TokenClass, VocabLayout
 from parley.tokenizers.vocoder import StreamingVocoder
 
@@ -67,13 +67,17 @@ async def produce(
     context: LMContext,
     vocoder: StreamingVocoder,
     layout: VocabLayout,
-    params: ReplyParams,
+    params: ReplyParams | None,
     chunk_tokens: int,
     max_ahead: int,
     on_text: Callable[[Reply, str], None],
     on_audio: Callable[[Reply], None],
+    on_token: Callable[[Reply, TokenDelta], None] | None = None,
 ) -> None:
-    """Generate and voice ``reply`` until its end of turn, pausing while too far ahead."""
+    """Generate and voice ``reply`` until its end of turn, pausing while too far ahead.
+
+    ``on_text`` gets each complete piece of text, ``on_audio`` each time audio was added
+    (and once more when generation is done), ``on_token`` every token as it comes."""
     codes: list[int] = []
     vocoder.reset()
     busy_since = time.perf_counter()
@@ -90,6 +94,8 @@ async def produce(
             async for delta in stream:
                 reply.tokens.append(delta.token_id)
                 reply.classes.append(delta.kind)
+                if on_token is not None:
+                    on_token(reply, delta)
                 if delta.kind is TokenClass.TEXT:
                     piece = reply.detokenizer.add(delta.token_id)
                     if piece:

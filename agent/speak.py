@@ -7,18 +7,18 @@ comes out while the LM is still writing.
 
 from __future__ import annotations
 
-import contextlib
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
+from parley.agent.reply import Reply, produce
 from parley.agent.text import IncrementalDetokenizer
 from parley.config import AgentConfig
 from parley.llm.checkpoint import Checkpoint
-from parley.llm.engine import LMContext, ReplyParams, SpokenLM
+from parley.llm.engine import LMContext, ReplyParams, SpokenLM, TokenDelta
 from parley.llm.frontend import StreamingFrontEnd
 from parley.tokenizers.vocab import TokenClass
 from parley.tokenizers.vocoder import StreamingVocoder
@@ -100,41 +100,35 @@ class SpeakPipeline:
         self.context.add_user_audio(self.frontend.finish())
         mark("encoder_done")
 
-        text = IncrementalDetokenizer(self.checkpoint.tokenizer)
-        token_ids: list[int] = []
-        pieces: list[np.ndarray] = []
-        codes: list[int] = []
-        chunk = self.agent.vocoder_chunk_tokens
+        reply = Reply(id=1, epoch=0, detokenizer=IncrementalDetokenizer(self.checkpoint.tokenizer))
+        first = {TokenClass.TEXT: "first_text_token", TokenClass.SPEECH: "first_speech_token"}
 
-        def voice(out: np.ndarray) -> None:
-            if out.size:
+        def on_token(_: Reply, delta: TokenDelta) -> None:
+            if delta.kind in first:
+                mark(first[delta.kind])
+
+        def on_audio(r: Reply) -> None:
+            if len(r.audio):
                 mark("first_audio_out")
-                pieces.append(out)
 
-        self.vocoder.reset()
-        async with contextlib.aclosing(self.context.reply(params)) as stream:
-            async for delta in stream:
-                token_ids.append(delta.token_id)
-                if delta.kind is TokenClass.TEXT:
-                    mark("first_text_token")
-                    piece = text.add(delta.token_id)
-                    if piece and on_text:
-                        on_text(piece)
-                elif delta.kind is TokenClass.SPEECH:
-                    mark("first_speech_token")
-                    codes.append(self.layout.speech_code(delta.token_id))
-                    if len(codes) >= chunk:
-                        voice(self.vocoder.push(torch.tensor(codes)))
-                        codes.clear()
-        if codes:
-            voice(self.vocoder.push(torch.tensor(codes)))
-        voice(self.vocoder.flush())
+        # Nothing plays here, so the producer never has to wait for room.
+        await produce(
+            reply,
+            self.context,
+            self.vocoder,
+            self.layout,
+            params,
+            self.agent.vocoder_chunk_tokens,
+            sys.maxsize,
+            lambda _, piece: on_text(piece) if on_text else None,
+            on_audio,
+            on_token,
+        )
         mark("reply_end")
-        audio_out = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
         return TurnResult(
-            audio_out,
+            reply.audio,
             self.checkpoint.manifest.model.codec.sample_rate,
-            text.text,
-            token_ids,
+            reply.detokenizer.text,
+            reply.tokens,
             events,
         )
