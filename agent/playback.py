@@ -95,10 +95,8 @@ class Playout:
                     )
                 )
                 reply.position += k
-                if reply.buffered <= self.max_ahead and not reply.space.is_set():
-                    # Wake the producer, and mark it busy now, so settle() waits for it.
-                    reply.idle.clear()
-                    reply.space.set()
+                if reply.buffered <= self.max_ahead:
+                    reply.make_room()
             if reply.finished_playing and self.owner.playing:
                 self.owner.played_out(reply)
         self._recent.append((n, reply.id if reply is not None and k else 0, k))

@@ -52,6 +52,36 @@ class Reply:
     def finished_playing(self) -> bool:
         return self.generation_done and self.position >= len(self.audio)
 
+    def make_room(self) -> None:
+        """Playback took audio: wake the producer if it waits for room, and count it busy
+        from now on (so :meth:`settle` waits for it to use the room)."""
+        if not self.space.is_set():
+            self.idle.clear()
+            self.space.set()
+
+    @property
+    def settled(self) -> bool:
+        """The producer waits for room, or is done (or never started)."""
+        return self.task is None or self.task.done() or self.idle.is_set()
+
+    async def settle(self) -> None:
+        """Until :attr:`settled`."""
+        if self.settled:
+            return
+        assert self.task is not None
+        waiter = asyncio.ensure_future(self.idle.wait())
+        try:
+            await asyncio.wait([self.task, waiter], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+
+    async def stop(self) -> None:
+        """Cancel the producer, if it still runs, and wait until it has stopped."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
 
 def reply_params_for(config: AgentConfig, token_rate_hz: float) -> ReplyParams:
     """The agent's reply length bounds (seconds) as speech-token bounds for the engine."""

@@ -429,10 +429,7 @@ class DuplexSession:
         self._spawn(self._tear_down(reply, keep, heard))
 
     async def _tear_down(self, reply: Reply, keep: int, heard: str) -> None:
-        if reply.task is not None and not reply.task.done():
-            reply.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reply.task
+        await reply.stop()
         self.vocoder.reset()
         self.context.truncate_reply(min(keep, len(reply.tokens)))
         self._end_reply(reply, "interrupted", heard)
@@ -460,13 +457,9 @@ class DuplexSession:
             if others:
                 await asyncio.wait(others)
                 continue
-            if reply is None or producer is None or producer.done() or reply.idle.is_set():
+            if reply is None or reply.settled:
                 return
-            waiter = asyncio.ensure_future(reply.idle.wait())
-            try:
-                await asyncio.wait([producer, waiter], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
+            await reply.settle()
 
     async def aclose(self) -> None:
         """Stop everything this session started; the engine request is aborted."""

@@ -65,18 +65,29 @@ async def test_the_producer_voices_its_speech_and_waits_for_room() -> None:
     reply = Reply(id=1, epoch=0, detokenizer=IncrementalDetokenizer(Words()))
     texts: list[str] = []
     context = Context(n_speech=10)
-    task = asyncio.create_task(run(reply, context, max_ahead=8, texts=texts))
-    await asyncio.wait_for(reply.idle.wait(), 1)  # held back: 2 chunks of 2 codes = 16 > 8
+    task = reply.task = asyncio.create_task(run(reply, context, max_ahead=8, texts=texts))
+    await asyncio.wait_for(reply.settle(), 1)  # held back: 2 chunks of 2 codes = 16 > 8
+    assert reply.settled and not task.done()
     assert "".join(texts) == "hi there" and not reply.generation_done
     assert len(reply.audio) == 16 and context.sent < 14
     assert reply.audio[:SPT].tolist() == [1.0] * SPT  # code 0, in order
     # Playback takes what is there and makes room, as Playout does.
     while not task.done():
         reply.position = len(reply.audio)
-        reply.idle.clear()
-        reply.space.set()
-        await asyncio.sleep(0)
+        reply.make_room()
+        assert not reply.settled  # busy until it has used the room
+        await reply.settle()
     await task
     assert reply.generation_done and reply.idle.is_set()
     assert len(reply.audio) == 10 * SPT and context.sent == 14
     assert reply.classes.count(TokenClass.SPEECH) == 10 and reply.first_audio_compute_s is not None
+
+
+async def test_stop_ends_a_producer_that_waits_for_room() -> None:
+    reply = Reply(id=1, epoch=0, detokenizer=IncrementalDetokenizer(Words()))
+    context = Context(n_speech=50)
+    reply.task = asyncio.create_task(run(reply, context, max_ahead=0, texts=[]))
+    await reply.settle()
+    await reply.stop()
+    assert reply.task.cancelled() and not reply.generation_done and context.sent < 10
+    await reply.stop()  # a second stop has nothing left to do
