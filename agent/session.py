@@ -370,8 +370,7 @@ class DuplexSession:
         self._reply = None
         self._onset = None
         self._end_reply(reply, "failed", "")
-        self._signal(Signal.INTERRUPT, "reply failed")
-        self._signal(Signal.TORN_DOWN, "reply failed")
+        self._signal(Signal.REPLY_FAILED, "reply failed")
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)

@@ -29,6 +29,7 @@ class Signal(StrEnum):
     USER_ONSET = "user_onset"  # user speech over our reply
     USER_YIELDED = "user_yielded"  # ... stopped short of an interruption: backchannel, noise
     INTERRUPT = "interrupt"  # an explicit interrupt from the application
+    REPLY_FAILED = "reply_failed"  # generation broke off: the reply ends, nothing was cut
     TORN_DOWN = "torn_down"  # the cut reply is gone; listening again
 
 
@@ -43,6 +44,9 @@ _TABLE: dict[tuple[AgentState, Signal], AgentState] = {
     (S, Signal.INTERRUPT): X,
     (P, Signal.INTERRUPT): X,
     (X, Signal.TORN_DOWN): L,
+    (T, Signal.REPLY_FAILED): L,
+    (S, Signal.REPLY_FAILED): L,
+    (P, Signal.REPLY_FAILED): L,
 }
 
 
