@@ -394,6 +394,14 @@ def _add_train_data_args(train: argparse.ArgumentParser) -> None:
         "when the corpus lacks it), as a share of the training dialogues (default: 0)",
     )
     train.add_argument(
+        "--refusals",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="extra copies of the training refusals (out-of-domain questions), as a share "
+        "of the training dialogues (default: 0)",
+    )
+    train.add_argument(
         "--followup-drills",
         type=float,
         default=0.0,

@@ -359,6 +359,7 @@ def train(args: argparse.Namespace, log: Log) -> int:
             chained=args.chained,
             followups=args.followups,
             followup_drills=args.followup_drills,
+            refusals=args.refusals,
             dialogues=args.dialogues,
             codec_minutes=args.codec_minutes,
             codec_steps=args.codec_steps or None,

@@ -214,3 +214,17 @@ def test_a_text_only_reply_is_the_full_replys_layout_up_to_its_first_speech():
     n_text = len(replies[ANSWERS[0]][0])
     assert n_text > SCHED.text_tokens
     assert cut.ids[-SCHED.text_tokens :] == replies[ANSWERS[0]][0][: SCHED.text_tokens]
+
+
+def test_extra_refusals_copy_only_refusals_seeded():
+    from parley.train.lm_data import extra_refusals
+
+    def d(i, intent):
+        return Dialogue(f"d{i}", "train", [Turn(f"u{i}", "x")], {"turns": [{"intent": intent}]})
+
+    dialogues = [d(i, "refuse" if i % 5 == 0 else "plus") for i in range(40)]
+    extra = extra_refusals(dialogues, 0.5, seed=0)
+    assert len(extra) == 20 and {e.meta["turns"][0]["intent"] for e in extra} == {"refuse"}
+    assert [e.id for e in extra] == [e.id for e in extra_refusals(dialogues, 0.5, seed=0)]
+    assert extra_refusals(dialogues, 0.0, seed=0) == []
+    assert extra_refusals([d(1, "plus")], 1.0, seed=0) == []

@@ -143,6 +143,23 @@ def chain_dialogues(
     return chains
 
 
+def extra_refusals(dialogues: Sequence[Dialogue], share: float, seed: int) -> list[Dialogue]:
+    """``share`` as many dialogues as ``dialogues``, drawn (seeded, with replacement) from
+    its out-of-domain questions and their refusal: more of the examples that teach the
+    LM where the domain ends.
+
+    Refusals are a small share of the corpus; as the in-domain wordings grew (lead-ins like
+    "can you tell me", sums put together from parts) a model trained on it started to
+    answer out-of-domain questions from a held-out voice with a sum (3 of 14).
+    """
+    pool = [d for d in dialogues if d.meta.get("turns", [{}])[0].get("intent") == "refuse"]
+    wanted = round(share * len(dialogues))
+    if not pool or wanted == 0:
+        return []
+    rng = random.Random(f"refusals:{seed}")
+    return [rng.choice(pool) for _ in range(wanted)]
+
+
 def read_dialogues(corpus: Path) -> list[Dialogue]:
     """The corpus's dialogues, as the LM's data needs them."""
     return [

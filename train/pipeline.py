@@ -42,6 +42,7 @@ from parley.train.lm_data import (
     cache_replies,
     cache_user_frames,
     chain_dialogues,
+    extra_refusals,
     layout_dialogue,
     read_dialogues,
     reply_audio,
@@ -89,6 +90,9 @@ class TrainOptions:
     """Extra two-turn training dialogues whose follow-up is recorded in another dialogue
     (see :func:`~parley.train.followups.recombine_followups`), as a share of the training
     dialogues; 0: none."""
+    refusals: float = 0.0
+    """Extra copies of the training refusals (out-of-domain questions), as a share of the
+    training dialogues (see :func:`~parley.train.lm_data.extra_refusals`); 0: none."""
     followup_drills: float = 0.0
     """Recombined follow-ups as above whose reply is laid out as its text alone (no
     recording needed): drills of the arithmetic a follow-up asks, as a share of the
@@ -152,6 +156,8 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
         raise ConfigError(f"--chained {opts.chained:g}: a share from 0 to 10")
     if not 0.0 <= opts.followups <= 10.0:
         raise ConfigError(f"--followups {opts.followups:g}: a share from 0 to 10")
+    if not 0.0 <= opts.refusals <= 10.0:
+        raise ConfigError(f"--refusals {opts.refusals:g}: a share from 0 to 10")
     if not 0.0 <= opts.followup_drills <= 10.0:
         raise ConfigError(f"--followup-drills {opts.followup_drills:g}: a share from 0 to 10")
     if opts.followups and "lm" in (opts.stages or STAGES):
@@ -368,8 +374,9 @@ def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder,
         # A drill lays out the reply's text alone: no recording, no units.
         replies[answer] = (list(tokenizer.encode(answer, add_special_tokens=False)), [])
     chains = chain_dialogues(training, opts.chained, opts.seed)
+    refusals = extra_refusals(training, opts.refusals, opts.seed)
     train_ex, held_ex, skipped = [], [], 0
-    for d in [*dialogues, *chains, *recombined, *drills]:
+    for d in [*dialogues, *chains, *recombined, *drills, *refusals]:
         try:
             ex = layout_dialogue(d, frames, replies, layout, cfg.schedule, cfg.adapter.stack)
         except ValueError:
@@ -379,7 +386,7 @@ def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder,
     log(
         f"{len(train_ex)} training examples ({len(chains)} of them conversations of 2-3 "
         f"dialogues, {len(recombined)} recombined follow-ups, {len(drills)} follow-up "
-        f"drills) and {len(held_ex)} held-out "
+        f"drills, {len(refusals)} more refusals) and {len(held_ex)} held-out "
         f"dialogues ({skipped} skipped)"
     )
     if opts.init_from is not None and not (lm_work / LM_STATE_FILE).is_file():
@@ -525,6 +532,7 @@ def reproduce_command(opts: TrainOptions) -> str:
         f"--chained {opts.chained:g}",
         *([f"--followups {opts.followups:g}"] if opts.followups else []),
         *([f"--followup-drills {opts.followup_drills:g}"] if opts.followup_drills else []),
+        *([f"--refusals {opts.refusals:g}"] if opts.refusals else []),
         f"--seed {opts.seed}",
     ]
     return " ".join(args)
