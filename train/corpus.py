@@ -44,16 +44,16 @@ import numpy as np
 import soundfile as sf
 
 from parley.errors import ConfigError
+from parley.speech_io.audio import SAMPLE_RATE
 from parley.train.augment import NOISE_KINDS, apply_augment, normalize, plan_augment
 from parley.train.domain import Dialogue, make_dialogue, ood_sentences
 from parley.train.voices import VOICES, Voice, agent_voice, require_voices, voice
 
-SAMPLE_RATE = 16000
 EVAL_SNR_DB = 10.0
 PAD_RANGE_S = (0.1, 0.3)
 BABBLE_CLIPS = 24
 CONDITIONS = ("clean", "voice", "phrasing", *(f"noise-{k}" for k in NOISE_KINDS))
-FORMAT = 2  # bump when the same options would give different files (2: more phrasings)
+FORMAT = 3  # bump when the same options would give different files (3: sums from parts)
 _FAST_ENGINES = ("espeak", "mbrola", "flite")
 # Share of training dialogues per engine: espeak has the most voices; Piper joe least,
 # being the agent's own voice too.
@@ -240,9 +240,9 @@ def _babble_pool(root: str, pool: str) -> tuple[np.ndarray, ...]:
 def trim(audio: np.ndarray, rel_level: float = 0.005, margin_s: float = 0.02) -> np.ndarray:
     """Cut the engine's own silence at both ends (keeping ``margin_s``), so padding is ours."""
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    loud = np.flatnonzero(np.abs(audio) > rel_level * peak) if peak > 0 else []
-    if len(loud) == 0:
+    if peak <= 0:
         return audio
+    loud = np.flatnonzero(np.abs(audio) > rel_level * peak)
     margin = int(margin_s * SAMPLE_RATE)
     return audio[max(0, loud[0] - margin) : loud[-1] + 1 + margin]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from parley.train.phrasings import PHRASINGS
+from parley.train.phrasings import LEAD_INS, PHRASINGS, TAILS
 
 REFUSAL = "sorry i can only help with sums numbers days and months"
 
@@ -58,6 +58,8 @@ MAX_RESULT = 9999
 FILLERS = ("um", "uh", "so", "let me think", "okay", "hmm", "er")
 FILLER_P = 0.25  # a filler before the question
 HESITATION_P = 0.08  # "what is seven uh times eight"
+LEAD_IN_P = 0.2  # "can you tell me what is seven times eight" (training questions only)
+TAIL_P = 0.15  # "what is seven times eight please"
 
 _SMALL_TALK_REPLY = {
     "hello": ("hello there how can i help", "how can i help"),
@@ -184,6 +186,18 @@ def _pick_template(rng: random.Random, name: str, heldout: bool) -> tuple[int, s
     return offset + i, (held if heldout else train)[i]
 
 
+def wrap(rng: random.Random, text: str, heldout: bool) -> str:
+    """Put a training question in a lead-in or a tail now and then; held-out questions
+    stay as their phrasing has them, so the held-out set is the same whatever the wraps."""
+    if heldout:
+        return text
+    if rng.random() < LEAD_IN_P:
+        text = f"{rng.choice(LEAD_INS)} {text}"
+    if rng.random() < TAIL_P:
+        text = f"{text} {rng.choice(TAILS)}"
+    return text
+
+
 def _say(rng: random.Random, text: str, fillers: bool = True) -> str:
     """Add the hesitations people use: a filler in front, or an "uh" inside."""
     if not fillers:
@@ -205,7 +219,7 @@ def _base_turn(rng: random.Random, intent: str, heldout: bool) -> tuple[Turn, ob
         if intent == "minus" and b > a:
             a, b = b, a
         idx, tpl = _pick_template(rng, intent, heldout)
-        q = tpl.format(a=number_words(a), b=number_words(b))
+        q = wrap(rng, tpl.format(a=number_words(a), b=number_words(b)), heldout)
         answer, key = _arith_reply(intent, a, b)
         return Turn(intent, _say(rng, q), answer, key, idx), _apply(intent, a, b)
     if intent in SEQUENCES:
@@ -214,15 +228,16 @@ def _base_turn(rng: random.Random, intent: str, heldout: bool) -> tuple[Turn, ob
         idx, tpl = _pick_template(rng, intent, heldout)
         if kind == "number":
             n = rng.randint(1, 99)
-            item, value = number_words(n), n + step
-            result = number_words(value)
+            item, result = number_words(n), number_words(n + step)
+            value: object = n + step
         else:
             names = DAYS if kind == "day" else MONTHS
             i = rng.randrange(len(names))
-            item, value = names[i], names[(i + step) % len(names)]
-            result = str(value)
+            item = names[i]
+            value = result = names[(i + step) % len(names)]
         answer, key = _seq_reply(kind, direction, item, result)
-        return Turn(intent, _say(rng, tpl.format(x=item)), answer, key, idx), value
+        q = wrap(rng, tpl.format(x=item), heldout)
+        return Turn(intent, _say(rng, q), answer, key, idx), value
     if intent in SMALL_TALK:
         idx, q = _pick_template(rng, intent, heldout)
         answer, key = _SMALL_TALK_REPLY[intent]

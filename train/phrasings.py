@@ -4,9 +4,44 @@ Each entry is (training phrasings, held-out phrasings). The held-out ones are ne
 to make training dialogues (``make_dialogue(heldout_phrasing=True)`` is the only way to
 them), so ``eval`` can ask questions worded as no training question was. Adding training
 phrasings changes which dialogues a seed makes: bump ``corpus.FORMAT`` with them.
+
+Beyond the listed sentences, the sums are also asked as parts put together: a way to say
+the sum (``SUM_FORMS``) inside a way to ask (``ASK_FRAMES``). A small model that has seen
+each operand in only a dozen sentence shapes learns the shapes; one that has seen it in a
+hundred has to find the numbers. Training questions may also come wrapped in a lead-in or
+a tail (``LEAD_INS``, ``TAILS``: see ``domain.wrap``).
 """
 
 from __future__ import annotations
+
+# Ways to ask for a sum ``{e}``; none of them is in, or holds, a held-out phrasing.
+ASK_FRAMES = (
+    "what is {e}", "what's {e}", "how much is {e}", "{e}", "tell me {e}", "work out {e}",
+    "calculate {e}", "give me {e}", "i want {e}", "solve {e}", "what is the answer to {e}",
+    "{e} is what", "{e} makes what", "quick one {e}", "do the sum {e}", "say {e}",
+    "figure out {e}", "find {e}", "let's do {e}", "and {e} is",
+)  # fmt: skip
+SUM_FORMS = {
+    "plus": (
+        "{a} plus {b}", "{a} add {b}", "{a} and {b} added together", "{b} added to {a}",
+        "the sum of {a} and {b}", "{a} plus another {b}",
+    ),
+    "minus": (
+        "{a} minus {b}", "{a} take away {b}", "{b} subtracted from {a}", "{a} less {b}",
+        "{a} subtract {b}", "{a} with {b} taken off",
+    ),
+    "times": (
+        "{a} times {b}", "{a} multiplied by {b}", "the product of {a} and {b}",
+        "{a} lots of {b}", "{a} groups of {b}", "{a} multiplied with {b}",
+    ),
+}  # fmt: skip
+# Words around a training question that change nothing it asks.
+LEAD_INS = (
+    "can you tell me", "do you know", "quick question", "i want to know", "hey parley",
+    "i would like to know", "excuse me", "question for you", "i was wondering",
+    "could you tell me", "help me out", "right so", "okay parley", "now then",
+)  # fmt: skip
+TAILS = ("please", "for me", "thanks", "if you can", "right now", "quickly", "do you know")
 
 # (training phrasings, held-out phrasings). {a} {b} are operands, {x} the item asked about.
 PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -289,3 +324,15 @@ PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("and what is {dir} that one", "then the one {dir} it"),
     ),  # fmt: skip
 }
+
+
+def _with_composed(listed: tuple[str, ...], op: str) -> tuple[str, ...]:
+    """The listed training phrasings of ``op`` and then every frame-and-form pair not
+    among them, in a fixed order (a phrasing's index names it in the manifest)."""
+    composed = [f.format(e=e) for f in ASK_FRAMES for e in SUM_FORMS[op]]
+    return listed + tuple(dict.fromkeys(c for c in composed if c not in listed))
+
+
+for _op in SUM_FORMS:
+    _train, _held = PHRASINGS[_op]
+    PHRASINGS[_op] = (_with_composed(_train, _op), _held)
