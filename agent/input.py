@@ -29,7 +29,7 @@ HISTORY_S = 4  # residual audio kept for pre-roll and the gap inside a user turn
 class VoiceEvent(Protocol):
     @property
     def kind(self) -> str:
-        """ "start" or "stop"."""
+        """Either "start" or "stop"."""
         ...
 
     @property
