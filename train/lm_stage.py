@@ -1,0 +1,186 @@
+"""Stages 4 and 5 of :func:`~parley.train.pipeline.run_training`: the LM's data (user
+frames, reply units, the extra examples) cached in ``work/lm``, then adapter + LM training.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from parley.errors import ConfigError
+from parley.llm.adapter import Adapter
+from parley.llm.builder import PART_SEEDS
+from parley.llm.lm_build import layout_of, random_lm
+from parley.train import domain
+from parley.train.corpus import record_answer
+from parley.train.followups import recombine_followups
+from parley.train.lm_data import (
+    cache_replies,
+    cache_user_frames,
+    chain_dialogues,
+    extra_refusals,
+    layout_dialogue,
+    reply_audio,
+)
+from parley.train.lm_train import METRICS_FILE, SpokenLMTrainee, train_lm
+from parley.train.lm_train import STATE_FILE as LM_STATE_FILE
+
+# Each part draws from its own seed, as in make-checkpoint; the data order from one more.
+_PART_SEEDS = {**PART_SEEDS, "data": 5}
+# Named for the reply trimming its units were made with (``lm_data.REPLY_LEAD_S``): a work
+# dir cached under another trimming makes them afresh rather than mixing the two.
+REPLIES_FILE = "replies-lead80.json"
+
+
+def text_corpus(corpus_dialogues: list) -> str:
+    """The text the BPE is trained on: every answer and every training question."""
+    lines = list(domain.all_answers())
+    lines += [
+        t["question"] for d in corpus_dialogues if d.split == "train" for t in d.meta["turns"]
+    ]
+    lines += domain.ood_sentences(heldout=False)
+    return "\n".join(lines)
+
+
+def adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder, stage, log):
+    """Stages 4 and 5: the LM's data (cached) and the adapter + LM training."""
+    # 4. data
+    t0 = time.perf_counter()
+    lm_work = work / "lm"
+    lm_work.mkdir(parents=True, exist_ok=True)
+    # The BPE is trained once and kept: the cached replies and a saved LM state hold its ids,
+    # so a resumed run (even on a grown corpus) must not train another.
+    saved_tokenizer = lm_work / "tokenizer"
+    lm, tokenizer = random_lm(
+        cfg.lm,
+        cfg.codec.codebook_size,
+        opts.seed * 10 + _PART_SEEDS["lm"],
+        corpus=text_corpus(dialogues),
+        tokenizer=_load_tokenizer(saved_tokenizer) if saved_tokenizer.is_dir() else None,
+    )
+    if not saved_tokenizer.is_dir():
+        tokenizer.save_pretrained(saved_tokenizer)
+    layout = layout_of(lm, tokenizer, cfg.codec.codebook_size)
+    adapter = Adapter.from_config(
+        cfg.adapter, cfg.encoder.d_model, cfg.lm.hidden, opts.seed * 10 + _PART_SEEDS["adapter"]
+    )
+    bar = _progress_factory(opts.progress)
+    frames = cache_user_frames(
+        corpus, dialogues, cfg.features, encoder, lm_work / "frames.pt", bar("encode user audio")
+    )
+    training = [d for d in dialogues if d.split == "train"]
+    try:
+        recombined = recombine_followups(training, opts.followups, opts.seed)
+        drills = recombine_followups(training, opts.followup_drills, opts.seed, text_only=True)
+    except ValueError as exc:
+        raise ConfigError(f"--followups / --followup-drills: {exc}") from None
+    recorded = {t.answer for d in dialogues for t in d.turns}
+    answers = recorded | {t.answer for d in recombined for t in d.turns}
+    # Replies the corpus never recorded, in the agent's voice, kept beside the LM's data.
+    for answer in bar("record new replies")(sorted(answers - recorded)):
+        record_answer(answer, lm_work)
+    replies = cache_replies(
+        corpus,
+        answers,
+        tokenizer,
+        lambda audio: units.encode(audio).tolist(),
+        lm_work / REPLIES_FILE,
+        bar("tokenize replies"),
+        extra=lm_work,
+    )
+    for answer in {t.answer for d in drills for t in d.turns} - set(replies):
+        # A drill lays out the reply's text alone: no recording, no units.
+        replies[answer] = (list(tokenizer.encode(answer, add_special_tokens=False)), [])
+    chains = chain_dialogues(training, opts.chained, opts.seed)
+    refusals = extra_refusals(training, opts.refusals, opts.seed)
+    train_ex, held_ex, skipped = [], [], 0
+    for d in [*dialogues, *chains, *recombined, *drills, *refusals]:
+        try:
+            ex = layout_dialogue(d, frames, replies, layout, cfg.schedule, cfg.adapter.stack)
+        except ValueError:
+            skipped += 1  # the schedule cannot carry this reply (too long for max_speech_tokens)
+            continue
+        (train_ex if d.split == "train" else held_ex).append(ex)
+    log(
+        f"{len(train_ex)} training examples ({len(chains)} of them conversations of 2-3 "
+        f"dialogues, {len(recombined)} recombined follow-ups, {len(drills)} follow-up "
+        f"drills, {len(refusals)} more refusals) and {len(held_ex)} held-out "
+        f"dialogues ({skipped} skipped)"
+    )
+    if opts.init_from is not None and not (lm_work / LM_STATE_FILE).is_file():
+        from parley.train.warm_start import warm_start
+
+        answers = {t.answer for d in dialogues for t in d.turns}
+        warm_start(
+            adapter,
+            lm,
+            layout,
+            opts.init_from,
+            {a: replies[a][1] for a in answers},
+            lambda answer: reply_audio(corpus, answer),
+            log,
+        )
+    stage("data", t0)
+
+    # 5. adapter + LM (an export-only call finds it trained and only loads it)
+    t0 = time.perf_counter()
+    model = SpokenLMTrainee(adapter, lm)
+    lm_cfg = replace(opts.lm, seed=opts.seed * 10 + _PART_SEEDS["data"])
+    more_threads = None
+    if vocoder is not None and not torch.cuda.is_available():
+        # The vocoder's process has the other half until it is done; then the LM takes all
+        # (the vocoder ends an hour or more before the LM in the default recipe).
+        lm_cfg.threads = half_threads(opts.lm.threads)
+        full = opts.lm.threads or 2 * lm_cfg.threads
+        more_threads = lambda: None if vocoder.is_alive() else full  # noqa: E731
+    last = train_lm(
+        model,
+        train_ex,
+        held_ex[:400],
+        lm_cfg,
+        lm_work,
+        log,
+        opts.progress,
+        more_threads=more_threads,
+    )
+    # An export-only call trains nothing: its figures are the log's last.
+    last = last or _last_metrics(lm_work / METRICS_FILE)
+    stage("lm", t0)
+    return adapter, lm, tokenizer, last
+
+
+def _last_metrics(path: Path) -> dict:
+    """The last training row and the last held-out row of a metrics log, merged."""
+    rows = (
+        [json.loads(line) for line in path.read_text().splitlines() if line]
+        if path.is_file()
+        else []
+    )
+    merged: dict = {}
+    for row in rows:
+        merged.update(row)
+    return merged
+
+
+def half_threads(threads: int) -> int:
+    """Threads for each of two processes sharing ``threads`` (0: torch's choice, halved)."""
+    return max(1, (threads or torch.get_num_threads()) // 2)
+
+
+def _load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _progress_factory(enabled: bool):
+    from tqdm import tqdm
+
+    def make(desc: str):
+        return lambda it: tqdm(list(it), desc=desc, disable=not enabled, unit="item")
+
+    return make
