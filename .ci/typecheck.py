@@ -3,7 +3,7 @@
 The repo maps folders onto ``parley.*`` (``agent/`` is ``parley.agent``, see
 ``[tool.setuptools.package-dir]``), which mypy cannot follow from the checkout. So the
 package is laid out as links in a temporary folder and checked there; errors name the
-linked paths (``parley/agent/session.py`` is ``agent/session.py`` here).
+linked paths (``parley/agent/core/session.py`` is ``agent/core/session.py`` here).
 
     python .ci/typecheck.py        # the whole package, settings from pyproject.toml
 """

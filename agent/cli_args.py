@@ -400,6 +400,15 @@ def _add_train_data_args(train: argparse.ArgumentParser) -> None:
         "dialogues (default: 0)",
     )
     train.add_argument(
+        "--question-drills",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="extra LM examples that ask a new question right after a whole dialogue, the "
+        "reply as its text alone: they teach that a new question owes the answer before it "
+        "nothing, as a share of the training dialogues (default: 0)",
+    )
+    train.add_argument(
         "--dialogues",
         type=int,
         default=12000,

@@ -5,17 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable
 
 import numpy as np
 
-from parley.agent.runtime import default_checkpoint, load_runtime_config
+from parley.agent.runtime import default_checkpoint, load_runtime_config, with_model
 from parley.config import load_config
 from parley.tokenizers.vocab import TokenClass
 
 Log = Callable[[str], None]
-T = TypeVar("T")
 
 
 def make_checkpoint(args: argparse.Namespace, log: Log) -> int:
@@ -35,8 +33,8 @@ def make_checkpoint(args: argparse.Namespace, log: Log) -> int:
 
 
 def demo(args: argparse.Namespace, log: Log) -> int:
+    from parley.agent.core.speak import SpeakPipeline
     from parley.agent.preflight import sample_path
-    from parley.agent.speak import SpeakPipeline
     from parley.speech_io.audio import load_audio, write_wav
 
     cfg = load_runtime_config(args)
@@ -47,7 +45,7 @@ def demo(args: argparse.Namespace, log: Log) -> int:
     async def turn(model, cfg):
         return model, await SpeakPipeline(model.checkpoint, model.engine, cfg.agent).run_turn(audio)
 
-    model, result = _with_model(args, log, turn)
+    model, result = with_model(args, log, turn)
     checkpoint, path = model.checkpoint, model.checkpoint.path
 
     write_wav(args.output, result.audio, result.sample_rate)
@@ -81,37 +79,6 @@ def demo(args: argparse.Namespace, log: Log) -> int:
     return 0
 
 
-def _load_model(args: argparse.Namespace, log: Log):
-    from parley.agent.model import AgentModel
-
-    cfg = load_runtime_config(args)
-    path = args.checkpoint or default_checkpoint(log)
-    log(f"loading checkpoint {path}")
-    if cfg.engine.name == "vllm":
-        log("starting the vLLM engine (about 30 s on CPU)")
-    model = AgentModel.load(path, cfg)
-    if model.random_weights:
-        log("this checkpoint has random weights: replies are noise; timings and control are real")
-    return model, cfg
-
-
-def _with_model(args: argparse.Namespace, log: Log, body: Callable[..., Awaitable[T]]) -> T:
-    """Load the model and run ``body(model, cfg)`` on one event loop, then stop the engine.
-
-    One loop for the whole command: a vLLM engine binds its output handling to the loop it
-    first runs on.
-    """
-
-    async def main() -> T:
-        model, cfg = _load_model(args, log)
-        try:
-            return await body(model, cfg)
-        finally:
-            await model.aclose()
-
-    return asyncio.run(main())
-
-
 def bench(args: argparse.Namespace, log: Log) -> int:
     from parley.agent.harness.metrics import aggregate, check_targets, score
     from parley.agent.harness.report import write_report
@@ -136,7 +103,7 @@ def bench(args: argparse.Namespace, log: Log) -> int:
                 records.append(await run_scenario(model, scenario, cfg.agent))
         return records
 
-    records = _bench_wire(args, scenarios, log) if args.url else _with_model(args, log, run_all)
+    records = _bench_wire(args, scenarios, log) if args.url else with_model(args, log, run_all)
     scored = [score(r) for r in records]
     write_report(args.out, records, scored)
     pooled = aggregate(scored)
@@ -167,10 +134,10 @@ def _bench_wire(args: argparse.Namespace, scenarios, log: Log) -> list:
 
 
 def duplex(args: argparse.Namespace, log: Log) -> int:
-    from parley.agent.clock import VirtualClock
+    from parley.agent.core.clock import VirtualClock
+    from parley.agent.core.session import DuplexSession
     from parley.agent.harness.drive import drive
     from parley.agent.preflight import SAMPLE_CONVERSATION, sample_path
-    from parley.agent.session import DuplexSession
     from parley.speech_io.audio import load_audio
     from parley.speech_io.sources import ArraySource, FileSink
 
@@ -189,7 +156,7 @@ def duplex(args: argparse.Namespace, log: Log) -> int:
         finally:
             await session.aclose()
 
-    _with_model(args, log, run)
+    with_model(args, log, run)
     out = sink.samples
     sink.close()
     if args.events:
@@ -310,7 +277,7 @@ def serve(args: argparse.Namespace, log: Log) -> int:
             await stop.wait()
         log("stopped")
 
-    _with_model(args, log, run)
+    with_model(args, log, run)
     return 0
 
 
@@ -359,6 +326,7 @@ def train(args: argparse.Namespace, log: Log) -> int:
             chained=args.chained,
             followups=args.followups,
             followup_drills=args.followup_drills,
+            question_drills=args.question_drills,
             refusals=args.refusals,
             dialogues=args.dialogues,
             codec_minutes=args.codec_minutes,

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from parley.config import ParleyConfig, load_config
 from parley.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from parley.agent.core.model import AgentModel
+
+Log = Callable[[str], None]
+T = TypeVar("T")
 
 DEFAULT_PRESET = "tiny"
 DEFAULT_SEED = 0
@@ -70,3 +78,35 @@ def random_checkpoint(log: Callable[[str], None]) -> Path:
         path, load_config(DEFAULT_PRESET).model, seed=DEFAULT_SEED, log=log, overwrite=True
     )
     return path
+
+
+def load_model(args: argparse.Namespace, log: Log) -> tuple[AgentModel, ParleyConfig]:
+    """The checkpoint the flags name (or the default) on the engine they name."""
+    from parley.agent.core.model import AgentModel
+
+    cfg = load_runtime_config(args)
+    path = args.checkpoint or default_checkpoint(log)
+    log(f"loading checkpoint {path}")
+    if cfg.engine.name == "vllm":
+        log("starting the vLLM engine (about 30 s on CPU)")
+    model = AgentModel.load(path, cfg)
+    if model.random_weights:
+        log("this checkpoint has random weights: replies are noise; timings and control are real")
+    return model, cfg
+
+
+def with_model(args: argparse.Namespace, log: Log, body: Callable[..., Awaitable[T]]) -> T:
+    """Load the model and run ``body(model, cfg)`` on one event loop, then stop the engine.
+
+    One loop for the whole command: a vLLM engine binds its output handling to the loop it
+    first runs on.
+    """
+
+    async def main() -> T:
+        model, cfg = load_model(args, log)
+        try:
+            return await body(model, cfg)
+        finally:
+            await model.aclose()
+
+    return asyncio.run(main())

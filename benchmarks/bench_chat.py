@@ -51,7 +51,7 @@ async def run(model, user: np.ndarray, dev, with_ui: bool) -> dict[str, Any]:
     import sounddevice as sd
 
     from parley.agent.chat import ChatApp, ChatEndpoint, DeviceBackend
-    from parley.agent.session import DuplexSession
+    from parley.agent.core.session import DuplexSession
 
     session = DuplexSession(model, model.config.agent)
     backend = DeviceBackend(dev.monitors["user_in"], dev.sinks["agent_out"])
@@ -111,7 +111,7 @@ async def run(model, user: np.ndarray, dev, with_ui: bool) -> dict[str, Any]:
 async def main_async(args: argparse.Namespace) -> None:
     import torch
 
-    from parley.agent.model import AgentModel
+    from parley.agent.core.model import AgentModel
     from parley.config import load_config
     from parley.llm.builder import build_checkpoint
     from parley.speech_io.pulse import pulse_null_sinks

@@ -17,10 +17,10 @@ import time
 
 import torch
 
+from parley.agent.core.model import AgentModel
 from parley.agent.harness.metrics import aggregate, score
 from parley.agent.harness.runner import run_scenario
 from parley.agent.harness.scenario import load_scenarios, shipped_scenarios_dir
-from parley.agent.model import AgentModel
 from parley.agent.runtime import default_checkpoint
 from parley.config import load_config
 

@@ -26,10 +26,10 @@ import numpy as np
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from parley.agent.core.model import AgentModel
 from parley.agent.harness.metrics import score
 from parley.agent.harness.scenario import load_scenarios, shipped_scenarios_dir
 from parley.agent.harness.wire import run_scenario_wire
-from parley.agent.model import AgentModel
 from parley.agent.runtime import default_checkpoint, load_runtime_config
 from parley.agent.service.api import Agent
 from parley.agent.service.limits import ServiceLimits

@@ -37,11 +37,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from parley.agent.core.model import AgentModel
 from parley.agent.harness.metrics import _barge_in
 from parley.agent.harness.record import RunRecord
 from parley.agent.harness.scenario import load_scenarios, shipped_scenarios_dir
 from parley.agent.harness.wire import run_scenario_wire
-from parley.agent.model import AgentModel
 from parley.agent.runtime import default_checkpoint, load_runtime_config
 from parley.agent.service.api import Agent
 from parley.agent.service.limits import ServiceLimits

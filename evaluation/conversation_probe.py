@@ -25,7 +25,7 @@ def _history(text: str) -> int | None:
 
 
 async def _run(ckpt, engine, cfg, records, corpus: Path, history: int | None) -> tuple[int, ...]:
-    from parley.agent.speak import SpeakPipeline
+    from parley.agent.core.speak import SpeakPipeline
     from parley.evaluation.run_eval import with_endpoint_silence
     from parley.evaluation.words import answer_heard
     from parley.speech_io.audio import load_audio

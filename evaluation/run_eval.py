@@ -193,7 +193,7 @@ class VoiceUnits:
 
 
 async def _run_dialogues(model, cfg, dialogues, corpus, out, judges, log) -> list[dict]:
-    from parley.agent.speak import SpeakPipeline
+    from parley.agent.core.speak import SpeakPipeline
     from parley.speech_io.audio import load_audio, write_wav
 
     rate = cfg.model.features.sample_rate
@@ -252,7 +252,7 @@ async def _run_dialogues(model, cfg, dialogues, corpus, out, judges, log) -> lis
 
 def run(args: argparse.Namespace, log: Log) -> int:
     """The ``eval`` command."""
-    from parley.agent.model import AgentModel
+    from parley.agent.core.model import AgentModel
     from parley.agent.runtime import default_checkpoint, load_runtime_config
     from parley.llm.checkpoint import read_manifest
 

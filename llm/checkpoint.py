@@ -21,7 +21,13 @@ from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from parley.config import CHECKPOINT_FORMAT_VERSION, ModelConfig
 from parley.errors import CheckpointError
@@ -73,7 +79,7 @@ class Checkpoint:
     adapter: Adapter
     lm: PreTrainedModel | None  # None when loaded for an engine that serves lm/ itself
     lm_embeddings: torch.Tensor  # the LM's input embedding table (rows, hidden)
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     vocoder: TokenVocoder
     speech_tokenizer: AnyTokenizer  # a UnitTokenizer on `encoder` for "whisper-units"
 

@@ -22,16 +22,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import math
 import threading
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from parley.speech_io.audio import SAMPLE_RATE
+from parley.speech_io.block_pump import AudioEndpoint, BlockPump, StallWatch
 from parley.speech_io.native_stderr import NativeStderr
-from parley.speech_io.resample import Resampler
-from parley.speech_io.ring import SampleFifo
 from parley.speech_io.soundcard import (
     AudioDeviceError,
     DeviceInfo,
@@ -61,21 +59,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _FLAGS = ("input_underflow", "input_overflow", "output_underflow", "output_overflow")
-
-
-class AudioEndpoint(Protocol):
-    """The session side of a transport. Only ever called on the event loop thread."""
-
-    sample_rate: int
-
-    def push_input(self, samples: np.ndarray) -> None:
-        """Consecutive microphone samples, float32 mono."""
-
-    def pull_output(self, n: int) -> np.ndarray:
-        """The next ``n`` samples to play, float32 mono, exactly ``n``."""
-
-    def rewind_output(self, n: int) -> None:
-        """The last ``n`` pulled samples were never played."""
 
 
 def _settle(fut: asyncio.Future[Exception | None], value: Exception | None) -> None:
@@ -159,8 +142,8 @@ class DeviceTransport:
         # so plain ints need no lock; flags are kept per stream and merged on reading.
         self._stats = TransportStats()
         self._flags: dict[Kind, dict[str, int]] = {"input": {}, "output": {}}
-        # Endpoint samples pulled, and output ring read count, at start or the last clear.
-        self._seg_pulled = self._seg_read0 = 0
+        self.pump: BlockPump | None = None
+        self._scratch = np.zeros(0, dtype=np.float32)
 
     # ------------------------------------------------------------------ public surface
 
@@ -205,10 +188,8 @@ class DeviceTransport:
                         _negotiate, sd, dev, kind, self.sample_rate, self._block_ms, *self._force
                     )
                 )
-            self._prepare(*await asyncio.to_thread(self._open_streams, sd, fmts))
-            # PortAudio fills its whole device buffer from back-to-back callbacks at start,
-            # before the pump can run: prefill for that as well as for the usual lead.
-            self._service(self._prime)
+            pump = self.prepare(*await asyncio.to_thread(self._open_streams, sd, fmts))
+            pump.service(pump.prime)
             await asyncio.to_thread(self._start_streams, sd)
             self._task = asyncio.create_task(self._run(), name="parley-audio-pump")
             self._state = "running"
@@ -243,91 +224,38 @@ class DeviceTransport:
         """Drop the output not yet handed to the device (barge-in), tell the endpoint with
         ``rewind_output`` and return how many endpoint samples that was. What the device
         already holds (about ``output_format.latency``) still plays."""
-        ring = getattr(self, "_out_ring", None)
-        if ring is None:
+        if self.pump is None:
             return 0
-        self._clear_pending = True  # set first: the gap until the next top-up is not an underrun
-        _, consumed = ring.clear()
-        played = (consumed - self._seg_read0) * self.sample_rate // self._out_rate
-        n = max(0, self._seg_pulled - played)
-        # A new segment: the resampler's held-back input was just counted as unplayed.
-        self._seg_read0, self._seg_pulled = consumed, 0
-        self._rs_out = Resampler(self.sample_rate, self._out_rate)
-        self._stats.cleared += n
-        if n:
-            self._endpoint.rewind_output(n)
+        n = self.pump.clear()
         self._event.set()
         return n
 
     # ------------------------------------------------------------------ loop side
 
-    def _prepare(self, in_fmt: StreamFormat, out_fmt: StreamFormat) -> None:
-        """Rings and resamplers for these stream formats; no PortAudio involved."""
+    def prepare(self, in_fmt: StreamFormat, out_fmt: StreamFormat) -> BlockPump:
+        """The pump for streams of these formats (no PortAudio involved: tests drive it)."""
         self.input_format, self.output_format = in_fmt, out_fmt
-        sr = self.sample_rate
-        self._frame = sr * self._block_ms // 1000
-        self._in_ring = SampleFifo(
-            max(in_fmt.sample_rate * self._input_buffer_ms // 1000, 4 * in_fmt.blocksize)
+        self.pump = BlockPump(
+            self._endpoint,
+            in_fmt,
+            out_fmt,
+            sample_rate=self.sample_rate,
+            block_ms=self._block_ms,
+            ahead_blocks=self._ahead_blocks,
+            input_buffer_ms=self._input_buffer_ms,
+            stats=self._stats,
         )
-        self._rs_in = Resampler(in_fmt.sample_rate, sr)
-        self._in_pending = np.zeros(0, dtype=np.float32)
-        self._out_rate = out_fmt.sample_rate
-        block = out_fmt.blocksize
-        self._ahead = self._ahead_blocks * block
-        self._prime = (
-            self._ahead + (math.ceil(out_fmt.latency * self._out_rate / block) + 1) * block
-        )
-        # Top-up stops past the target by less than a frame, but a resampler may release a
-        # little more than one frame's worth at once: leave it room.
-        self._out_ring = SampleFifo(self._prime + 4 * block + 64)
-        self._rs_out = Resampler(sr, self._out_rate)
-        self._seg_pulled = self._seg_read0 = 0
-        self._clear_pending = False
         self._scratch = np.zeros(4 * out_fmt.blocksize, dtype=np.float32)
+        return self.pump
 
-    def _service(self, fill: int | None = None) -> None:
-        """One pump step: microphone first (a barge-in it triggers shapes the very next
-        pull), then top the output ring up to ``fill`` samples (default: the usual lead).
-        Fixed frames both ways."""
-        data = self._in_ring.read_all()
-        if data.size:
-            data = self._rs_in.push(data)
-            pending = np.concatenate((self._in_pending, data)) if self._in_pending.size else data
-            k, frame = 0, self._frame
-            while pending.size - k >= frame:
-                self._endpoint.push_input(pending[k : k + frame])
-                k += frame
-            self._in_pending = pending[k:]
-        for _ in range(64):  # bounded: a fresh resampler may hold back its first frames
-            if len(self._out_ring) >= (fill or self._ahead):
-                break
-            x = np.asarray(self._endpoint.pull_output(self._frame), dtype=np.float32)
-            if x.shape != (self._frame,):
-                raise ValueError(f"pull_output({self._frame}) returned shape {x.shape}")
-            self._seg_pulled += self._frame
-            x = self._rs_out.push(x)
-            if self._out_ring.write(x) != len(x):
-                raise RuntimeError("output ring overflow: rewind counts would be wrong")
-            self._clear_pending = False
-
-    def _check_health(self, now: float) -> None:
+    def check_health(self, watch: StallWatch, now: float) -> None:
+        """Raise for a failed stream, or one that has stalled."""
         if self._failure is not None:
             kind, why = self._failure
             raise AudioDeviceError(
                 f"{kind} device {self._fmt(kind).device.describe()} failed: {why}"
             )
-        for kind, count in (
-            ("input", self._stats.input_blocks),
-            ("output", self._stats.output_blocks),
-        ):
-            seen, since = self._progress[kind]
-            if count != seen:
-                self._progress[kind] = (count, now)
-            elif now - since > self._stall_timeout:
-                raise AudioDeviceError(
-                    f"{kind} device {self._fmt(kind).device.describe()} delivered no audio for "
-                    f"{now - since:.1f} s (unplugged, or held by another program?)"
-                )
+        watch.check(self._stats, now, lambda kind: self._fmt(kind).device.describe())
 
     def _fmt(self, kind: Kind) -> StreamFormat:
         fmt = self.input_format if kind == "input" else self.output_format
@@ -336,7 +264,9 @@ class DeviceTransport:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        self._progress = {"input": (-1, loop.time()), "output": (-1, loop.time())}
+        watch = StallWatch(self._stall_timeout, loop.time())
+        pump = self.pump
+        assert pump is not None
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -345,8 +275,8 @@ class DeviceTransport:
                 self._event.clear()
                 # Reset before servicing: a block written from here on wakes us again.
                 self._wake_pending = False
-                self._service()
-                self._check_health(loop.time())
+                pump.service()
+                self.check_health(watch, loop.time())
         except Exception as exc:
             if isinstance(exc, AudioDeviceError):
                 log.error("audio transport stopped: %s", exc)
@@ -412,36 +342,25 @@ class DeviceTransport:
 
     def _input_callback(self, indata: np.ndarray, frames: int, time: Any, status: Any) -> None:
         try:
-            st = self._stats
             self._note("input", status)
-            n = self._in_ring.write(indata[:, 0])
-            if n < frames:
-                st.input_overruns += 1
-                st.input_dropped += frames - n
-            st.input_blocks += 1
+            assert self.pump is not None
+            self.pump.device_input(indata[:, 0])
             self._wake()
         except Exception as exc:  # PortAudio would print it and keep calling us
             self._callback_failed("input", exc)
 
     def _output_callback(self, outdata: np.ndarray, frames: int, time: Any, status: Any) -> None:
         try:
-            st = self._stats
             self._note("output", status)
+            assert self.pump is not None
             if outdata.shape[1] == 1:
-                mono = outdata[:, 0]
+                self.pump.device_output(outdata[:, 0])
             else:
                 if len(self._scratch) < frames:
                     self._scratch = np.zeros(frames, dtype=np.float32)
                 mono = self._scratch[:frames]
-            got = self._out_ring.read_into(mono)
-            if got < frames:
-                mono[got:] = 0.0
-                if not self._clear_pending:
-                    st.output_underruns += 1
-                    st.output_missing += frames - got
-            if outdata.shape[1] > 1:
+                self.pump.device_output(mono)
                 outdata[:] = mono[:, None]
-            st.output_blocks += 1
             self._wake()
         except Exception as exc:
             outdata.fill(0)

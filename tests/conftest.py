@@ -32,7 +32,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_checkpoint):
-    from parley.agent.model import AgentModel
+    from parley.agent.core.model import AgentModel
     from parley.config import load_config
 
     return AgentModel.load(tiny_checkpoint, load_config("tiny"))

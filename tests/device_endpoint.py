@@ -64,7 +64,7 @@ def _core(ep: _Endpoint, rate: int = SR, channels: int = 1, **kw: Any) -> Device
     """A transport with rings set up for ``rate``/``channels`` streams, no PortAudio."""
     t = DeviceTransport(ep, **kw)
     block = rate // 100
-    t._prepare(
+    t.prepare(
         StreamFormat(_dev(0, "mic", 2, 0), rate, channels, block),
         StreamFormat(_dev(1, "spk", 0, 2), rate, channels, block),
     )

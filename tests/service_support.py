@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from parley.agent.clock import VirtualClock
+from parley.agent.core.clock import VirtualClock
 from parley.agent.service.api import Agent
 from parley.agent.service.bridge import RealtimeBridge
 from parley.agent.service.limits import ServiceLimits

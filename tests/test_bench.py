@@ -7,10 +7,10 @@ import pytest
 import soundfile as sf
 
 from parley.agent.cli import main
+from parley.agent.core.model import AgentModel
 from parley.agent.harness.metrics import score
 from parley.agent.harness.runner import run_scenario
 from parley.agent.harness.scenario import Scenario, load_scenario, shipped_scenarios_dir
-from parley.agent.model import AgentModel
 from parley.agent.runtime import shipped_checkpoint
 from parley.config import load_config
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from parley.agent.bus import EventBus
-from parley.agent.events import TextDelta
+from parley.agent.core.bus import EventBus
+from parley.agent.core.events import TextDelta
 
 
 def delta(epoch: int, text: str) -> TextDelta:

@@ -25,8 +25,8 @@ from parley.agent.chat import (
     VirtualBackend,
 )
 from parley.agent.chat.command import check_devices
-from parley.agent.clock import VirtualClock
-from parley.agent.events import (
+from parley.agent.core.clock import VirtualClock
+from parley.agent.core.events import (
     FirstAudio,
     Interrupted,
     PlaybackPaused,
@@ -36,9 +36,9 @@ from parley.agent.events import (
     UserSpeechStarted,
     UserTurnEnded,
 )
+from parley.agent.core.session import DuplexSession
 from parley.agent.harness.render import say
 from parley.agent.harness.scenario import DEFAULT_VOICE
-from parley.agent.session import DuplexSession
 from parley.config import load_config
 from parley.speech_io.soundcard import AudioDeviceError
 from tests.scripted import ScriptedDetector

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from parley.speech_io import pulse as pulse_helper
+from parley.speech_io.block_pump import StallWatch
 from parley.speech_io.devices import (
     AudioDeviceError,
     DeviceTransport,
@@ -40,21 +41,21 @@ def test_output_prefill_play_underrun_and_exact_rewind() -> None:
     sig = _tone(SR)
     ep = _Endpoint(sig)
     t = _core(ep, ahead_blocks=2)
-    t._service()
+    t.pump.service()
     assert ep.pulled == 2 * BLOCK  # two blocks ahead, no more
     np.testing.assert_array_equal(_play(t, BLOCK)[:, 0], sig[:BLOCK])
-    t._service()
+    t.pump.service()
     played = [_play(t, BLOCK) for _ in range(3)]  # the loop is late: third block runs dry
     np.testing.assert_array_equal(np.concatenate(played[:2])[:, 0], sig[BLOCK : 3 * BLOCK])
     assert not played[2].any()
     assert (t.stats.output_underruns, t.stats.output_missing) == (1, BLOCK)
-    t._service()
+    t.pump.service()
     _play(t, 100)  # part of a block: 220 pulled samples stay unplayed
     assert t.clear_output() == 220
     assert ep.rewound == 220 and ep.pulled - ep.rewound == 3 * BLOCK + 100
     # The gap until the next top-up was asked for: no underrun counted.
     assert not _play(t, BLOCK).any() and t.stats.output_underruns == 1
-    t._service()
+    t.pump.service()
     np.testing.assert_array_equal(_play(t, BLOCK)[:, 0], sig[ep.pos - 2 * BLOCK : ep.pos - BLOCK])
     assert t.stats.cleared == 220
 
@@ -65,7 +66,7 @@ def test_input_frames_in_order_and_overrun_counted() -> None:
     mic = np.arange(7 * 100, dtype=np.float32)
     for block in np.split(mic, 7):  # 100-sample device blocks, 160-sample frames out
         t._input_callback(block[:, None], 100, None, 0)
-    t._service()
+    t.pump.service()
     assert [len(x) for x in ep.received] == [BLOCK] * 4
     np.testing.assert_array_equal(ep.mic(), mic[:640])
     for _ in range(10):  # nobody services the ring: it fills, then drops
@@ -77,11 +78,11 @@ def test_48k_stereo_device_is_resampled_and_rewind_maps_to_16k() -> None:
     sig = _tone(SR)
     ep = _Endpoint(sig)
     t = _core(ep, rate=48000, channels=2)
-    t._service()
+    t.pump.service()
     blocks = []
     for _ in range(20):
         blocks.append(_play(t, 480, 2))
-        t._service()
+        t.pump.service()
     out = np.concatenate(blocks)
     np.testing.assert_array_equal(out[:, 0], out[:, 1])  # both channels carry the voice
     ref = _tone(len(out), rate=48000)
@@ -89,7 +90,7 @@ def test_48k_stereo_device_is_resampled_and_rewind_maps_to_16k() -> None:
     for k in range(20):  # channel 1 is noise the transport must ignore
         block = np.stack([ref[480 * k : 480 * (k + 1)], np.full(480, 0.9, np.float32)], axis=1)
         t._input_callback(block, 480, None, 0)
-        t._service()
+        t.pump.service()
     mic = ep.mic()
     assert len(mic) >= 2800  # the resampler holds a little back
     assert np.corrcoef(mic[320:2800], _tone(SR)[320:2800])[0, 1] > 0.999
@@ -100,15 +101,16 @@ def test_48k_stereo_device_is_resampled_and_rewind_maps_to_16k() -> None:
 
 
 def test_health_check_reports_stop_and_stall() -> None:
-    t = _core(_Endpoint(np.zeros(0, np.float32)), stall_timeout=1.0)
-    t._progress = {"input": (0, 0.0), "output": (0, 0.0)}
-    t._stats.input_blocks = 5
-    t._check_health(0.9)  # input moved on; output quiet for 0.9 s, within the limit
+    t = _core(_Endpoint(np.zeros(0, np.float32)))
+    watch = StallWatch(timeout=1.0, now=0.0)
+    t.check_health(watch, 0.0)  # both streams seen at 0 blocks
+    t.pump.device_input(np.zeros(BLOCK, np.float32))  # a microphone block arrives
+    t.check_health(watch, 0.9)  # input moved on; output quiet for 0.9 s, within the limit
     with pytest.raises(AudioDeviceError, match=r"output device .*'spk'.* no audio for 1\.2 s"):
-        t._check_health(1.2)
-    t._on_finished("input")
+        t.check_health(watch, 1.2)
+    t._on_finished("input")  # PortAudio's finished callback, unasked
     with pytest.raises(AudioDeviceError, match="input device .*'mic'.*stopped by itself"):
-        t._check_health(0.0)
+        t.check_health(StallWatch(timeout=1.0, now=0.0), 0.0)
 
 
 def test_pick_prefers_exact_name_and_lists_devices_when_missing() -> None:
@@ -300,8 +302,8 @@ def test_without_portaudio_the_error_says_what_to_install(monkeypatch: pytest.Mo
 
 
 async def test_first_reply_audio_jumps_the_queued_silence(fake_sd: _FakeSD, tiny_model) -> None:
-    from parley.agent.live import connect_devices
-    from parley.agent.session import DuplexSession
+    from parley.agent.core.live import connect_devices
+    from parley.agent.core.session import DuplexSession
     from parley.config import AgentConfig
     from tests.scripted import ScriptedDetector
     from tests.test_session import speechlike

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parley.agent.clock import VirtualClock
-from parley.agent.events import AgentState
+from parley.agent.core.clock import VirtualClock
+from parley.agent.core.events import AgentState
+from parley.agent.core.model import AgentModel
+from parley.agent.core.session import DuplexSession
+from parley.agent.core.state import Signal, transition
 from parley.agent.harness.drive import drive
-from parley.agent.model import AgentModel
-from parley.agent.session import DuplexSession
-from parley.agent.state import Signal, transition
 from parley.config import AgentConfig, ModelConfig, load_config
 from parley.llm.builder import build_checkpoint
 from parley.llm.schedule import heard_prefix

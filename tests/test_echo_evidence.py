@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parley.agent.echo_evidence import HOLD_FRAMES, EchoEvidence
-from parley.agent.input import InputStage
+from parley.agent.core.echo_evidence import HOLD_FRAMES, EchoEvidence
+from parley.agent.core.input import InputStage
 from parley.config import AgentConfig
 from parley.speech_io.echo import EchoCanceller, NearEndGate
 from parley.speech_io.echo_path import EchoPath

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from parley.agent.events import (
+from parley.agent.core.events import (
     AgentState,
     AudioPlayed,
     AudioRewound,

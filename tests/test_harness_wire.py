@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from parley.agent import commands
+from parley.agent import runtime
 from parley.agent.cli import main as cli_main
 from parley.agent.harness.metrics import score
 from parley.agent.harness.runner import agent_config_for
@@ -75,7 +75,7 @@ def test_bench_url_to_a_closed_port_exits_2(capsys, monkeypatch, tmp_path):
         def no_model(*_a, **_k):
             raise AssertionError("bench --url must not load a model")
 
-        monkeypatch.setattr(commands, "_load_model", no_model)
+        monkeypatch.setattr(runtime, "load_model", no_model)
         scenario = str(shipped_scenarios_dir() / "plain-turn.yaml")
         argv = ["bench", "--url", f"ws://127.0.0.1:{port}", "--scenario", scenario]
         assert cli_main([*argv, "--out", str(tmp_path)]) == 2

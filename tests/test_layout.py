@@ -52,3 +52,37 @@ def test_namespace_resolves_to_repo_folders():
         spec = importlib.util.find_spec(mod)
         assert spec is not None and spec.origin is not None
         assert Path(spec.origin).resolve().parent == ROOT / folder
+
+
+def _agent_imports(folder: Path) -> set[str]:
+    """The ``parley.agent`` subpackages or modules the files under ``folder`` import."""
+    import ast
+
+    found = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for name in names:
+                parts = name.split(".")
+                if parts[:2] == ["parley", "agent"] and len(parts) > 2:
+                    found.add(parts[2])
+                elif parts[:2] == ["parley", "agent"] and isinstance(node, ast.ImportFrom):
+                    found.update(a.name for a in node.names)
+    return found
+
+
+def test_the_apps_stand_on_the_core_and_never_on_each_other():
+    apps = {"chat", "service", "harness"}
+    assert _agent_imports(ROOT / "agent" / "core") == {"core"}
+    for app in apps:
+        used = _agent_imports(ROOT / "agent" / app)
+        assert "core" in used
+        assert not used & (apps - {app}), (app, used)
+        # Beyond the core, only the commands' shared start-up (model and config loading).
+        assert used <= {app, "core", "runtime"}, (app, used)

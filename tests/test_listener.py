@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parley.agent.input import InputStage
+from parley.agent.core.input import InputStage
 from parley.config import AgentConfig
 from tests.scripted import ScriptedDetector
 

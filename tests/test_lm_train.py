@@ -228,3 +228,31 @@ def test_extra_refusals_copy_only_refusals_seeded():
     assert [e.id for e in extra] == [e.id for e in extra_refusals(dialogues, 0.5, seed=0)]
     assert extra_refusals(dialogues, 0.0, seed=0) == []
     assert extra_refusals([d(1, "plus")], 1.0, seed=0) == []
+
+
+def test_question_drills_ask_a_new_first_question_after_a_whole_dialogue():
+    from parley.train.lm_data import question_drills
+
+    def d(i, follow):
+        turns = [Turn(f"u{i}", f"a{i}")] + ([Turn(f"f{i}", f"b{i}")] if follow else [])
+        return Dialogue(f"d{i}", "train", turns, {})
+
+    dialogues = [d(i, i % 2 == 1) for i in range(20)]
+    drills = question_drills(dialogues, 0.5, seed=3)
+    assert len(drills) == 10
+    by_id = {x.id: x for x in dialogues}
+    for drill in drills:
+        first, second = drill.id.rstrip("?").split("+")
+        assert first != second
+        # The whole first dialogue, laid out in full, then the other's opening question
+        # with its reply as text alone (never its follow-up).
+        assert drill.turns[:-1] == by_id[first].turns
+        last = drill.turns[-1]
+        assert (last.audio, last.answer, last.text_only) == (
+            f"u{second[1:]}",
+            f"a{second[1:]}",
+            True,
+        )
+    assert [x.id for x in drills] == [x.id for x in question_drills(dialogues, 0.5, seed=3)]
+    assert question_drills(dialogues, 0.0, seed=3) == []
+    assert question_drills(dialogues[:1], 1.0, seed=3) == []

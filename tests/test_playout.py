@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from parley.agent.clock import VirtualClock
-from parley.agent.events import AudioPlayed, AudioRewound
-from parley.agent.playback import Playout
-from parley.agent.reply import Reply
-from parley.agent.text import IncrementalDetokenizer
+from parley.agent.core.clock import VirtualClock
+from parley.agent.core.events import AudioPlayed, AudioRewound
+from parley.agent.core.playback import Playout
+from parley.agent.core.reply import Reply
+from parley.agent.core.text import IncrementalDetokenizer
 
 
 @dataclass

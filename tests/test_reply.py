@@ -9,8 +9,8 @@ from collections.abc import AsyncGenerator
 import numpy as np
 import torch
 
-from parley.agent.reply import Reply, produce
-from parley.agent.text import IncrementalDetokenizer
+from parley.agent.core.reply import Reply, produce
+from parley.agent.core.text import IncrementalDetokenizer
 from parley.llm.engine import ReplyParams, TokenDelta
 from parley.tokenizers.vocab import TokenClass, VocabLayout
 

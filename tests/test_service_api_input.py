@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parley.agent.bus import EventBus
-from parley.agent.clock import VirtualClock
-from parley.agent.events import Event, UserSpeechStarted
+from parley.agent.core.bus import EventBus
+from parley.agent.core.clock import VirtualClock
+from parley.agent.core.events import Event, UserSpeechStarted
 from parley.agent.service.api import MAX_PUSH_SECONDS, Agent, AudioPushError
 from parley.agent.service.settings import SessionSettings
 from parley.errors import AudioInputError

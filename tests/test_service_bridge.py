@@ -7,8 +7,8 @@ import math
 
 import pytest
 
+from parley.agent.core.text import text_of
 from parley.agent.service.limits import ServiceLimits
-from parley.agent.text import text_of
 from parley.llm.schedule import heard_prefix
 from tests.service_support import (
     SR,

@@ -9,7 +9,7 @@ import json
 import pytest
 from websockets.asyncio.client import connect
 
-from parley.agent.clock import VirtualClock
+from parley.agent.core.clock import VirtualClock
 from parley.agent.service.budget import Budget
 from parley.agent.service.limits import ServiceLimits
 from parley.agent.service.server import RealtimeServer

@@ -9,9 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from parley.agent.clock import VirtualClock
+from parley.agent.core.clock import VirtualClock
 from parley.agent.service import protocol as P
-from parley.agent.service.audio import AudioFormatError, decode_pcm16, encode_pcm16
 from parley.agent.service.limits import check_bind, is_loopback
 from parley.agent.service.metrics import ServiceMetrics
 from parley.agent.service.pacing import MAX_BACKDATE_S, BufferFullError, InputPacer
@@ -19,6 +18,7 @@ from parley.agent.service.session_config import WireConfig, session_object
 from parley.agent.service.settings import SessionSettings
 from parley.config import AgentConfig
 from parley.errors import ParleyError
+from parley.speech_io.pcm16 import AudioFormatError, decode_pcm16, encode_pcm16
 from parley.speech_io.resample import Resampler
 
 

@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from parley.agent.clock import VirtualClock
+from parley.agent.core.clock import VirtualClock
 from parley.agent.service.limits import ServiceLimits
 from parley.agent.service.server import RealtimeServer
 from parley.agent.service.watch import ConnectionWatch

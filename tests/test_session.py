@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from parley.agent.clock import VirtualClock
-from parley.agent.events import AgentState
+from parley.agent.core.clock import VirtualClock
+from parley.agent.core.events import AgentState
+from parley.agent.core.session import DuplexSession
 from parley.agent.harness.drive import drive
-from parley.agent.session import DuplexSession
 from parley.config import AgentConfig
 from parley.speech_io.sources import ArraySink, ArraySource
 from tests.scripted import ScriptedDetector

@@ -11,8 +11,8 @@ import json
 import numpy as np
 import pytest
 
+from parley.agent.core.speak import SpeakPipeline
 from parley.agent.runtime import default_checkpoint, shipped_checkpoint
-from parley.agent.speak import SpeakPipeline
 from parley.config import load_config
 from parley.evaluation.run_eval import EvalJudges, with_endpoint_silence
 from parley.evaluation.words import answer_heard

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from parley.agent.cli import main
-from parley.agent.speak import SpeakPipeline
+from parley.agent.core.speak import SpeakPipeline
 from parley.config import load_config
 from parley.llm.checkpoint import load_checkpoint
 from parley.llm.engines import create_engine

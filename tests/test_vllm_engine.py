@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from parley.agent.clock import VirtualClock
-from parley.agent.events import AgentState
+from parley.agent.core.clock import VirtualClock
+from parley.agent.core.events import AgentState
+from parley.agent.core.session import DuplexSession
 from parley.agent.harness.metrics import score
 from parley.agent.harness.runner import run_scenario
 from parley.agent.harness.scenario import load_scenario, shipped_scenarios_dir
-from parley.agent.session import DuplexSession
 from parley.config import AgentConfig
 from parley.llm.engine import ReplyParams
 from tests.scripted import ScriptedDetector

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import pytest_asyncio
 
-from parley.agent.model import AgentModel
+from parley.agent.core.model import AgentModel
 from parley.agent.runtime import shipped_checkpoint
 from parley.config import load_config
 from tests.vllm_support import (

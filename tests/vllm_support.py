@@ -39,7 +39,7 @@ def vllm_config(**overrides) -> EngineConfig:
 @contextlib.asynccontextmanager
 async def vllm_agent_model(path):
     """The checkpoint at ``path`` served by an in-process vLLM engine (test settings)."""
-    from parley.agent.model import AgentModel
+    from parley.agent.core.model import AgentModel
     from parley.config import load_config
     from parley.llm.checkpoint import load_checkpoint
     from parley.llm.engines import create_engine

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from parley.llm.encoder import BlockCausalEncoder
 from parley.tokenizers.codec_io import save_codec
 from parley.tokenizers.unit_tokenizer import UnitTokenizer, fit_codebook
 from parley.tokenizers.vocoder import TokenVocoder
-from parley.train.codec_crops import CropSampler, TokenizedUtterance, tokenize
+from parley.train.codec_crops import Crops, CropSampler, TokenizedUtterance, tokenize
 from parley.train.codec_data import (
     Utterance,
     codec_texts,
@@ -45,6 +46,7 @@ from parley.train.codec_data import (
 )
 from parley.train.codec_loss import SpectralLoss
 from parley.train.optim import adamw, warmup_cosine
+from parley.train.run_files import append_rows, drop_rows_after, read_rows, save_state
 
 Log = Callable[[str], None]
 
@@ -156,7 +158,7 @@ def plot_metrics(metrics_path: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
+    rows = read_rows(metrics_path)
     train = [r for r in rows if "loss" in r]
     val = [r for r in rows if "val_loss" in r]
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -188,65 +190,23 @@ def train_vocoder(
 
     work.mkdir(parents=True, exist_ok=True)
     ccfg = vocoder.cfg
-    spt = ccfg.samples_per_token
-    crop = round(cfg.crop_s * ccfg.sample_rate / spt)
-    past = round(cfg.past_s * ccfg.sample_rate / spt)
-    # The lookahead, plus the tokens whose iSTFT frames still overlap the crop's last sample.
-    future = ccfg.lookahead + 1 + vocoder.overlap // spt
-    focus = reply_focus([u.text for u in train])
-    sampler = CropSampler(
-        train, crop, past, future, cfg.seed, cfg.start_share,
-        focus=focus if any(focus) else None, focus_share=cfg.focus_share,
-    )  # fmt: skip
-    held_sampler = CropSampler(heldout or train, crop, past, future, cfg.seed + 1)
+    sampler, held_sampler = _samplers(vocoder, train, heldout, cfg)
     held_crops = held_sampler.sample(cfg.heldout_crops)
     loss_fn = SpectralLoss(ccfg.sample_rate, cfg.mel_weight)
     opt = adamw(vocoder, cfg.lr, cfg.weight_decay, betas=(0.8, 0.99))
-    step, total, spent_before = 0, cfg.steps, 0.0
     state_path, metrics_path = work / STATE_FILE, work / METRICS_FILE
-    if state_path.is_file():
-        state = torch.load(state_path, weights_only=False)
-        if state["codec"] != ccfg.model_dump(mode="json"):
-            raise ValueError(f"{state_path}: saved for another codec config; move it away")
-        vocoder.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sampler.gen.set_state(state["sampler"])
-        step, total, spent_before = state["step"], state["total"], state["seconds"]
-        if cfg.steps is not None and cfg.steps != total and cfg.steps > step:
-            # Another horizon than the saved run's: go on from its weights (the learning
-            # rate picks the cosine up where the new horizon puts this step).
-            log(f"codec: horizon moved from {total} to {cfg.steps} steps")
-            total = cfg.steps
-        log(f"codec: resumed at step {step}/{total} from {state_path}")
-        if metrics_path.is_file():
-            # Steps after the saved state are about to be redone: drop their rows.
-            rows = metrics_path.read_text().splitlines()
-            kept = [r for r in rows if r and json.loads(r)["step"] <= step]
-            metrics_path.write_text("".join(r + "\n" for r in kept))
+    step, total, spent_before = _resume(state_path, vocoder, opt, sampler, cfg, log)
+    drop_rows_after(metrics_path, step)
 
     def save() -> None:
-        state = {
-            "model": vocoder.state_dict(),
-            "optimizer": opt.state_dict(),
-            "sampler": sampler.gen.get_state(),
-            "step": step,
-            "total": total,
-            "seconds": round(spent_before + time.perf_counter() - started, 1),
-            "codec": ccfg.model_dump(mode="json"),
-            "train": asdict(cfg),
-        }
-        tmp = state_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(state_path)
+        seconds = round(spent_before + time.perf_counter() - started, 1)
+        run = {"step": step, "total": total, "seconds": seconds}
+        save_state(_state(vocoder, opt, sampler, run, cfg), state_path)
         if metrics_path.is_file():
             plot_metrics(metrics_path, work / PLOT_FILE)
 
     def held_loss() -> float:
-        vocoder.eval()
-        with torch.no_grad():
-            value = float(loss_fn(held_crops.decode(vocoder), held_crops.target)[0])
-        vocoder.train()
-        return value
+        return _held_out_loss(vocoder, loss_fn, held_crops)
 
     budget = minutes * 60.0
     started = time.perf_counter()
@@ -266,37 +226,123 @@ def train_vocoder(
             bar.total = total
             bar.refresh()
         lr = warmup_cosine(step, total or 10**9, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        crops = sampler.sample(cfg.batch_size)
-        loss, parts = loss_fn(crops.decode(vocoder, cfg.bf16), crops.target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad = float(torch.nn.utils.clip_grad_norm_(vocoder.parameters(), cfg.grad_clip))
-        opt.step()
+        row = _step(vocoder, opt, loss_fn, sampler.sample(cfg.batch_size), lr, cfg)
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
         seconds = round(spent_before + time.perf_counter() - started, 1)
-        last = {"step": step, "loss": loss.item(), **parts, "grad": grad, "lr": lr, "s": seconds}
+        last = {"step": step, **row, "s": seconds}
         if step % 10 == 0 or step == 1:
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(last) + "\n")
+            append_rows(metrics_path, last)
         if step % cfg.save_every == 0:
             last["val_loss"] = held_loss()
-            with metrics_path.open("a") as f:
-                f.write(json.dumps({"step": step, "val_loss": last["val_loss"]}) + "\n")
+            append_rows(metrics_path, {"step": step, "val_loss": last["val_loss"]})
             log(
                 f"codec: step {step}/{total} loss {last['loss']:.3f} held-out {last['val_loss']:.3f}"
             )
             save()
     bar.close()
     last["val_loss"] = held_loss()
-    with metrics_path.open("a") as f:
-        f.write(json.dumps({"step": step, "val_loss": last["val_loss"]}) + "\n")
+    append_rows(metrics_path, {"step": step, "val_loss": last["val_loss"]})
     save()
     vocoder.eval()
     return last
+
+
+def _samplers(
+    vocoder: TokenVocoder,
+    train: Sequence[TokenizedUtterance],
+    heldout: Sequence[TokenizedUtterance],
+    cfg: CodecTrainConfig,
+) -> tuple[CropSampler, CropSampler]:
+    """Crops of the training utterances (weighted to the replies' words) and of the
+    held-out ones, in tokens with the context each needs around it."""
+    ccfg = vocoder.cfg
+    spt = ccfg.samples_per_token
+    crop = round(cfg.crop_s * ccfg.sample_rate / spt)
+    past = round(cfg.past_s * ccfg.sample_rate / spt)
+    # The lookahead, plus the tokens whose iSTFT frames still overlap the crop's last sample.
+    future = ccfg.lookahead + 1 + vocoder.overlap // spt
+    focus = reply_focus([u.text for u in train])
+    sampler = CropSampler(
+        train, crop, past, future, cfg.seed, cfg.start_share,
+        focus=focus if any(focus) else None, focus_share=cfg.focus_share,
+    )  # fmt: skip
+    return sampler, CropSampler(heldout or train, crop, past, future, cfg.seed + 1)
+
+
+def _step(
+    vocoder: TokenVocoder,
+    opt: torch.optim.Optimizer,
+    loss_fn: SpectralLoss,
+    crops: Crops,
+    lr: float,
+    cfg: CodecTrainConfig,
+) -> dict[str, float]:
+    """One optimiser step on ``crops`` at ``lr``; the loss, its parts and the gradient norm."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    loss, parts = loss_fn(crops.decode(vocoder, cfg.bf16), crops.target)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad = float(torch.nn.utils.clip_grad_norm_(vocoder.parameters(), cfg.grad_clip))
+    opt.step()
+    return {"loss": loss.item(), **parts, "grad": grad, "lr": lr}
+
+
+def _held_out_loss(vocoder: TokenVocoder, loss_fn: SpectralLoss, crops: Crops) -> float:
+    vocoder.eval()
+    with torch.no_grad():
+        value = float(loss_fn(crops.decode(vocoder), crops.target)[0])
+    vocoder.train()
+    return value
+
+
+def _state(
+    vocoder: TokenVocoder,
+    opt: torch.optim.Optimizer,
+    sampler: CropSampler,
+    run: dict[str, Any],
+    cfg: CodecTrainConfig,
+) -> dict[str, Any]:
+    """What a resumed run needs: weights, optimiser, the crop stream, ``run``'s step,
+    horizon and seconds, and the configs it was made under."""
+    return {
+        "model": vocoder.state_dict(),
+        "optimizer": opt.state_dict(),
+        "sampler": sampler.gen.get_state(),
+        **run,
+        "codec": vocoder.cfg.model_dump(mode="json"),
+        "train": asdict(cfg),
+    }
+
+
+def _resume(
+    state_path: Path,
+    vocoder: TokenVocoder,
+    opt: torch.optim.Optimizer,
+    sampler: CropSampler,
+    cfg: CodecTrainConfig,
+    log: Log,
+) -> tuple[int, int | None, float]:
+    """Load a saved run into ``vocoder``, ``opt`` and ``sampler``; its step, horizon and
+    seconds spent (0, ``cfg.steps``, 0 when there is none)."""
+    if not state_path.is_file():
+        return 0, cfg.steps, 0.0
+    state = torch.load(state_path, weights_only=False)
+    if state["codec"] != vocoder.cfg.model_dump(mode="json"):
+        raise ValueError(f"{state_path}: saved for another codec config; move it away")
+    vocoder.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sampler.gen.set_state(state["sampler"])
+    step, total = state["step"], state["total"]
+    if cfg.steps is not None and cfg.steps != total and cfg.steps > step:
+        # Another horizon than the saved run's: go on from its weights (the learning rate
+        # picks the cosine up where the new horizon puts this step).
+        log(f"codec: horizon moved from {total} to {cfg.steps} steps")
+        total = cfg.steps
+    log(f"codec: resumed at step {step}/{total} from {state_path}")
+    return step, total, state["seconds"]
 
 
 def train_codec(

@@ -143,6 +143,30 @@ def chain_dialogues(
     return chains
 
 
+def question_drills(dialogues: Sequence[Dialogue], share: float, seed: int) -> list[Dialogue]:
+    """``share`` as many dialogues as ``dialogues``: one whole dialogue, then the first
+    question of another with its reply laid out as text alone (seeded; drawn with
+    replacement).
+
+    A new question right after an answer owes that answer nothing, and the follow-up
+    drills (arithmetic on the answer before) pulled the other way: trained with them, a
+    model answered "what is ten minus ten" said right after "fifty two" with "fifty two
+    minus ten". These pairs hold the line without recording anything.
+    """
+    wanted = round(share * len(dialogues))
+    if len(dialogues) < 2 or wanted == 0:
+        return []
+    rng = random.Random(f"questions:{seed}")
+    out: list[Dialogue] = []
+    for _ in range(wanted):
+        i, j = rng.sample(range(len(dialogues)), 2)
+        first, second = dialogues[i], dialogues[j]
+        asked = second.turns[0]
+        turns = [*first.turns, Turn(asked.audio, asked.answer, text_only=True)]
+        out.append(Dialogue(f"{first.id}+{second.id}?", first.split, turns, {}))
+    return out
+
+
 def extra_refusals(dialogues: Sequence[Dialogue], share: float, seed: int) -> list[Dialogue]:
     """``share`` as many dialogues as ``dialogues``, drawn (seeded, with replacement) from
     its out-of-domain questions and their refusal: more of the examples that teach the

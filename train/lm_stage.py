@@ -19,11 +19,13 @@ from parley.train import domain
 from parley.train.corpus import record_answer
 from parley.train.followups import recombine_followups
 from parley.train.lm_data import (
+    Dialogue,
     cache_replies,
     cache_user_frames,
     chain_dialogues,
     extra_refusals,
     layout_dialogue,
+    question_drills,
     reply_audio,
 )
 from parley.train.lm_train import METRICS_FILE, SpokenLMTrainee, train_lm
@@ -52,18 +54,7 @@ def adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder, 
     t0 = time.perf_counter()
     lm_work = work / "lm"
     lm_work.mkdir(parents=True, exist_ok=True)
-    # The BPE is trained once and kept: the cached replies and a saved LM state hold its ids,
-    # so a resumed run (even on a grown corpus) must not train another.
-    saved_tokenizer = lm_work / "tokenizer"
-    lm, tokenizer = random_lm(
-        cfg.lm,
-        cfg.codec.codebook_size,
-        opts.seed * 10 + _PART_SEEDS["lm"],
-        corpus=text_corpus(dialogues),
-        tokenizer=_load_tokenizer(saved_tokenizer) if saved_tokenizer.is_dir() else None,
-    )
-    if not saved_tokenizer.is_dir():
-        tokenizer.save_pretrained(saved_tokenizer)
+    lm, tokenizer = _fresh_lm(opts, cfg, lm_work, dialogues)
     layout = layout_of(lm, tokenizer, cfg.codec.codebook_size)
     adapter = Adapter.from_config(
         cfg.adapter, cfg.encoder.d_model, cfg.lm.hidden, opts.seed * 10 + _PART_SEEDS["adapter"]
@@ -72,44 +63,20 @@ def adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder, 
     frames = cache_user_frames(
         corpus, dialogues, cfg.features, encoder, lm_work / "frames.pt", bar("encode user audio")
     )
-    training = [d for d in dialogues if d.split == "train"]
-    try:
-        recombined = recombine_followups(training, opts.followups, opts.seed)
-        drills = recombine_followups(training, opts.followup_drills, opts.seed, text_only=True)
-    except ValueError as exc:
-        raise ConfigError(f"--followups / --followup-drills: {exc}") from None
-    recorded = {t.answer for d in dialogues for t in d.turns}
-    answers = recorded | {t.answer for d in recombined for t in d.turns}
-    # Replies the corpus never recorded, in the agent's voice, kept beside the LM's data.
-    for answer in bar("record new replies")(sorted(answers - recorded)):
-        record_answer(answer, lm_work)
-    replies = cache_replies(
-        corpus,
-        answers,
-        tokenizer,
-        lambda audio: units.encode(audio).tolist(),
-        lm_work / REPLIES_FILE,
-        bar("tokenize replies"),
-        extra=lm_work,
-    )
-    for answer in {t.answer for d in drills for t in d.turns} - set(replies):
-        # A drill lays out the reply's text alone: no recording, no units.
-        replies[answer] = (list(tokenizer.encode(answer, add_special_tokens=False)), [])
-    chains = chain_dialogues(training, opts.chained, opts.seed)
-    refusals = extra_refusals(training, opts.refusals, opts.seed)
+    extras = _extra_dialogues(opts, [d for d in dialogues if d.split == "train"])
+    replies = _replies(corpus, dialogues, extras, tokenizer, units, lm_work, bar)
     train_ex, held_ex, skipped = [], [], 0
-    for d in [*dialogues, *chains, *recombined, *drills, *refusals]:
+    for d in [*dialogues, *(d for group in extras.values() for d in group)]:
         try:
             ex = layout_dialogue(d, frames, replies, layout, cfg.schedule, cfg.adapter.stack)
         except ValueError:
             skipped += 1  # the schedule cannot carry this reply (too long for max_speech_tokens)
             continue
         (train_ex if d.split == "train" else held_ex).append(ex)
+    counts = ", ".join(f"{len(group)} {name}" for name, group in extras.items())
     log(
-        f"{len(train_ex)} training examples ({len(chains)} of them conversations of 2-3 "
-        f"dialogues, {len(recombined)} recombined follow-ups, {len(drills)} follow-up "
-        f"drills, {len(refusals)} more refusals) and {len(held_ex)} held-out "
-        f"dialogues ({skipped} skipped)"
+        f"{len(train_ex)} training examples ({counts}) and {len(held_ex)} held-out dialogues "
+        f"({skipped} skipped)"
     )
     if opts.init_from is not None and not (lm_work / LM_STATE_FILE).is_file():
         from parley.train.warm_start import warm_start
@@ -151,6 +118,64 @@ def adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder, 
     last = last or _last_metrics(lm_work / METRICS_FILE)
     stage("lm", t0)
     return adapter, lm, tokenizer, last
+
+
+def _fresh_lm(opts, cfg, lm_work: Path, dialogues: list[Dialogue]):
+    """A seeded random LM and its text tokenizer, the BPE trained on this corpus's text.
+
+    The BPE is trained once and kept: the cached replies and a saved LM state hold its ids,
+    so a resumed run (even on a grown corpus) must not train another."""
+    saved_tokenizer = lm_work / "tokenizer"
+    lm, tokenizer = random_lm(
+        cfg.lm,
+        cfg.codec.codebook_size,
+        opts.seed * 10 + _PART_SEEDS["lm"],
+        corpus=text_corpus(dialogues),
+        tokenizer=_load_tokenizer(saved_tokenizer) if saved_tokenizer.is_dir() else None,
+    )
+    if not saved_tokenizer.is_dir():
+        tokenizer.save_pretrained(saved_tokenizer)
+    return lm, tokenizer
+
+
+def _extra_dialogues(opts, training: list[Dialogue]) -> dict[str, list[Dialogue]]:
+    """The examples made from the training dialogues, by the options that ask for them."""
+    try:
+        recombined = recombine_followups(training, opts.followups, opts.seed)
+        drills = recombine_followups(training, opts.followup_drills, opts.seed, text_only=True)
+    except ValueError as exc:
+        raise ConfigError(f"--followups / --followup-drills: {exc}") from None
+    return {
+        "conversations of 2-3 dialogues": chain_dialogues(training, opts.chained, opts.seed),
+        "recombined follow-ups": recombined,
+        "follow-up drills": drills,
+        "more refusals": extra_refusals(training, opts.refusals, opts.seed),
+        "question drills": question_drills(training, opts.question_drills, opts.seed),
+    }
+
+
+def _replies(corpus, dialogues, extras, tokenizer, units, lm_work: Path, bar):
+    """Every reply's text tokens and speech units, by its text: the corpus's recordings,
+    new recordings for recombined follow-ups, and text alone for a drill."""
+    recorded = {t.answer for d in dialogues for t in d.turns}
+    answers = recorded | {t.answer for d in extras["recombined follow-ups"] for t in d.turns}
+    # Replies the corpus never recorded, in the agent's voice, kept beside the LM's data.
+    for answer in bar("record new replies")(sorted(answers - recorded)):
+        record_answer(answer, lm_work)
+    replies = cache_replies(
+        corpus,
+        answers,
+        tokenizer,
+        lambda audio: units.encode(audio).tolist(),
+        lm_work / REPLIES_FILE,
+        bar("tokenize replies"),
+        extra=lm_work,
+    )
+    text_only = {t.answer for d in extras["follow-up drills"] for t in d.turns}
+    for answer in text_only - set(replies):
+        # A drill lays out the reply's text alone: no recording, no units.
+        replies[answer] = (list(tokenizer.encode(answer, add_special_tokens=False)), [])
+    return replies
 
 
 def _last_metrics(path: Path) -> dict:

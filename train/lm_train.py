@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ from parley.llm.adapter import Adapter
 from parley.tokenizers.vocab import TokenClass
 from parley.train.lm_data import AUDIO, Example
 from parley.train.optim import adamw, warmup_cosine
+from parley.train.run_files import append_rows, read_rows, save_state
 
 STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -149,7 +151,7 @@ def plot_metrics(metrics_path: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
+    rows = read_rows(metrics_path)
     train = [r for r in rows if "loss" in r]
     val = [r for r in rows if "val_text_exact" in r]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -189,17 +191,8 @@ def train_lm(
     model.to(device).train()
     opt = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))
     rng = random.Random(cfg.seed)
-    step, spent_before = 0, 0.0
     state_path = work / STATE_FILE
-    if state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        rng.setstate(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        step = state["step"]
-        spent_before = state.get("elapsed_s", 0.0)
-        log(f"resumed at step {step} from {state_path}")
+    step, spent_before = _resume(state_path, model, opt, rng, device, log)
     metrics_path = work / METRICS_FILE
     batches = _batches(train, cfg, rng)
     use_bf16 = cfg.bf16 and device.type == "cpu"
@@ -208,16 +201,7 @@ def train_lm(
     t0, window = time.perf_counter(), []
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     while step < end:
-        batch = collate(next(batches), device)
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(batch, cfg.frame_dropout)
-        loss, stats = loss_and_stats(logits, batch, cfg.text_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        stats = _step(model, opt, collate(next(batches), device), _lr_at(step, cfg), cfg, use_bf16)
         step += 1
         window.append(stats)
         bar.update(1)
@@ -225,9 +209,7 @@ def train_lm(
             loss=f"{stats['loss']:.3f}", text=f"{stats.get('acc_text', 0):.2f}", refresh=False
         )
         if more_threads is not None and step % 25 == 0 and (n := more_threads()) is not None:
-            if device.type == "cpu" and n != torch.get_num_threads():
-                torch.set_num_threads(n)
-                log(f"step {step}: the CPU is free, going on with {n} threads")
+            _take_threads(n, device, step, log)
             more_threads = None
         if step % 25 == 0 or step == end or step % cfg.save_every == 0:
             mean = {k: sum(w.get(k, 0.0) for w in window) / len(window) for k in window[0]}
@@ -239,27 +221,84 @@ def train_lm(
                 **mean,
             }
             window = []
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(last) + "\n")
+            append_rows(metrics_path, last)
         if held_out and (step % cfg.eval_every == 0 or step == cfg.steps):
             val = {"step": step, **answer_accuracy(model, held_out, device)}
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(val) + "\n")
+            append_rows(metrics_path, val)
             log(f"step {step}: {json.dumps({k: round(v, 4) for k, v in val.items()})}")
             last.update(val)
         if step % cfg.save_every == 0 or step == end:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "rng": rng.getstate(),
-                "torch_rng": torch.get_rng_state(),
-                "step": step,
-                "elapsed_s": spent_before + time.perf_counter() - t0,
-                "config": asdict(cfg),
-            }
-            torch.save(state, state_path.with_suffix(".tmp"))
-            state_path.with_suffix(".tmp").replace(state_path)
+            elapsed = spent_before + time.perf_counter() - t0
+            save_state(_state(model, opt, rng, step, elapsed, cfg), state_path)
             plot_metrics(metrics_path, work / PLOT_FILE)
     bar.close()
     model.eval()
     return last
+
+
+def _step(
+    model: SpokenLMTrainee,
+    opt: torch.optim.Optimizer,
+    batch: dict[str, Any],
+    lr: float,
+    cfg: LMTrainConfig,
+    use_bf16: bool,
+) -> dict[str, float]:
+    """One optimiser step on ``batch`` at ``lr``; the batch's loss and accuracies."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    with torch.autocast(batch["ids"].device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        logits = model(batch, cfg.frame_dropout)
+    loss, stats = loss_and_stats(logits, batch, cfg.text_weight)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return stats
+
+
+def _state(
+    model: SpokenLMTrainee,
+    opt: torch.optim.Optimizer,
+    rng: random.Random,
+    step: int,
+    elapsed_s: float,
+    cfg: LMTrainConfig,
+) -> dict[str, Any]:
+    """What a resumed run needs: weights, optimiser, both random streams, the step."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "rng": rng.getstate(),
+        "torch_rng": torch.get_rng_state(),
+        "step": step,
+        "elapsed_s": elapsed_s,
+        "config": asdict(cfg),
+    }
+
+
+def _resume(
+    state_path: Path,
+    model: SpokenLMTrainee,
+    opt: torch.optim.Optimizer,
+    rng: random.Random,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> tuple[int, float]:
+    """Load a saved run into ``model``, ``opt`` and the random streams; its step and the
+    seconds it has trained (0, 0 when there is none)."""
+    if not state_path.is_file():
+        return 0, 0.0
+    state = torch.load(state_path, map_location=device, weights_only=False)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    rng.setstate(state["rng"])
+    torch.set_rng_state(state["torch_rng"])
+    log(f"resumed at step {state['step']} from {state_path}")
+    return state["step"], state.get("elapsed_s", 0.0)
+
+
+def _take_threads(n: int, device: torch.device, step: int, log: Callable[[str], None]) -> None:
+    if device.type == "cpu" and n != torch.get_num_threads():
+        torch.set_num_threads(n)
+        log(f"step {step}: the CPU is free, going on with {n} threads")

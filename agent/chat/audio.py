@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from parley.agent.chat.stats import level_db
-from parley.agent.session import DuplexSession
+from parley.agent.core.session import DuplexSession
 from parley.speech_io.audio import SAMPLE_RATE as SR
 from parley.speech_io.soundcard import DeviceInfo, TransportStats
 
@@ -64,7 +64,7 @@ class ChatEndpoint:
     ``muted`` (or push-to-talk mode while not talking) sends silence to the session
     instead of the microphone, so the VAD, echo canceller and turn logic see a silent
     user rather than a gap. ``subscribe`` passes through, so
-    :func:`~parley.agent.live.connect_devices` can take this in place of the session.
+    :func:`~parley.agent.core.live.connect_devices` can take this in place of the session.
     """
 
     def __init__(self, session: DuplexSession, record_s: int = MAX_RECORD_S) -> None:
@@ -163,7 +163,7 @@ class DeviceBackend:
         self._scope: _Scoped | None = None
 
     async def start(self, endpoint: ChatEndpoint) -> None:
-        from parley.agent.live import connect_devices
+        from parley.agent.core.live import connect_devices
 
         self._scope = _Scoped(endpoint)
         self._transport = connect_devices(

@@ -40,8 +40,8 @@ def check_devices(input_device: int | str | None, output_device: int | str | Non
 def chat(args: argparse.Namespace, log: Callable[[str], None]) -> int:
     from parley.agent.chat.app import ChatApp
     from parley.agent.chat.audio import DeviceBackend
-    from parley.agent.commands import _with_model
-    from parley.agent.session import DuplexSession
+    from parley.agent.core.session import DuplexSession
+    from parley.agent.runtime import with_model
     from parley.speech_io.native_stderr import NativeStderr
 
     inp, out = device_spec(args.input_device), device_spec(args.output_device)
@@ -69,5 +69,5 @@ def chat(args: argparse.Namespace, log: Callable[[str], None]) -> int:
             native.stop()
             await session.aclose()
 
-    _with_model(args, log, run)
+    with_model(args, log, run)
     return 0

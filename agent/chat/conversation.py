@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from parley.agent.chat.stats import LatencyStats, level_db
-from parley.agent.events import (
+from parley.agent.core.events import (
     AgentState,
     Event,
     FirstAudio,

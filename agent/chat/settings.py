@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from parley.agent.session import DuplexSession
+from parley.agent.core.session import DuplexSession
 from parley.config import AgentConfig
 
 Sensitivity = Literal["low", "normal", "high"]

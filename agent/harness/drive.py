@@ -7,8 +7,8 @@ here reads the wall clock, so the same input gives the same events on every run.
 
 from __future__ import annotations
 
-from parley.agent.clock import VirtualClock
-from parley.agent.session import DuplexSession
+from parley.agent.core.clock import VirtualClock
+from parley.agent.core.session import DuplexSession
 from parley.speech_io.sources import AudioSink, AudioSource
 
 

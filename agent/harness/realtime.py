@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from parley.agent.clock import MonotonicClock
-from parley.agent.events import FirstAudio
+from parley.agent.core.clock import MonotonicClock
+from parley.agent.core.events import FirstAudio
+from parley.agent.core.model import AgentModel
+from parley.agent.core.session import DuplexSession
 from parley.agent.harness.record import RunRecord
 from parley.agent.harness.runner import SR, ScenarioScript, agent_config_for
 from parley.agent.harness.scenario import Scenario
-from parley.agent.model import AgentModel
-from parley.agent.session import DuplexSession
 from parley.config import AgentConfig
 from parley.errors import EngineUnavailableError, ParleyError
 
@@ -140,7 +140,7 @@ async def run_scenario_realtime(
     model: AgentModel, scenario: Scenario, base: AgentConfig, seed: int = 0
 ) -> RunRecord:
     """Run ``scenario`` through PulseAudio null sinks in real time."""
-    from parley.agent.live import connect_devices
+    from parley.agent.core.live import connect_devices
     from parley.speech_io.pulse import pulse_null_sinks
     from parley.speech_io.soundcard import load_sounddevice
 

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from parley.agent.clock import VirtualClock
-from parley.agent.events import FirstAudio
+from parley.agent.core.clock import VirtualClock
+from parley.agent.core.events import FirstAudio
+from parley.agent.core.model import AgentModel
+from parley.agent.core.session import DuplexSession
 from parley.agent.harness.drive import drive
 from parley.agent.harness.record import RunRecord, UserSegment
 from parley.agent.harness.render import StepAudio, render_step
 from parley.agent.harness.scenario import Scenario, Step
-from parley.agent.model import AgentModel
-from parley.agent.session import DuplexSession
 from parley.config import AgentConfig, validate
 from parley.speech_io.audio import SAMPLE_RATE as SR
 from parley.speech_io.echo_path import EchoPath

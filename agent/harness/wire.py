@@ -40,12 +40,12 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from parley.agent.clock import MonotonicClock
+from parley.agent.core.clock import MonotonicClock
 from parley.agent.harness.record import RunRecord
 from parley.agent.harness.runner import SR, ScenarioScript
 from parley.agent.harness.scenario import Scenario
-from parley.agent.service.audio import decode_pcm16, encode_pcm16
 from parley.errors import ParleyError
+from parley.speech_io.pcm16 import decode_pcm16, encode_pcm16
 from parley.speech_io.resample import Resampler
 
 __all__ = ["WireError", "realtime_url", "run_scenario_wire"]

@@ -1,9 +1,9 @@
 """The Python embedding API: one loaded :class:`Agent`, many :class:`AgentSession` on it.
 
-An ``AgentSession`` is a :class:`~parley.agent.session.DuplexSession` plus the controls an
+An ``AgentSession`` is a :class:`~parley.agent.core.session.DuplexSession` plus the controls an
 application needs beside audio: settings that can change, and truncation of the last reply
 to what the user really heard. Its events are the duplex session's own typed events
-(``parley.agent.events``), the same ones the harness and the terminal use.
+(``parley.agent.core.events``), the same ones the harness and the terminal use.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from parley.agent.bus import EventBus
-from parley.agent.clock import Clock
-from parley.agent.events import (
+from parley.agent.core.bus import EventBus
+from parley.agent.core.clock import Clock
+from parley.agent.core.events import (
     AudioPlayed,
     AudioRewound,
     Event,
@@ -28,12 +28,12 @@ from parley.agent.events import (
     ReplyStarted,
     UserTurnEnded,
 )
-from parley.agent.input import SpeechDetector
-from parley.agent.model import AgentModel
+from parley.agent.core.input import SpeechDetector
+from parley.agent.core.model import AgentModel
+from parley.agent.core.session import DuplexSession
+from parley.agent.core.text import text_of
 from parley.agent.service.audio import INPUT_QUALITY, MODEL_RATE
 from parley.agent.service.settings import SessionSettings
-from parley.agent.session import DuplexSession
-from parley.agent.text import text_of
 from parley.config import AgentConfig, ParleyConfig, load_config
 from parley.errors import AudioInputError, ParleyError
 from parley.llm.schedule import heard_prefix
@@ -204,7 +204,7 @@ class AgentSession:
     def connect_devices(self, input_device=None, output_device=None, **options):
         """Sound devices for this session (``async with session.connect_devices(): ...``).
         Settle the settings first: a settings rebuild does not carry devices over."""
-        from parley.agent.live import connect_devices
+        from parley.agent.core.live import connect_devices
 
         return connect_devices(self.session, input_device, output_device, **options)
 

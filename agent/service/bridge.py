@@ -18,21 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from parley.agent.clock import Clock, MonotonicClock
+from parley.agent.core.clock import Clock, MonotonicClock
 from parley.agent.service import protocol as P
 from parley.agent.service.api import AgentSession, SessionControlError
-from parley.agent.service.audio import (
-    INPUT_QUALITY,
-    MODEL_RATE,
-    AudioFormatError,
-    decode_pcm16,
-)
+from parley.agent.service.audio import INPUT_QUALITY, MODEL_RATE
 from parley.agent.service.budget import Budget
 from parley.agent.service.limits import ServiceLimits
 from parley.agent.service.metrics import ServiceMetrics
 from parley.agent.service.outbound import Outbound, SessionLog
 from parley.agent.service.pacing import BufferFullError, InputPacer
 from parley.agent.service.session_config import WireConfig, session_object
+from parley.speech_io.pcm16 import AudioFormatError, decode_pcm16
 from parley.speech_io.resample import Resampler
 
 log = logging.getLogger("parley.service")

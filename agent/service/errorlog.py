@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from parley.agent.clock import Clock
+from parley.agent.core.clock import Clock
 
 FIRST = 5
 EVERY_S = 10.0

@@ -45,82 +45,91 @@ class ServiceMetrics:
         self.barge_in_stop = Histogram()
 
     def render(self) -> str:
+        """Every metric in Prometheus's text format."""
+        counters: list[tuple[str, str, str, list[tuple[str, float]]]] = [
+            ("parley_sessions_active", "gauge", "Open sessions.", _one(self.sessions_active)),
+            ("parley_sessions_total", "counter", "Sessions opened.", _one(self.sessions_total)),
+            (
+                "parley_sessions_rejected_total",
+                "counter",
+                "Connections refused, by reason.",
+                _labelled("reason", self.sessions_rejected),
+            ),
+            (
+                "parley_audio_in_seconds_total",
+                "counter",
+                "Client audio received, in seconds.",
+                _one(self.audio_in_s),
+            ),
+            (
+                "parley_audio_out_seconds_total",
+                "counter",
+                "Reply audio sent, in seconds.",
+                _one(self.audio_out_s),
+            ),
+            (
+                "parley_responses_total",
+                "counter",
+                "Responses ended, by status.",
+                _labelled("status", self.responses),
+            ),
+            (
+                "parley_errors_total",
+                "counter",
+                "Error events sent, by code.",
+                _labelled("code", self.errors),
+            ),
+            (
+                "parley_throttled_total",
+                "counter",
+                "Times a connection was made to wait for going over a budget, by budget.",
+                _labelled("budget", self.throttled),
+            ),
+            (
+                "parley_throttled_seconds_total",
+                "counter",
+                "Time connections were made to wait.",
+                _one(self.throttled_s),
+            ),
+        ]
+        histograms = [
+            (
+                "parley_response_latency_seconds",
+                "End of the user's turn to the reply's first audio.",
+                self.response_latency,
+            ),
+            (
+                "parley_barge_in_stop_seconds",
+                "User speech onset to reply audio stopped.",
+                self.barge_in_stop,
+            ),
+        ]
         lines: list[str] = []
-
-        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-            lines.append(f"# HELP {name} {help_}")
-            lines.append(f"# TYPE {name} {kind}")
-            lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
-
-        def labelled(key: str, values: dict[str, int]) -> list[tuple[str, float]]:
-            return [(f'{{{key}="{_escape(k)}"}}', v) for k, v in sorted(values.items())]
-
-        def histogram(name: str, help_: str, h: Histogram) -> None:
-            lines.append(f"# HELP {name} {help_}")
-            lines.append(f"# TYPE {name} histogram")
-            running = 0
-            for bound, count in zip(h.buckets, h.counts, strict=False):
-                running += count
-                lines.append(f'{name}_bucket{{le="{bound:g}"}} {running}')
-            lines.append(f'{name}_bucket{{le="+Inf"}} {h.count}')
-            lines.append(f"{name}_sum {h.sum:g}")
-            lines.append(f"{name}_count {h.count}")
-
-        metric("parley_sessions_active", "gauge", "Open sessions.", [("", self.sessions_active)])
-        metric("parley_sessions_total", "counter", "Sessions opened.", [("", self.sessions_total)])
-        metric(
-            "parley_sessions_rejected_total",
-            "counter",
-            "Connections refused, by reason.",
-            labelled("reason", self.sessions_rejected),
-        )
-        metric(
-            "parley_audio_in_seconds_total",
-            "counter",
-            "Client audio received, in seconds.",
-            [("", self.audio_in_s)],
-        )
-        metric(
-            "parley_audio_out_seconds_total",
-            "counter",
-            "Reply audio sent, in seconds.",
-            [("", self.audio_out_s)],
-        )
-        metric(
-            "parley_responses_total",
-            "counter",
-            "Responses ended, by status.",
-            labelled("status", self.responses),
-        )
-        metric(
-            "parley_errors_total",
-            "counter",
-            "Error events sent, by code.",
-            labelled("code", self.errors),
-        )
-        metric(
-            "parley_throttled_total",
-            "counter",
-            "Times a connection was made to wait for going over a budget, by budget.",
-            labelled("budget", self.throttled),
-        )
-        metric(
-            "parley_throttled_seconds_total",
-            "counter",
-            "Time connections were made to wait.",
-            [("", self.throttled_s)],
-        )
-        histogram(
-            "parley_response_latency_seconds",
-            "End of the user's turn to the reply's first audio.",
-            self.response_latency,
-        )
-        histogram(
-            "parley_barge_in_stop_seconds",
-            "User speech onset to reply audio stopped.",
-            self.barge_in_stop,
-        )
+        for name, kind, help_, samples in counters:
+            lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
+            lines += [f"{name}{labels} {value:g}" for labels, value in samples]
+        for name, help_, h in histograms:
+            lines += [f"# HELP {name} {help_}", f"# TYPE {name} histogram"]
+            lines += _histogram_lines(name, h)
         return "\n".join(lines) + "\n"
+
+
+def _one(value: float) -> list[tuple[str, float]]:
+    return [("", value)]
+
+
+def _labelled(key: str, values: dict[str, int]) -> list[tuple[str, float]]:
+    return [(f'{{{key}="{_escape(k)}"}}', v) for k, v in sorted(values.items())]
+
+
+def _histogram_lines(name: str, h: Histogram) -> list[str]:
+    """Cumulative buckets, then the sum and the count."""
+    lines, running = [], 0
+    for bound, count in zip(h.buckets, h.counts, strict=False):
+        running += count
+        lines.append(f'{name}_bucket{{le="{bound:g}"}} {running}')
+    lines.append(f'{name}_bucket{{le="+Inf"}} {h.count}')
+    return [*lines, f"{name}_sum {h.sum:g}", f"{name}_count {h.count}"]
 
 
 def _escape(value: str) -> str:

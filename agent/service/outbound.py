@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from parley.agent.clock import Clock, MonotonicClock
-from parley.agent.events import (
+from parley.agent.core.clock import Clock, MonotonicClock
+from parley.agent.core.events import (
     AudioPlayed,
     Event,
     FirstAudio,
@@ -33,10 +33,11 @@ from parley.agent.events import (
     UserTurnEnded,
 )
 from parley.agent.service import protocol as P
-from parley.agent.service.audio import MODEL_RATE, OUTPUT_QUALITY, encode_pcm16
+from parley.agent.service.audio import MODEL_RATE, OUTPUT_QUALITY
 from parley.agent.service.errorlog import ErrorLogLimiter
 from parley.agent.service.metrics import ServiceMetrics
 from parley.agent.service.session_config import WireConfig
+from parley.speech_io.pcm16 import encode_pcm16
 from parley.speech_io.resample import Resampler
 
 

@@ -13,7 +13,7 @@ from collections import deque
 
 import numpy as np
 
-from parley.agent.clock import Clock
+from parley.agent.core.clock import Clock
 from parley.speech_io.audio import SAMPLE_RATE
 
 # A first chunk longer than this is taken as recorded over this much time only: a client

@@ -24,7 +24,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from parley.agent.clock import Clock
+from parley.agent.core.clock import Clock
 from parley.agent.service.api import Agent, CapacityError, SessionIdError
 from parley.agent.service.auth import AuthHeaderError, authorized, check_token
 from parley.agent.service.bridge import RealtimeBridge

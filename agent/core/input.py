@@ -5,7 +5,7 @@ samples played at the same sample times; an adaptive echo canceller removes the 
 voice, and a reference-aware gate refuses to count a frame as user speech while what is
 left can be explained by echo the canceller has not removed. Until the canceller has learnt
 the path that gate assumes the worst coupling; what the microphone has already shown about
-each lag of the path (:mod:`parley.agent.echo_evidence`) lets through, meanwhile, frames
+each lag of the path (:mod:`parley.agent.core.echo_evidence`) lets through, meanwhile, frames
 that hold more than the echo can possibly be. The VAD runs on the residual.
 """
 
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, cast
 
 import numpy as np
 
+from parley.agent.core.endpoint import Endpointer
 from parley.config import AgentConfig
 from parley.speech_io.audio import SAMPLE_RATE
 from parley.speech_io.ring import SampleRing
@@ -93,19 +94,27 @@ def default_detector(frame_ms: int) -> SpeechDetector:
 
 
 class InputStage:
-    """Echo cancellation, the near-end gate and the VAD, with the history they need."""
+    """The listener: echo cancellation, the near-end gate and the VAD, with the history
+    they need, and the endpointer that turns voice events into user turns."""
 
     def __init__(self, config: AgentConfig, detector: SpeechDetector | None, frame: int) -> None:
         self.detector = detector if detector is not None else default_detector(config.frame_ms)
         self.residual = SampleRing(HISTORY_S * SAMPLE_RATE)
         self.reference = SampleRing(HISTORY_S * SAMPLE_RATE)
         self.echo: EchoCanceller | None = None
+        self.turn = Endpointer(0, 0)
+        self.reconfigure(config)
+
+    def reconfigure(self, config: AgentConfig) -> None:
+        """Echo handling and endpointing settings, from the next frame on."""
+        ms = SAMPLE_RATE // 1000
+        self.turn.retune(config.endpoint_silence_ms * ms, config.preroll_ms * ms)
         self.set_echo_cancellation(config.echo_cancellation)
 
     def set_echo_cancellation(self, on: bool) -> None:
         """Switch echo handling; switched on again it starts learning the path afresh."""
         if on and self.echo is None:
-            from parley.agent.echo_evidence import EchoEvidence
+            from parley.agent.core.echo_evidence import EchoEvidence
             from parley.speech_io.echo import EchoCanceller, NearEndGate
 
             self.echo = EchoCanceller()

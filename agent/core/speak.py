@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from parley.agent.reply import Reply, produce
-from parley.agent.text import IncrementalDetokenizer
+from parley.agent.core.reply import Reply, produce
+from parley.agent.core.text import IncrementalDetokenizer
 from parley.config import AgentConfig
 from parley.llm.checkpoint import Checkpoint
 from parley.llm.engine import LMContext, ReplyParams, SpokenLM, TokenDelta

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from parley.agent.events import Event, FirstAudio, Interrupted, PlaybackPaused
-from parley.agent.session import DuplexSession
+from parley.agent.core.events import Event, FirstAudio, Interrupted, PlaybackPaused
+from parley.agent.core.session import DuplexSession
+
+if TYPE_CHECKING:
+    from parley.speech_io.devices import DeviceTransport
 
 
 def connect_devices(
@@ -13,7 +16,7 @@ def connect_devices(
     input_device: int | str | None = None,
     output_device: int | str | None = None,
     **options: Any,
-):
+) -> DeviceTransport:
     """A :class:`~parley.speech_io.devices.DeviceTransport` for ``session`` whose unplayed
     output is dropped the moment playback pauses or is cut, so the speaker goes silent
     within the device's own buffer, and whose queued silence is dropped when a reply's

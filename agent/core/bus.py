@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from parley.agent.events import Event
+from parley.agent.core.events import Event
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from parley.agent.events import AgentState
+from parley.agent.core.events import AgentState
 
 L, T, S, P, X = (
     AgentState.LISTENING,

@@ -18,13 +18,14 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
 
 import numpy as np
 
-from parley.agent.bus import EventBus
-from parley.agent.clock import Clock, MonotonicClock
-from parley.agent.events import (
+from parley.agent.core.bus import EventBus
+from parley.agent.core.clock import Clock, MonotonicClock
+from parley.agent.core.events import (
     AgentState,
     Event,
     FirstAudio,
@@ -40,12 +41,12 @@ from parley.agent.events import (
     UserSpeechStarted,
     UserTurnEnded,
 )
-from parley.agent.input import InputStage, SpeechDetector
-from parley.agent.model import AgentModel
-from parley.agent.playback import Playout
-from parley.agent.reply import Reply, produce, reply_params_for
-from parley.agent.state import Signal, transition
-from parley.agent.text import IncrementalDetokenizer, text_of
+from parley.agent.core.input import InputStage, SpeechDetector
+from parley.agent.core.model import AgentModel
+from parley.agent.core.playback import Playout
+from parley.agent.core.reply import Reply, produce, reply_params_for
+from parley.agent.core.state import Signal, transition
+from parley.agent.core.text import IncrementalDetokenizer, text_of
 from parley.config import AgentConfig
 from parley.llm.engine import ReplyParams
 from parley.llm.frontend import StreamingFrontEnd, UtteranceTooShortError
@@ -55,6 +56,7 @@ from parley.tokenizers.vocoder import StreamingVocoder
 
 TENTATIVE_HOLD_MS = 100
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class DuplexSession:
@@ -100,27 +102,22 @@ class DuplexSession:
 
         self.input_sample = 0
         self._pending_in = np.zeros(0, dtype=np.float32)
-        # The user's utterance being collected for the model.
-        self._utterance_start: int | None = None
-        self._utterance_fed = 0  # input sample up to which it went into the front end
-        self._speech_end: int | None = None  # silence began here; the turn may be ending
+        self._turn = self.input.turn
         self._onset: int | None = None  # user speech over our reply began here
         self._tentative_since: int | None = None  # paused on possible speech, at this sample
         self._reply: Reply | None = None
         self._next_reply_id = 1
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
 
     def _apply(self, config: AgentConfig) -> None:
         ms = SAMPLE_RATE // 1000
         self.config = config
-        self._endpoint = config.endpoint_silence_ms * ms
         self._min_interruption = config.min_interruption_ms * ms
-        self._preroll = config.preroll_ms * ms
         self._max_ahead = self.playout.max_ahead = config.max_ahead_ms * ms
         rate = self.model.checkpoint.manifest.model.codec.token_rate_hz
         self.reply_params = self._fixed_reply_params or reply_params_for(config, rate)
-        self.input.set_echo_cancellation(config.echo_cancellation)
+        self.input.reconfigure(config)
 
     def reconfigure(self, config: AgentConfig) -> None:
         """Apply new settings from the next frame on (turn-taking, barge-in, echo handling,
@@ -218,8 +215,7 @@ class DuplexSession:
         start = self.input_sample
         vad_events = self.input.process(frame, start)
         self.input_sample += len(frame)
-        if self._utterance_start is not None and self._speech_end is None:
-            self._feed_utterance()
+        self._feed_utterance()
         for ev in vad_events:
             if ev.kind == "start":
                 self._on_speech_start(ev.sample)
@@ -243,10 +239,13 @@ class DuplexSession:
             self._resume("not speech after all")
 
     def _feed_utterance(self) -> None:
-        audio = self.input.recent(self._utterance_fed, self.input_sample)
+        """The user's speech so far to the model's front end, as it comes."""
+        due = self._turn.to_feed(self.input_sample)
+        if due is None:
+            return
+        audio = self.input.recent(*due)
         if audio.size:
             self.frontend.push(audio)
-        self._utterance_fed = self.input_sample
 
     def _pause(self, onset: int, reason: str) -> None:
         self._onset = onset
@@ -258,7 +257,7 @@ class DuplexSession:
         self._signal(Signal.USER_YIELDED, reason)
         self._playback_event(PlaybackResumed)
 
-    def _playback_event(self, kind: type[PlaybackPaused | PlaybackResumed], **extra) -> None:
+    def _playback_event(self, kind: type[PlaybackPaused | PlaybackResumed], **extra: Any) -> None:
         reply = self._reply
         if reply is not None and reply.audio_started:
             self._emit(
@@ -279,11 +278,8 @@ class DuplexSession:
         elif self._tentative_since is not None:  # already paused on it: now it is speech
             self._onset = sample
         self._tentative_since = None
-        if self._utterance_start is None:
-            self._utterance_start = max(0, sample - self._preroll, self.input.oldest)
-            self._utterance_fed = self._utterance_start
+        if self._turn.speech_started(sample, self.input.oldest):
             self.frontend.reset()
-        self._speech_end = None
         self._feed_utterance()
 
     def _on_speech_stop(self, sample: int) -> None:
@@ -294,8 +290,7 @@ class DuplexSession:
             self._drop_utterance()
             self._resume("short user sound: backchannel or noise")
             return
-        if self._utterance_start is not None:
-            self._speech_end = sample
+        self._turn.speech_stopped(sample)
 
     def _check_timers(self) -> None:
         now = self.input_sample
@@ -307,30 +302,26 @@ class DuplexSession:
         ):
             self._onset = None
             self._interrupt("user kept speaking")
-        if (
-            self.state is AgentState.LISTENING
-            and self._speech_end is not None
-            and now - self._speech_end >= self._endpoint
-        ):
+        if self.state is AgentState.LISTENING and self._turn.ended(now):
             self._end_user_turn()
 
     def _drop_utterance(self) -> None:
-        self._utterance_start = self._speech_end = None
+        self._turn.drop()
         self.frontend.reset()
 
     def _end_user_turn(self) -> None:
-        start, end = self._utterance_start, self._speech_end
-        assert start is not None and end is not None
-        self._utterance_start = self._speech_end = None
+        span = self._turn.close()
         try:
             embeddings = self.frontend.finish()
         except UtteranceTooShortError:
             self.frontend.reset()
             return  # too short to encode: nothing to answer
-        audio_s = (end - start) / SAMPLE_RATE
+        audio_s = (span.end - span.start) / SAMPLE_RATE
         self.history.append(HistoryItem(role="user", audio_s=audio_s))
         self._emit(
-            UserTurnEnded(t=self.clock.now(), epoch=self.epoch, input_sample=end, audio_s=audio_s)
+            UserTurnEnded(
+                t=self.clock.now(), epoch=self.epoch, input_sample=span.end, audio_s=audio_s
+            )
         )
         self.context.add_user_audio(embeddings)
         self._start_reply()
@@ -362,7 +353,7 @@ class DuplexSession:
         )
         reply.task.add_done_callback(lambda task: self._on_producer_done(reply, task))
 
-    def _on_producer_done(self, reply: Reply, task: asyncio.Task) -> None:
+    def _on_producer_done(self, reply: Reply, task: asyncio.Task[None]) -> None:
         """A reply whose generation failed ends as failed; the conversation goes on."""
         if task.cancelled() or task.exception() is None or reply is not self._reply:
             return
@@ -372,7 +363,7 @@ class DuplexSession:
         self._end_reply(reply, "failed", "")
         self._signal(Signal.REPLY_FAILED, "reply failed")
 
-    def _spawn(self, coro) -> asyncio.Task:
+    def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -1,7 +1,7 @@
 """The speaker side of a duplex session: handing out reply audio, taking back what a device
 dropped, and keeping the echo reference in step with what was played.
 
-:class:`Playout` is a part of :class:`~parley.agent.session.DuplexSession`, kept apart
+:class:`Playout` is a part of :class:`~parley.agent.core.session.DuplexSession`, kept apart
 because it is the one path the audio device drives: ``pull`` for every block the speaker
 needs, ``rewind`` when a device buffer was cleared before it played. What it needs of the
 session is :class:`PlayoutOwner`; it never changes the session's state itself.
@@ -15,9 +15,9 @@ from typing import Protocol
 
 import numpy as np
 
-from parley.agent.clock import Clock
-from parley.agent.events import AudioPlayed, AudioRewound, Event
-from parley.agent.reply import Reply
+from parley.agent.core.clock import Clock
+from parley.agent.core.events import AudioPlayed, AudioRewound, Event
+from parley.agent.core.reply import Reply
 
 RECENT_PULLS = 64  # pulls a device may still drop (more than any device buffer holds)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from parley.agent.text import IncrementalDetokenizer
+from parley.agent.core.text import IncrementalDetokenizer
 from parley.config import AgentConfig
 from parley.llm.engine import LMContext, ReplyParams, TokenDelta
 from parley.tokenizers.vocab import TokenClass, VocabLayout
@@ -41,7 +41,7 @@ class Reply:
     first_audio_compute_s: float | None = None  # compute from the reply's start to first audio
     space: asyncio.Event = field(default_factory=asyncio.Event)  # playback made room
     idle: asyncio.Event = field(default_factory=asyncio.Event)  # producer waits or is done
-    task: asyncio.Task | None = None
+    task: asyncio.Task[None] | None = None
 
     @property
     def buffered(self) -> int:
