@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from parley.agent.core.barge_in import Action, BargeIn, Move
 from parley.agent.core.bus import EventBus
 from parley.agent.core.clock import Clock, MonotonicClock
 from parley.agent.core.events import (
@@ -87,9 +88,8 @@ class DuplexSession:
         self.compute_s = 0.0  # LM and vocoder time spent on replies so far
 
         self._frame = self.config.frame_ms * SAMPLE_RATE // 1000
-        # A pause on unconfirmed speech is held this long before it may be undone, so a
-        # flickering onset does not stutter the output; silero confirms well within it.
-        self._tentative_hold = TENTATIVE_HOLD_MS * SAMPLE_RATE // 1000
+        # Silero confirms an onset well within the hold of a tentative pause.
+        self._barge = BargeIn(TENTATIVE_HOLD_MS * SAMPLE_RATE // 1000, 0)
         self.input = InputStage(self.config, detector, self._frame)
         self.playout = Playout(self, self.input, self.clock, self._emit, max_ahead=0)
         self._apply(self.config)
@@ -103,8 +103,6 @@ class DuplexSession:
         self.input_sample = 0
         self._pending_in = np.zeros(0, dtype=np.float32)
         self._turn = self.input.turn
-        self._onset: int | None = None  # user speech over our reply began here
-        self._tentative_since: int | None = None  # paused on possible speech, at this sample
         self._reply: Reply | None = None
         self._next_reply_id = 1
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -113,7 +111,7 @@ class DuplexSession:
     def _apply(self, config: AgentConfig) -> None:
         ms = SAMPLE_RATE // 1000
         self.config = config
-        self._min_interruption = config.min_interruption_ms * ms
+        self._barge.min_interruption = config.min_interruption_ms * ms
         self._max_ahead = self.playout.max_ahead = config.max_ahead_ms * ms
         rate = self.model.checkpoint.manifest.model.codec.token_rate_hz
         self.reply_params = self._fixed_reply_params or reply_params_for(config, rate)
@@ -226,17 +224,20 @@ class DuplexSession:
 
     def _check_tentative(self) -> None:
         """Pause at possible user speech over the reply; resume if it is never confirmed."""
-        since = self._tentative_since
-        if since is None:
-            onset = self.input.tentative_onset
-            if self.state is AgentState.SPEAKING and onset is not None:
-                self._tentative_since = self.input_sample
-                self._pause(onset, "possible user speech over the reply")
-        elif self.state is not AgentState.PAUSED:
-            self._tentative_since = None
-        elif not self.input.starting and self.input_sample - since >= self._tentative_hold:
-            self._tentative_since = None
-            self._resume("not speech after all")
+        onset = self.input.tentative_onset
+        self._make(self._barge.frame(self.state, self.input_sample, onset, self.input.starting))
+
+    def _make(self, move: Move | None) -> None:
+        """Carry out what the barge-in rules decided."""
+        if move is None:
+            return
+        match move.action:
+            case Action.PAUSE:
+                self._pause(move.onset, move.reason)
+            case Action.RESUME:
+                self._resume(move.reason)
+            case Action.INTERRUPT:
+                self._interrupt(move.reason)
 
     def _feed_utterance(self) -> None:
         """The user's speech so far to the model's front end, as it comes."""
@@ -248,12 +249,10 @@ class DuplexSession:
             self.frontend.push(audio)
 
     def _pause(self, onset: int, reason: str) -> None:
-        self._onset = onset
         self._signal(Signal.USER_ONSET, reason)
         self._playback_event(PlaybackPaused, onset_sample=onset, input_sample=self.input_sample)
 
     def _resume(self, reason: str) -> None:
-        self._onset = None
         self._signal(Signal.USER_YIELDED, reason)
         self._playback_event(PlaybackResumed)
 
@@ -273,35 +272,24 @@ class DuplexSession:
 
     def _on_speech_start(self, sample: int) -> None:
         self._emit(UserSpeechStarted(t=self.clock.now(), epoch=self.epoch, input_sample=sample))
-        if self.state in (AgentState.THINKING, AgentState.SPEAKING):
-            self._pause(sample, "user speech over the reply")
-        elif self._tentative_since is not None:  # already paused on it: now it is speech
-            self._onset = sample
-        self._tentative_since = None
+        self._make(self._barge.speech_started(self.state, sample))
         if self._turn.speech_started(sample, self.input.oldest):
             self.frontend.reset()
         self._feed_utterance()
 
     def _on_speech_stop(self, sample: int) -> None:
         self._emit(UserSpeechEnded(t=self.clock.now(), epoch=self.epoch, input_sample=sample))
-        self._tentative_since = None
-        if self.state is AgentState.PAUSED and self._onset is not None:
+        move = self._barge.speech_stopped(self.state)
+        if move is not None:
             # It ended before min_interruption (else we would have interrupted): resume.
             self._drop_utterance()
-            self._resume("short user sound: backchannel or noise")
+            self._make(move)
             return
         self._turn.speech_stopped(sample)
 
     def _check_timers(self) -> None:
         now = self.input_sample
-        if (
-            self.state is AgentState.PAUSED
-            and self._onset is not None
-            and self.input.speaking
-            and now - self._onset >= self._min_interruption
-        ):
-            self._onset = None
-            self._interrupt("user kept speaking")
+        self._make(self._barge.due(self.state, now, self.input.speaking))
         if self.state is AgentState.LISTENING and self._turn.ended(now):
             self._end_user_turn()
 
@@ -359,7 +347,7 @@ class DuplexSession:
             return
         log.error("reply %d failed: %r", reply.id, task.exception())
         self._reply = None
-        self._onset = None
+        self._barge.forget()
         self._end_reply(reply, "failed", "")
         self._signal(Signal.REPLY_FAILED, "reply failed")
 
@@ -429,7 +417,7 @@ class DuplexSession:
     async def interrupt(self) -> None:
         """Cut the current reply now (an application's stop button)."""
         if self.state in (AgentState.THINKING, AgentState.SPEAKING, AgentState.PAUSED):
-            self._onset = None
+            self._barge.forget()
             self._interrupt("interrupted by the application")
         await self.settle()
 
