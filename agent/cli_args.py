@@ -145,6 +145,13 @@ def _add_bench_command(sub: Subcommands) -> None:
         action="store_true",
         help="exit 0 even when a target is missed (default: exit 1 then)",
     )
+    bench.add_argument(
+        "--fdb",
+        action="store_true",
+        help="also Full-Duplex-Bench v1's turn-taking figures (take-over rates, latency), "
+        "from the words faster-whisper tiny.en hears on the agent's channel: fdb.md and "
+        "fdb.json in --out (needs the eval extra)",
+    )
     _add_config_args(bench)
 
 

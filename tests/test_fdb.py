@@ -1,0 +1,120 @@
+"""Full-Duplex-Bench v1 figures from word times: the rules, the windows, the snapping."""
+
+import numpy as np
+
+from parley.agent.harness.fdb import (
+    Word,
+    pool_fdb,
+    score_fdb,
+    snap_to_sound,
+    takes_turn,
+    task_windows,
+)
+from parley.agent.harness.record import UserSegment
+
+SR = 16000
+
+
+def seg(step: int, role: str, onset_s: float, offset_s: float) -> UserSegment:
+    return UserSegment(step, role, int(onset_s * SR), int(offset_s * SR))
+
+
+def words(*spans: tuple[float, float]) -> list[Word]:
+    return [Word(f"w{i}", a, b) for i, (a, b) in enumerate(spans)]
+
+
+def test_a_turn_is_a_second_of_speech_or_more_than_three_words():
+    assert not takes_turn([])
+    assert not takes_turn(words((0.0, 0.3)))  # "mm-hm"
+    assert not takes_turn(words((0.0, 0.2), (0.2, 0.4), (0.4, 0.9)))  # three words, 0.9 s
+    assert takes_turn(words((0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8)))  # four words
+    assert takes_turn(words((0.0, 0.3), (0.7, 1.0)))  # two words over a second
+
+
+def test_windows_follow_the_timeline():
+    segments = [
+        seg(0, "turn", 0.5, 1.5),
+        seg(1, "continuation", 2.3, 3.0),  # the same turn after a 0.8 s pause
+        seg(2, "interrupt", 6.0, 6.8),
+        seg(3, "turn", 9.0, 10.0),
+    ]
+    # The turn before the interruption is the interruption's (its reply is cut on purpose).
+    assert task_windows(segments, SR, run_end_s=14.0) == [
+        ("pause_handling", 3.0, 0.5, 3.0),
+        ("user_interruption", 6.8, 6.8, 9.0),
+        ("smooth_turn_taking", 10.0, 10.0, 14.0),
+    ]
+    plain = [seg(0, "turn", 0.5, 1.5), seg(1, "turn", 5.0, 6.0)]
+    assert [w[0] for w in task_windows(plain, SR, 9.0)] == ["smooth_turn_taking"] * 2
+    # An "uh-huh" over the answer neither ends it nor is a place of its own.
+    nodding = [seg(0, "turn", 0.5, 1.5), seg(1, "backchannel", 2.3, 2.7)]
+    assert task_windows(nodding, SR, 9.0) == [("smooth_turn_taking", 1.5, 1.5, 9.0)]
+
+
+def test_speaking_into_the_pause_is_a_takeover_and_latency_counts_from_the_turn_end():
+    segments = [seg(0, "turn", 0.5, 1.5), seg(1, "continuation", 2.3, 3.0)]
+    patient = words((3.2, 3.5), (3.5, 3.9), (3.9, 4.4))  # answers after the whole turn
+    scored = score_fdb(segments, patient, SR, run_end_s=8.0)
+    assert scored["pause_handling"] == {"n": 1, "taken": 0, "latency_s": []}
+    assert scored["smooth_turn_taking"]["taken"] == 1
+    assert np.isclose(scored["smooth_turn_taking"]["latency_s"][0], 0.2)
+    eager = words((2.0, 2.4), (2.4, 2.8), (2.8, 3.3))  # starts in the pause
+    assert score_fdb(segments, eager, SR, run_end_s=8.0)["pause_handling"]["taken"] == 1
+
+
+def test_silence_takes_nothing_and_pooling_gives_rates():
+    segments = [seg(0, "turn", 0.5, 1.5)]
+    quiet = score_fdb(segments, [], SR, run_end_s=5.0)
+    spoke = score_fdb(segments, words((1.9, 2.5), (2.5, 3.0)), SR, run_end_s=5.0)
+    pooled = pool_fdb([quiet, spoke])
+    assert pooled["smooth_turn_taking"]["n"] == 2 and pooled["smooth_turn_taking"]["tor"] == 0.5
+    assert np.isclose(pooled["smooth_turn_taking"]["latency_mean_s"], 0.4)
+    assert pooled["pause_handling"]["tor"] is None  # no pause anywhere: nothing to judge
+
+
+def test_word_starts_snap_to_where_the_channel_turns_audible():
+    out = np.zeros(4 * SR, np.float32)
+    out[int(2.0 * SR) : int(2.6 * SR)] = 0.1  # the agent's first word really starts at 2.0 s
+    out[int(2.7 * SR) : int(3.2 * SR)] = 0.1
+    loose = [Word("eight", 1.7, 2.6), Word("minus", 2.65, 3.2)]
+    snapped = snap_to_sound(loose, out, SR)
+    assert snapped[0].start == 2.0
+    assert snapped[1].start == 2.7  # not pulled back into the word before
+    assert snap_to_sound([Word("x", 0.5, 0.8)], out, SR)[0].start == 0.5  # no sound: kept
+
+
+def test_the_shipped_scenario_set_loads():
+    from parley.agent.harness.scenario import load_scenarios, shipped_scenarios_dir
+
+    names = [s.name for s in load_scenarios(shipped_scenarios_dir() / "fdb")]
+    assert len(names) == 7 and all(n.startswith("fdb-") for n in names)
+
+
+def test_bench_reports_the_figures_of_the_shipped_model(tmp_path, capsys):
+    """Three complete questions through the duplex session in virtual time, the agent's
+    channel heard by faster-whisper: the trained model answers each, after the endpoint."""
+    import json
+
+    from parley.agent.cli import main
+    from parley.agent.harness.scenario import shipped_scenarios_dir
+
+    scenario = shipped_scenarios_dir() / "fdb" / "smooth-turns.yaml"
+    argv = ["bench", "--scenario", str(scenario), "--fdb", "--report-only", "--threads", "1"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    smooth = json.loads((tmp_path / "fdb.json").read_text())["aggregate"]["smooth_turn_taking"]
+    assert (smooth["n"], smooth["taken"]) == (3, 3)
+    # A silence timer: each answer starts after the 500 ms endpoint, and not long after.
+    assert all(0.45 <= v <= 0.7 for v in smooth["latency_s"]), smooth["latency_s"]
+    assert "| pause TOR" in (tmp_path / "fdb.md").read_text()
+    assert "Full-Duplex-Bench v1 figures" in capsys.readouterr().out
+
+
+def test_bench_fdb_without_the_recognizer_says_what_to_install(monkeypatch, tmp_path, capsys):
+    from parley.agent import preflight
+    from parley.agent.cli import main
+
+    monkeypatch.setattr(preflight, "_importable", lambda module: module != "faster_whisper")
+    assert main(["bench", "--fdb", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "--fdb" in err and "faster_whisper" in err and ".[train]" in err
+    assert not (tmp_path / "out").exists()  # refused before anything ran
