@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eval": commands.evaluate,
         "make-corpus": commands.make_corpus,
         "train": commands.train,
+        "train-turns": commands.train_turns,
     }[args.command]
     try:
         return run(args, _log)

@@ -64,7 +64,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_corpus_command(sub)
     _add_evaluate_command(sub)
     _add_train_command(sub)
+    _add_train_turns_command(sub)
     return parser
+
+
+def _add_train_turns_command(sub: Subcommands) -> None:
+    turns = sub.add_parser(
+        "train-turns",
+        help="train a checkpoint's end-of-turn detector (semantic turn detection)",
+        description="Speak the corpus's questions whole and cut mid-phrase in their own "
+        "voices, encode them with the checkpoint's frozen encoder, and train the small head "
+        "that tells a finished turn from a pause (a few minutes of CPU, after the examples). "
+        "Writes CHECKPOINT/turn/; held-out voices judge it.",
+    )
+    turns.add_argument(
+        "--checkpoint", type=Path, required=True, metavar="DIR", help="checkpoint to add it to"
+    )
+    turns.add_argument(
+        "--corpus", type=Path, default=Path("data/corpus"), metavar="DIR",
+        help="corpus whose questions and voices are used (default: data/corpus)",
+    )  # fmt: skip
+    turns.add_argument(
+        "--work", type=Path, default=Path("data/turns"), metavar="DIR",
+        help="where the encoded examples are cached (default: data/turns)",
+    )  # fmt: skip
+    turns.add_argument(
+        "--questions", type=int, default=2000, metavar="N",
+        help="training questions, each spoken whole and cut (default: 2000)",
+    )  # fmt: skip
+    turns.add_argument("--epochs", type=int, default=5, metavar="N", help="(default: 5)")
+    turns.add_argument(
+        "--frames", type=int, default=50, metavar="N",
+        help="encoder frames the detector reads, at 50 per second (default: 50)",
+    )  # fmt: skip
+    turns.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    turns.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's)")
+    turns.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _add_make_command(sub: Subcommands) -> None:

@@ -371,3 +371,23 @@ def train(args: argparse.Namespace, log: Log) -> int:
         log=log,
     )
     return 0
+
+
+def train_turns(args: argparse.Namespace, log: Log) -> int:
+    from parley.train.turn_train import TurnTrainOptions, train_turn_detector
+
+    train_turn_detector(
+        TurnTrainOptions(
+            checkpoint=args.checkpoint,
+            corpus=args.corpus,
+            work=args.work,
+            questions=args.questions,
+            epochs=args.epochs,
+            frames=args.frames,
+            seed=args.seed,
+            threads=args.threads,
+            progress=not args.no_progress,
+        ),
+        log,
+    )
+    return 0

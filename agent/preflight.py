@@ -50,6 +50,7 @@ def check(args: argparse.Namespace, log: Log) -> None:
         "eval": _eval,
         "make-corpus": lambda a, _log: writable_dir(a.out, "--out"),
         "train": _train,
+        "train-turns": _train_turns,
     }.get(args.command, lambda a, _log: None)(args, log)
 
 
@@ -99,6 +100,14 @@ def _bench(args: argparse.Namespace, log: Log) -> None:
 def _eval(args: argparse.Namespace, log: Log) -> None:
     existing_dir(args.corpus, "--corpus", what="corpus directory")
     writable_dir(args.out, "--out")
+
+
+def _train_turns(args: argparse.Namespace, log: Log) -> None:
+    existing_dir(args.corpus, "--corpus", what="corpus directory")
+    writable_dir(args.checkpoint, "--checkpoint")
+    writable_dir(args.work, "--work")
+    if args.questions < 10 or args.epochs < 1 or args.frames < 1:
+        raise ConfigError("--questions needs at least 10, --epochs and --frames at least 1")
 
 
 def _train(args: argparse.Namespace, log: Log) -> None:

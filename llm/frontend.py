@@ -6,6 +6,8 @@ the utterance ends, only the last partial block remains to compute.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -28,6 +30,7 @@ class StreamingFrontEnd(Streaming):
         self.encoder = StreamingEncoder(encoder)
         self.adapter = StreamingAdapter(adapter)
         self._embeddings: list[torch.Tensor] = []
+        self._recent = torch.zeros(0, encoder.d_model)  # the latest encoder frames
 
     def reset(self) -> None:
         """Drop the current utterance."""
@@ -35,6 +38,7 @@ class StreamingFrontEnd(Streaming):
         self.encoder.reset()
         self.adapter.reset()
         self._embeddings.clear()
+        self._recent = self._recent[:0]
 
     @property
     def positions(self) -> int:
@@ -46,7 +50,25 @@ class StreamingFrontEnd(Streaming):
         mel = self.mel.push(pcm)
         if mel.shape[1]:
             with torch.inference_mode():
-                self._collect(self.adapter.push(self.encoder.push(torch.from_numpy(mel))))
+                frames = self.encoder.push(torch.from_numpy(mel))
+                self._keep_recent(frames)
+                self._collect(self.adapter.push(frames))
+
+    def peek(self, pcm: np.ndarray, keep: int = 50) -> torch.Tensor:
+        """The last ``keep`` encoder frames of the utterance as if it ended after ``pcm``
+        (which is *not* added to it): what the end-of-turn detector reads. The stream is
+        untouched; only copies of the mel and encoder states run on."""
+        mel, encoder = _fork(self.mel), _fork(self.encoder)
+        with torch.inference_mode():
+            m = mel.push(pcm) if pcm.size else np.zeros((self.mel.cfg.n_mels, 0), np.float32)
+            m = np.concatenate([m, mel.flush()], axis=1)
+            tail = [encoder.push(torch.from_numpy(m))] if m.shape[1] else []
+            frames = torch.cat([self._recent, *tail, encoder.flush()])
+        return frames[-keep:]
+
+    def _keep_recent(self, frames: torch.Tensor, keep: int = 50) -> None:
+        if frames.shape[0]:
+            self._recent = torch.cat([self._recent, frames])[-keep:]
 
     def finish(self) -> torch.Tensor:
         """End the utterance; its LM embeddings ``(positions, hidden)``, and reset."""
@@ -66,3 +88,10 @@ class StreamingFrontEnd(Streaming):
     def _collect(self, emb: torch.Tensor) -> None:
         if emb.shape[0]:
             self._embeddings.append(emb)
+
+
+def _fork(stream):
+    """A copy of a streaming stage that shares its weights and owns a copy of its state."""
+    twin = copy.copy(stream)
+    twin.state = copy.deepcopy(stream.state)
+    return twin

@@ -306,7 +306,26 @@ class AgentConfig(_Section):
         4, ge=1, le=256, description="Speech tokens handed to the vocoder at a time."
     )
     endpoint_silence_ms: int = Field(
-        500, ge=50, le=10_000, description="Silence after user speech that ends the user's turn."
+        500,
+        ge=50,
+        le=10_000,
+        description="server_vad: silence after user speech that ends the user's turn.",
+    )
+    turn_detection: Literal["server_vad", "semantic_vad"] = Field(
+        "semantic_vad",
+        description=(
+            "server_vad: the turn ends after endpoint_silence_ms of silence. semantic_vad: "
+            "the checkpoint's end-of-turn detector judges the words once a short silence "
+            "has begun: a finished question is answered at once, a pause inside one waited "
+            "out (a checkpoint without a detector falls back to server_vad)."
+        ),
+    )
+    eagerness: Literal["low", "medium", "high", "auto"] = Field(
+        "auto",
+        description=(
+            "semantic_vad: how readily a silence ends the turn. high answers soonest and "
+            "waits least for a pause to end; low waits longest; auto is medium."
+        ),
     )
     min_interruption_ms: int = Field(
         600,

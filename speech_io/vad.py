@@ -230,6 +230,23 @@ class StreamingVAD(Streaming):
         return self._s.state is VADState.STARTING
 
     @property
+    def closing_since(self) -> int | None:
+        """First sample of the silence that may end the speech, while it is not yet long
+        enough to call a stop (STOPPING); None otherwise."""
+        s = self._s
+        return s.run_start if s.state is VADState.STOPPING else None
+
+    def end_speech(self) -> VADEvent | None:
+        """Call the speech over now, in its closing silence (the listener knows the turn
+        is done): the stop event :meth:`push` would have given later, or None when no
+        silence is open."""
+        s = self._s
+        if s.state is not VADState.STOPPING:
+            return None
+        s.state = VADState.QUIET
+        return VADEvent("stop", s.run_start, self.samples_seen)
+
+    @property
     def tentative(self) -> bool:
         """True while a stage-1 run is open (STARTING, this frame voiced) and silero leans
         towards speech (:attr:`VADOptions.tentative_threshold`), before it confirms."""

@@ -54,7 +54,25 @@ class ScriptedDetector:
 
     @property
     def is_speech(self) -> bool:
-        return self.speaking
+        return self.speaking or self.closing_since is not None
+
+    @property
+    def closing_since(self) -> int | None:
+        return next(
+            (
+                b
+                for i, (_a, b) in enumerate(self.spans)
+                if i in self._started and i not in self._stopped and b <= self.pos
+            ),
+            None,
+        )
+
+    def end_speech(self) -> Event | None:
+        for i, (_a, b) in enumerate(self.spans):
+            if i in self._started and i not in self._stopped and b <= self.pos:
+                self._stopped.add(i)
+                return Event("stop", b)
+        return None
 
     @property
     def starting(self) -> bool:

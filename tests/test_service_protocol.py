@@ -135,6 +135,26 @@ def test_session_update_maps_turn_detection_and_formats():
         session_object("s", off, settings, AgentConfig())["audio"]["input"]["turn_detection"]
         is None
     )
+    assert settings.turn_detection == "server_vad"
+
+
+def test_session_update_asks_for_semantic_turn_detection():
+    wire, settings = update(
+        {"audio": {"input": {"turn_detection": {"type": "semantic_vad", "eagerness": "high"}}}}
+    )
+    assert (settings.turn_detection, settings.eagerness) == ("semantic_vad", "high")
+    agent = settings.agent_config(AgentConfig())
+    assert (agent.turn_detection, agent.eagerness) == ("semantic_vad", "high")
+    # Reported as the session runs it: with a detector, semantic; without one, the timer.
+    td = session_object("s", wire, settings, agent, "semantic_vad")["audio"]["input"]
+    assert td["turn_detection"] == {
+        "type": "semantic_vad",
+        "eagerness": "high",
+        "create_response": True,
+        "interrupt_response": True,
+    }
+    timer = session_object("s", wire, settings, agent, "server_vad")["audio"]["input"]
+    assert timer["turn_detection"]["type"] == "server_vad"
 
 
 @pytest.mark.parametrize(
@@ -151,9 +171,20 @@ def test_session_update_maps_turn_detection_and_formats():
             "session.audio.output.format.rate",
         ),
         (
-            {"audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}},
-            "unsupported_turn_detection",
-            "session.audio.input.turn_detection.type",
+            {
+                "audio": {
+                    "input": {
+                        "turn_detection": {"type": "semantic_vad", "silence_duration_ms": 300}
+                    }
+                }
+            },
+            "invalid_value",
+            "session.audio.input.turn_detection.silence_duration_ms",
+        ),
+        (
+            {"audio": {"input": {"turn_detection": {"type": "server_vad", "eagerness": "high"}}}},
+            "invalid_value",
+            "session.audio.input.turn_detection.eagerness",
         ),
         (
             {

@@ -274,7 +274,8 @@ class ChatApp(App[None]):
         self.notice = (
             f"settings applied: VAD {settings.vad_sensitivity}, min_interruption "
             f"{settings.min_interruption_ms} ms, endpoint_silence {settings.endpoint_silence_ms} "
-            f"ms, echo handling {'on' if settings.echo_cancellation else 'off'}"
+            f"ms, echo handling {'on' if settings.echo_cancellation else 'off'}, turns by "
+            f"{self.session.turn_detection} (eagerness {settings.eagerness})"
         )
 
     async def action_devices(self) -> None:

@@ -16,6 +16,8 @@ from parley.agent.core.session import DuplexSession
 from parley.config import AgentConfig
 
 Sensitivity = Literal["low", "normal", "high"]
+TurnDetection = Literal["server_vad", "semantic_vad"]
+Eagerness = Literal["low", "medium", "high", "auto"]
 
 # VAD sensitivity as silero's confirmation threshold and the level floor: "high" takes
 # softer, quieter speech (and more noise); "low" wants clear, loud speech.
@@ -34,6 +36,8 @@ class ChatSettings:
     min_interruption_ms: int = 600
     endpoint_silence_ms: int = 500
     echo_cancellation: bool = True
+    turn_detection: TurnDetection = "semantic_vad"
+    eagerness: Eagerness = "auto"
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> ChatSettings:
@@ -41,6 +45,8 @@ class ChatSettings:
             min_interruption_ms=config.min_interruption_ms,
             endpoint_silence_ms=config.endpoint_silence_ms,
             echo_cancellation=config.echo_cancellation,
+            turn_detection=config.turn_detection,
+            eagerness=config.eagerness,
         )
 
     def validate(self) -> None:
@@ -50,6 +56,8 @@ class ChatSettings:
                 min_interruption_ms=self.min_interruption_ms,
                 endpoint_silence_ms=self.endpoint_silence_ms,
                 echo_cancellation=self.echo_cancellation,
+                turn_detection=self.turn_detection,
+                eagerness=self.eagerness,
             )
         except ValidationError as exc:
             err = exc.errors()[0]
@@ -67,6 +75,8 @@ def apply_live(session: DuplexSession, settings: ChatSettings) -> None:
                 "min_interruption_ms": settings.min_interruption_ms,
                 "endpoint_silence_ms": settings.endpoint_silence_ms,
                 "echo_cancellation": settings.echo_cancellation,
+                "turn_detection": settings.turn_detection,
+                "eagerness": settings.eagerness,
             }
         )
     )

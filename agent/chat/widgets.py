@@ -103,7 +103,21 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
             )
             yield Label("min_interruption (ms): speech this long over a reply cuts it")
             yield Input(str(c.min_interruption_ms), id="min_interruption", type="integer")
-            yield Label("endpoint_silence (ms): silence that ends your turn")
+            yield Label("turn detection: semantic_vad judges your words, server_vad a timer")
+            yield Select(
+                [(s, s) for s in ("semantic_vad", "server_vad")],
+                value=c.turn_detection,
+                allow_blank=False,
+                id="turn_detection",
+            )
+            yield Label("eagerness (semantic_vad): how soon a silence ends your turn")
+            yield Select(
+                [(s, s) for s in ("auto", "low", "medium", "high")],
+                value=c.eagerness,
+                allow_blank=False,
+                id="eagerness",
+            )
+            yield Label("endpoint_silence (ms, server_vad): silence that ends your turn")
             yield Input(str(c.endpoint_silence_ms), id="endpoint_silence", type="integer")
             with Horizontal(classes="row"):
                 yield Label("echo handling ")
@@ -125,6 +139,8 @@ class SettingsScreen(ModalScreen[ChatSettings | None]):
             min_interruption_ms=mi,
             endpoint_silence_ms=es,
             echo_cancellation=self.query_one("#echo", Switch).value,
+            turn_detection=self.query_one("#turn_detection", Select).value,  # type: ignore[arg-type]
+            eagerness=self.query_one("#eagerness", Select).value,  # type: ignore[arg-type]
         )
         settings.validate()
         return settings

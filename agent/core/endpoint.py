@@ -6,12 +6,45 @@ the silence has lasted the endpoint, and speech within it carries the same turn 
 the model hears starts a pre-roll before the first start, because a VAD confirms speech a
 little after it began.
 
+With semantic turn detection the silence only opens the question, and it opens as soon as
+the VAD hears silence, before it is long enough for the VAD to call a stop (320 ms): once
+it has lasted ``first_ask``, the end-of-turn detector is asked (again every ``every`` while the silence
+lasts, up to ``last_ask``) whether the words so far are a finished turn; a yes at
+``threshold`` ends the turn then, and ``longest`` of silence ends it whatever it says.
+
 All positions are input samples; nothing here reads a clock.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SemanticPolicy:
+    """When the end-of-turn detector is asked, how sure it must be, and the longest wait
+    (samples of silence)."""
+
+    first_ask: int
+    every: int
+    last_ask: int
+    threshold: float
+    longest: int
+
+
+# eagerness -> (first ask ms, P(finished) needed, longest wait ms). The detector learnt
+# silences of 150-400 ms; it is asked from the first ask up to 400 ms.
+EAGERNESS = {
+    "high": (150, 0.5, 1200),
+    "medium": (200, 0.7, 2000),
+    "low": (300, 0.85, 3000),
+}
+
+
+def semantic_policy(eagerness: str, sample_rate: int) -> SemanticPolicy:
+    first_ms, threshold, longest_ms = EAGERNESS["medium" if eagerness == "auto" else eagerness]
+    ms = sample_rate // 1000
+    return SemanticPolicy(first_ms * ms, 50 * ms, 400 * ms, threshold, longest_ms * ms)
 
 
 @dataclass(frozen=True)
@@ -32,6 +65,9 @@ class Endpointer:
         self.start: int | None = None
         self.fed = 0  # input sample up to which the turn went to the model
         self.silence_from: int | None = None  # speech stopped here; the turn may be ending
+        self.closing_from: int | None = None  # silence the VAD has not yet called a stop
+        self.policy: SemanticPolicy | None = None  # None: the silence timer alone
+        self._next_ask = 0
 
     def retune(self, endpoint: int, preroll: int) -> None:
         """New settings, from the next frame on (an open turn keeps its start)."""
@@ -49,7 +85,7 @@ class Endpointer:
     def speech_started(self, sample: int, oldest: int) -> bool:
         """Speech confirmed from ``sample``; ``oldest`` is the first input sample still held.
         True when this opens a new turn (the model's front end starts afresh)."""
-        self.silence_from = None
+        self.silence_from = self.closing_from = None
         if self.start is not None:
             return False
         self.start = self.fed = max(0, sample - self.preroll, oldest)
@@ -58,7 +94,23 @@ class Endpointer:
     def speech_stopped(self, sample: int) -> None:
         """Silence from ``sample``: the turn ends if it lasts the endpoint."""
         if self.start is not None:
-            self.silence_from = sample
+            if sample != self.closing_from:  # else the asking began with the closing silence
+                self._next_ask = sample + (self.policy.first_ask if self.policy else 0)
+            self.silence_from, self.closing_from = sample, None
+
+    def closing(self, sample: int | None) -> None:
+        """Each frame of an open turn: where the silence the VAD hears but has not called
+        a stop yet began (None: none, the user speaks). Semantic detection asks from it."""
+        if self.start is None or self.silence_from is not None or sample == self.closing_from:
+            return
+        self.closing_from = sample
+        if sample is not None and self.policy is not None:
+            self._next_ask = sample + self.policy.first_ask
+
+    @property
+    def quiet_from(self) -> int | None:
+        """Where the silence that may end the turn began, called a stop or not yet."""
+        return self.silence_from if self.silence_from is not None else self.closing_from
 
     def to_feed(self, now: int) -> tuple[int, int] | None:
         """The samples ``[begin, now)`` the model has not been given yet while the user
@@ -68,9 +120,27 @@ class Endpointer:
         begin, self.fed = self.fed, now
         return begin, now
 
-    def ended(self, now: int) -> bool:
-        """The silence after the turn has lasted the endpoint by input sample ``now``."""
-        return self.silence_from is not None and now - self.silence_from >= self.endpoint
+    def ask_due(self, now: int) -> bool:
+        """Semantic detection wants the detector's answer at input sample ``now`` (and
+        then not again before ``every`` has passed)."""
+        p, quiet = self.policy, self.quiet_from
+        if p is None or quiet is None or now < self._next_ask:
+            return False
+        if now - quiet > p.last_ask:
+            return False
+        self._next_ask = now + p.every
+        return True
+
+    def ended(self, now: int, finished: float | None = None) -> bool:
+        """Whether the turn is over at input sample ``now``: the endpoint's silence has
+        passed; or, with semantic detection, the detector says ``finished`` (a
+        probability) surely enough, or the longest wait has passed."""
+        p, quiet = self.policy, self.quiet_from
+        if quiet is None:
+            return False
+        if p is None:
+            return self.silence_from is not None and now - quiet >= self.endpoint
+        return now - quiet >= p.longest or (finished is not None and finished >= p.threshold)
 
     def close(self) -> TurnSpan:
         """The turn is over: its span; the endpointer waits for the next."""
@@ -82,4 +152,4 @@ class Endpointer:
 
     def drop(self) -> None:
         """Forget the open turn (a short sound that was no turn at all)."""
-        self.start = self.silence_from = None
+        self.start = self.silence_from = self.closing_from = None

@@ -75,6 +75,17 @@ class SpeechDetector(Protocol):
         """First sample of the open run (where a start it confirms would say speech began)."""
         ...
 
+    @property
+    def closing_since(self) -> int | None:
+        """First sample of the silence that may end the speech, while it is too short to
+        call a stop; None otherwise."""
+        ...
+
+    def end_speech(self) -> VoiceEvent | None:
+        """Call the speech over now, in its closing silence: the stop event it would have
+        given later (None when no silence is open)."""
+        ...
+
     def retune(
         self, confirm_threshold: float | None = None, min_level_db: float | None = None
     ) -> None:
@@ -153,6 +164,15 @@ class InputStage:
     def starting(self) -> bool:
         """The detector has an unconfirmed run open (it may still confirm it)."""
         return self.detector.tentative or self.detector.starting
+
+    @property
+    def closing_since(self) -> int | None:
+        """Where the silence the detector has not yet called a stop began, if one is open."""
+        return self.detector.closing_since
+
+    def end_speech(self) -> VoiceEvent | None:
+        """The detector's stop, now (the turn is known to be over)."""
+        return self.detector.end_speech()
 
     @property
     def oldest(self) -> int:

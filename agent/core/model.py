@@ -11,6 +11,7 @@ from parley.config import ParleyConfig
 from parley.llm.checkpoint import Checkpoint, load_checkpoint
 from parley.llm.engine import SpokenLM
 from parley.llm.engines import create_engine, needs_lm_weights
+from parley.llm.turn_detector import TurnDetector, load_turn_detector
 
 
 @dataclass
@@ -20,6 +21,7 @@ class AgentModel:
     checkpoint: Checkpoint
     engine: SpokenLM
     config: ParleyConfig
+    turn_detector: TurnDetector | None = None  # the checkpoint's, if it has one
 
     @classmethod
     def load(cls, path: Path, config: ParleyConfig) -> AgentModel:
@@ -29,7 +31,8 @@ class AgentModel:
         checkpoint = load_checkpoint(
             path, dtype=config.engine.dtype, lm_weights=needs_lm_weights(config.engine)
         )
-        return cls(checkpoint, create_engine(checkpoint, config.engine), config)
+        engine = create_engine(checkpoint, config.engine)
+        return cls(checkpoint, engine, config, load_turn_detector(path))
 
     async def aclose(self) -> None:
         """Stop the engine (a vLLM engine's processes, a server connection)."""

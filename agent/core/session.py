@@ -26,6 +26,7 @@ import numpy as np
 from parley.agent.core.barge_in import Action, BargeIn, Move
 from parley.agent.core.bus import EventBus
 from parley.agent.core.clock import Clock, MonotonicClock
+from parley.agent.core.endpoint import semantic_policy
 from parley.agent.core.events import (
     AgentState,
     Event,
@@ -116,6 +117,10 @@ class DuplexSession:
         rate = self.model.checkpoint.manifest.model.codec.token_rate_hz
         self.reply_params = self._fixed_reply_params or reply_params_for(config, rate)
         self.input.reconfigure(config)
+        semantic = config.turn_detection == "semantic_vad" and self.model.turn_detector
+        self.input.turn.policy = (
+            semantic_policy(config.eagerness, SAMPLE_RATE) if semantic else None
+        )
 
     def reconfigure(self, config: AgentConfig) -> None:
         """Apply new settings from the next frame on (turn-taking, barge-in, echo handling,
@@ -133,6 +138,12 @@ class DuplexSession:
     def events(self) -> AsyncIterator[Event]:
         """Every event from now on, until the session closes."""
         return self._bus.events()
+
+    @property
+    def turn_detection(self) -> str:
+        """How this session ends user turns now: "semantic_vad" (the checkpoint's detector
+        asked) or "server_vad" (the silence timer)."""
+        return "semantic_vad" if self.input.turn.policy is not None else "server_vad"
 
     @property
     def epoch(self) -> int:
@@ -214,6 +225,7 @@ class DuplexSession:
         vad_events = self.input.process(frame, start)
         self.input_sample += len(frame)
         self._feed_utterance()
+        self._turn.closing(self.input.closing_since)
         for ev in vad_events:
             if ev.kind == "start":
                 self._on_speech_start(ev.sample)
@@ -290,8 +302,23 @@ class DuplexSession:
     def _check_timers(self) -> None:
         now = self.input_sample
         self._make(self._barge.due(self.state, now, self.input.speaking))
-        if self.state is AgentState.LISTENING and self._turn.ended(now):
+        if self.state is AgentState.LISTENING and self._turn_over(now):
+            if self._turn.silence_from is None:
+                # Over before the VAD called a stop: it calls it now, so the user's speech
+                # still ends before the turn does.
+                stop = self.input.end_speech()
+                if stop is not None:
+                    self._on_speech_stop(stop.sample)
             self._end_user_turn()
+
+    def _turn_over(self, now: int) -> bool:
+        finished = None
+        detector = self.model.turn_detector
+        if detector is not None and self._turn.ask_due(now):
+            # The words so far, with the silence since the model was last fed.
+            silence = self.input.recent(self._turn.fed, now)
+            finished = detector.probability(self.frontend.peek(silence))
+        return self._turn.ended(now, finished)
 
     def _drop_utterance(self) -> None:
         self._turn.drop()

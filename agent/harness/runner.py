@@ -85,7 +85,8 @@ class ScenarioScript:
             if step.at is not None:
                 at = int(step.at * SR)
                 self.timeline.place(i, step, audio, at)
-                previous_end = at + len(audio.samples)
+                # Where its content ends: a reply may start in the clip's trailing silence.
+                previous_end = at + audio.offset
             else:
                 self.waiting.append(_Pending(i, step, audio, previous_end))
                 previous_end = None  # known once this step is placed
@@ -119,7 +120,7 @@ class ScenarioScript:
             self.waiting.remove(p)
             for q in self.waiting:
                 if q.index == p.index + 1:
-                    q.after = at + len(p.audio.samples)
+                    q.after = at + p.audio.offset
 
     def record(self, **kw) -> RunRecord:
         """The run's record, with this script's channel and ground truth."""

@@ -81,8 +81,13 @@ class RealtimeBridge:
         self.out.emit({"type": "session.created", "session": self._session_object()})
 
     def _session_object(self) -> dict[str, Any]:
+        duplex = self.session.session
         return session_object(
-            self.session.id, self.wire, self.session.settings, self.session.session.config
+            self.session.id,
+            self.wire,
+            self.session.settings,
+            duplex.config,
+            duplex.turn_detection,
         )
 
     # ------------------------------------------------------------------ client events

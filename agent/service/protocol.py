@@ -60,6 +60,7 @@ class AudioFormat(_Model):
 
 class TurnDetection(_Model):
     type: Literal["server_vad", "semantic_vad"] = "server_vad"
+    eagerness: Literal["low", "medium", "high", "auto"] | None = None
     silence_duration_ms: int | None = Field(None, ge=50, le=10_000)
     prefix_padding_ms: int | None = Field(None, ge=0, le=2000)
     # Its range is checked with the rest of session.update (session_config), which names it.

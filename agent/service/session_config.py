@@ -60,6 +60,8 @@ class WireConfig:
                     _check_turn_detection(td, refuse)
                     wire = replace(wire, turn_detection="server_vad")
                     for field, value in (
+                        ("turn_detection", td.type),
+                        ("eagerness", td.eagerness),
                         ("endpoint_silence_ms", td.silence_duration_ms),
                         ("preroll_ms", td.prefix_padding_ms),
                         ("vad_threshold", td.threshold),
@@ -92,12 +94,20 @@ def _pcm_rate(fmt: P.AudioFormat, param: str, refuse) -> int:
 
 def _check_turn_detection(td: P.TurnDetection, refuse) -> None:
     param = "audio.input.turn_detection"
-    if td.type != "server_vad":
-        raise refuse(
-            "unsupported_turn_detection",
-            f"{param}.type",
-            f"{td.type} is not supported; use server_vad",
-        )
+    # Each type has its own knob: a silence length for the timer, eagerness for the detector.
+    wrong = (
+        [("silence_duration_ms", td.silence_duration_ms)]
+        if td.type == "semantic_vad"
+        else [("eagerness", td.eagerness)]
+    )
+    for name, value in wrong:
+        if value is not None:
+            raise refuse(
+                "invalid_value",
+                f"{param}.{name}",
+                f"{name} does not apply to {td.type} (server_vad takes silence_duration_ms, "
+                "semantic_vad eagerness)",
+            )
     for name in ("create_response", "interrupt_response"):
         if getattr(td, name) is False:
             raise refuse(
@@ -120,11 +130,24 @@ def _check_turn_detection(td: P.TurnDetection, refuse) -> None:
 
 
 def session_object(
-    session_id: str, wire: WireConfig, settings: SessionSettings, agent: AgentConfig
+    session_id: str,
+    wire: WireConfig,
+    settings: SessionSettings,
+    agent: AgentConfig,
+    detection: str = "server_vad",
 ) -> dict[str, Any]:
-    """The ``session`` of ``session.created`` / ``session.updated``: effective values."""
-    turn_detection = None
-    if wire.turn_detection is not None:
+    """The ``session`` of ``session.created`` / ``session.updated``: effective values
+    (``detection``: how the session ends turns, semantic_vad only where the model has an
+    end-of-turn detector)."""
+    turn_detection: dict[str, Any] | None = None
+    if wire.turn_detection is not None and detection == "semantic_vad":
+        turn_detection = {
+            "type": "semantic_vad",
+            "eagerness": agent.eagerness,
+            "create_response": True,
+            "interrupt_response": True,
+        }
+    elif wire.turn_detection is not None:
         threshold = settings.vad_threshold
         turn_detection = {
             "type": "server_vad",

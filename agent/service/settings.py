@@ -7,6 +7,8 @@ duplex session really honours is here; the wire protocol maps its own fields ont
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from parley.config import AgentConfig
@@ -37,6 +39,12 @@ class SessionSettings(BaseModel):
     min_interruption_ms: int | None = Field(
         None, ge=0, le=10_000, description="User speech over a reply this long interrupts it."
     )
+    turn_detection: Literal["server_vad", "semantic_vad"] | None = Field(
+        None, description="How the server ends turns (AgentConfig.turn_detection)."
+    )
+    eagerness: Literal["low", "medium", "high", "auto"] | None = Field(
+        None, description="semantic_vad: how readily a silence ends the turn."
+    )
     vad_threshold: float | None = Field(
         None,
         ge=VAD_THRESHOLD_MIN,
@@ -60,6 +68,8 @@ class SessionSettings(BaseModel):
                 ("endpoint_silence_ms", self.endpoint_silence_ms),
                 ("preroll_ms", self.preroll_ms),
                 ("min_interruption_ms", self.min_interruption_ms),
+                ("turn_detection", self.turn_detection),
+                ("eagerness", self.eagerness),
             )
             if v is not None
         }

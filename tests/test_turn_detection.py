@@ -1,0 +1,146 @@
+"""Semantic turn detection: the detector, its streaming peek, the policy, the session."""
+
+import dataclasses
+import random
+
+import pytest
+import torch
+
+from parley.agent.core.endpoint import Endpointer, semantic_policy
+from parley.errors import CheckpointError
+from parley.llm.turn_detector import TurnDetector, TurnDetectorConfig, load_turn_detector
+from parley.train.turn_data import cut_mid_phrase
+from tests.test_session import SR, run, speechlike
+
+
+def test_peek_is_the_offline_encoding_and_leaves_the_stream_alone(tiny_checkpoint):
+    from parley.llm.checkpoint import load_checkpoint
+    from parley.llm.frontend import StreamingFrontEnd
+    from parley.tokenizers.features import log_mel
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    features = ckpt.manifest.model.features
+    audio = speechlike(int(1.7 * SR), seed=3)
+    said, silence = audio[: int(1.3 * SR)], audio[int(1.3 * SR) :]
+    front = StreamingFrontEnd(features, ckpt.encoder, ckpt.adapter)
+    for at in range(0, said.size, 1234):  # odd chunks: blocks end mid-chunk
+        front.push(said[at : at + 1234])
+    peeked = front.peek(silence, keep=40)
+    with torch.inference_mode():
+        offline = ckpt.encoder(torch.from_numpy(log_mel(audio, features)))
+    torch.testing.assert_close(peeked, offline[-40:], atol=1e-4, rtol=1e-4)
+    # The stream goes on as if nobody had looked.
+    front.push(silence)
+    twin = StreamingFrontEnd(features, ckpt.encoder, ckpt.adapter)
+    twin.push(audio)
+    torch.testing.assert_close(front.finish(), twin.finish())
+
+
+def test_semantic_policy_asks_then_decides_and_waits_out_a_pause():
+    turn = Endpointer(endpoint=8000, preroll=0)
+    turn.policy = semantic_policy("medium", SR)  # ask from 200 ms, P >= 0.7, at most 2 s
+    turn.speech_started(0, oldest=0)
+    turn.speech_stopped(16000)
+    assert not turn.ask_due(16000 + 3199)
+    assert turn.ask_due(16000 + 3200) and not turn.ask_due(16000 + 3201)
+    assert not turn.ended(16000 + 3200, finished=0.2)  # "what is seven ...": wait
+    assert turn.ask_due(16000 + 4000)  # again 50 ms later
+    assert turn.ended(16000 + 4000, finished=0.9)  # finished: answer now
+    assert not turn.ask_due(16000 + 6401 + 800)  # past 400 ms the detector is not asked
+    assert not turn.ended(16000 + 31999) and turn.ended(16000 + 32000)  # the longest wait
+    # Speech within the wait carries the turn on and starts the asking afresh.
+    turn.speech_started(20000, oldest=0)
+    assert turn.silence_from is None and not turn.ended(60000, finished=1.0)
+
+
+def test_eagerness_orders_the_waits():
+    waits = {e: semantic_policy(e, SR) for e in ("high", "medium", "low", "auto")}
+    assert waits["auto"] == waits["medium"]
+    assert waits["high"].first_ask < waits["medium"].first_ask < waits["low"].first_ask
+    assert waits["high"].threshold < waits["medium"].threshold < waits["low"].threshold
+    assert waits["high"].longest < waits["medium"].longest < waits["low"].longest
+
+
+class _Says:
+    """A detector that gives one answer, and counts the questions."""
+
+    def __init__(self, p: float) -> None:
+        self.p, self.asked = p, 0
+
+    def probability(self, frames: torch.Tensor) -> float:
+        assert frames.ndim == 2 and frames.shape[0] > 0
+        self.asked += 1
+        return self.p
+
+
+@pytest.mark.parametrize(("p", "after_s"), [(0.9, 0.2), (0.1, 2.0)])
+async def test_the_session_ends_a_finished_turn_early_and_waits_out_an_unfinished_one(
+    tiny_model, p, after_s
+):
+    detector = _Says(p)
+    model = dataclasses.replace(tiny_model, turn_detector=detector)
+    _, events, _ = await run(model, [(0.2, 1.4)], 6.0, turn_detection="semantic_vad")
+    turn_end = next(e for e in events if e.type == "user_turn_ended")
+    assert turn_end.t == pytest.approx(1.4 + after_s, abs=0.011)
+    assert detector.asked >= 1
+
+
+async def test_server_vad_keeps_the_timer_even_with_a_detector(tiny_model):
+    detector = _Says(0.99)
+    model = dataclasses.replace(tiny_model, turn_detector=detector)
+    _, events, _ = await run(model, [(0.2, 1.4)], 6.0, turn_detection="server_vad")
+    turn_end = next(e for e in events if e.type == "user_turn_ended")
+    assert turn_end.t == pytest.approx(1.4 + 0.5, abs=0.011) and detector.asked == 0
+
+
+def test_detector_round_trips_and_a_broken_one_is_a_clear_error(tmp_path):
+    torch.manual_seed(0)
+    model = TurnDetector(TurnDetectorConfig(d_model=16, hidden=8, frames=10)).eval()
+    frames = torch.randn(7, 16)  # fewer than the window: zeros in front
+    model.save(tmp_path)
+    again = load_turn_detector(tmp_path)
+    assert again is not None and again.probability(frames) == model.probability(frames)
+    assert 0.0 < model.probability(frames) < 1.0
+    assert load_turn_detector(tmp_path / "none") is None  # no detector: the timer
+    (tmp_path / "turn" / "config.json").write_text("{")
+    with pytest.raises(CheckpointError, match="turn detector config"):
+        load_turn_detector(tmp_path)
+
+
+def test_cuts_never_leave_a_finished_question():
+    rng = random.Random(0)
+    cuts = {cut_mid_phrase("um, what comes after seventy one please", rng) for _ in range(50)}
+    # Not after "seventy" (another finished question), not before "please" alone.
+    assert cuts == {"um", "um, what", "um, what comes", "um, what comes after"}
+    assert cut_mid_phrase("hello", rng) is None
+
+
+def test_train_turns_on_a_tiny_slice_adds_a_traceable_detector(tiny_checkpoint, tmp_path):
+    import json
+    import shutil
+
+    from parley.agent.cli import main
+    from parley.agent.core.model import AgentModel
+    from parley.agent.core.session import DuplexSession
+    from parley.config import load_config
+    from parley.train.export import sha256_of
+    from parley.train.voices import available_voices
+
+    voices = [v.name for v in available_voices() if v.engine == "espeak"][:2]
+    assert voices, "espeak-ng voices are needed to speak the examples"
+    corpus, ckpt = tmp_path / "corpus", tmp_path / "ckpt"
+    args = ["make-corpus", "--out", str(corpus), "--dialogues", "8", "--heldout", "1"]
+    args += ["--workers", "1", "--quiet", "--voices", ",".join(voices), "--seed", "2"]
+    assert main(args) == 0
+    shutil.copytree(tiny_checkpoint, ckpt)
+    argv = ["train-turns", "--checkpoint", str(ckpt), "--corpus", str(corpus)]
+    argv += ["--work", str(tmp_path / "work"), "--questions", "10", "--epochs", "2"]
+    assert main([*argv, "--threads", "1", "--no-progress"]) == 0
+    prov = json.loads((ckpt / "parley.json").read_text())["provenance"]
+    assert prov["turn_detector"]["reproduce"].startswith("python run_agent.py train-turns")
+    assert set(prov["turn_detector"]["heldout"]) >= {"all_finished", "all_cut"}
+    for name in ("turn/config.json", "turn/model.safetensors", "turn/metrics.json"):
+        assert prov["files_sha256"][name] == sha256_of(ckpt / name)
+    model = AgentModel.load(ckpt, load_config("tiny"))
+    assert model.turn_detector is not None
+    assert DuplexSession(model).turn_detection == "semantic_vad"  # the default, now possible

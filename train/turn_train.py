@@ -1,0 +1,173 @@
+"""Train a checkpoint's end-of-turn detector (``train-turns``): examples from the corpus's
+questions in their own voices, the checkpoint's frozen encoder, a few minutes of CPU.
+
+Validation is on the corpus's held-out voices, which training never hears; the figures
+(accuracy on finished and on cut questions, by silence) go to the log and into the
+detector's folder as ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from parley.errors import ConfigError
+from parley.llm.turn_detector import TurnDetector, TurnDetectorConfig
+from parley.train.turn_data import SILENCES_S, TurnExample, make_examples
+from parley.train.voices import Voice
+
+Log = Callable[[str], None]
+EXAMPLES_FILE = "turn_examples.pt"
+
+
+@dataclass
+class TurnTrainOptions:
+    checkpoint: Path
+    corpus: Path
+    work: Path
+    questions: int = 3000
+    heldout_questions: int = 300
+    epochs: int = 5
+    frames: int = 50  # encoder frames the detector reads (50 Hz)
+    seed: int = 0
+    threads: int = 0
+    progress: bool = True
+
+
+def _questions(corpus: Path, split: str, n: int, seed: int) -> list[tuple[str, Voice]]:
+    from parley.train.corpus import read_manifest
+    from parley.train.voices import voice
+
+    records = [r for r in read_manifest(corpus) if r["split"] == split]
+    if split != "train":  # the held-out voices, where the corpus has them
+        records = [r for r in records if r["condition"] == "voice"] or records
+    pairs = [(t["question"], voice(r["voice"])) for r in records for t in r["turns"]]
+    if not pairs:
+        raise ConfigError(f"{corpus}: no {split} questions to make turn examples from")
+    random.Random(f"turn-questions:{seed}:{split}").shuffle(pairs)
+    return pairs[:n]
+
+
+def _examples(opts: TurnTrainOptions, encoder, features, window, log: Log) -> dict:
+    cache = opts.work / EXAMPLES_FILE
+    key = {
+        "questions": opts.questions,
+        "heldout": opts.heldout_questions,
+        "seed": opts.seed,
+        "frames": opts.frames,
+    }
+    if cache.is_file():
+        saved = torch.load(cache, weights_only=False)
+        if saved["key"] == key:
+            log(f"turn examples from {cache}")
+            return saved
+    from tqdm import tqdm
+
+    def bar(desc: str):
+        return lambda it: tqdm(list(it), desc=desc, disable=not opts.progress, unit="question")
+
+    out: dict[str, Any] = {"key": key}
+    for split, n in (("train", opts.questions), ("heldout", opts.heldout_questions)):
+        pairs = _questions(opts.corpus, split, n, opts.seed)
+        out[split] = make_examples(
+            pairs, features, encoder, window, opts.seed, bar(f"turn examples ({split})")
+        )
+    opts.work.mkdir(parents=True, exist_ok=True)
+    torch.save(out, cache)
+    return out
+
+
+def _batch(examples: list[TurnExample]) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.stack([e.frames.float() for e in examples])
+    y = torch.tensor([float(e.finished) for e in examples])
+    return x, y
+
+
+def evaluate(model: TurnDetector, examples: list[TurnExample]) -> dict[str, float]:
+    """Accuracy at P = 0.5 on finished and on cut questions, overall and by silence."""
+    model.eval()
+    with torch.inference_mode():
+        x, y = _batch(examples)
+        said = torch.sigmoid(model(x)) >= 0.5
+    out: dict[str, float] = {}
+    for name, keep in [("all", [True] * len(examples))] + [
+        (f"{int(s * 1000)}ms", [e.silence_s == s for e in examples]) for s in SILENCES_S
+    ]:
+        mask = torch.tensor(keep)
+        for label, cls in (("finished", 1.0), ("cut", 0.0)):
+            sel = mask & (y == cls)
+            if sel.any():
+                out[f"{name}_{label}"] = float((said[sel] == (y[sel] == 1)).float().mean())
+    return out
+
+
+def train_turn_detector(opts: TurnTrainOptions, log: Log = print) -> dict[str, float]:
+    """Train the detector and save it into ``opts.checkpoint``; its held-out figures."""
+    from parley.llm.checkpoint import load_checkpoint
+
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    torch.manual_seed(opts.seed)
+    t0 = time.perf_counter()
+    ckpt = load_checkpoint(opts.checkpoint)
+    cfg = TurnDetectorConfig(d_model=ckpt.manifest.model.encoder.d_model, frames=opts.frames)
+    model = TurnDetector(cfg)
+    data = _examples(opts, ckpt.encoder, ckpt.manifest.model.features, model.window, log)
+    train, held = data["train"], data["heldout"]
+    log(f"{len(train)} training examples, {len(held)} held-out ({time.perf_counter() - t0:.0f} s)")
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
+    rng = random.Random(opts.seed)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    for epoch in range(opts.epochs):
+        model.train()
+        order = list(range(len(train)))
+        rng.shuffle(order)
+        for at in range(0, len(order), 128):
+            x, y = _batch([train[i] for i in order[at : at + 128]])
+            loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        figures = evaluate(model, held)
+        log(f"epoch {epoch + 1}: loss {loss.item():.3f}, held-out {json.dumps(_rounded(figures))}")
+    folder = model.save(opts.checkpoint)
+    (folder / "metrics.json").write_text(json.dumps(_rounded(figures), indent=1) + "\n")
+    _record_provenance(opts, figures, time.perf_counter() - t0)
+    log(f"wrote {folder} in {time.perf_counter() - t0:.0f} s")
+    return figures
+
+
+def _record_provenance(opts: TurnTrainOptions, figures: dict[str, float], seconds: float) -> None:
+    """The detector's files and the command that made them, in the checkpoint's
+    ``parley.json`` beside the rest of its provenance."""
+    from parley.llm.checkpoint import ROOT_CONFIG
+    from parley.llm.turn_detector import TURN_DIR
+    from parley.train.export import sha256_of
+
+    path = opts.checkpoint / ROOT_CONFIG
+    manifest = json.loads(path.read_text())
+    provenance = manifest.setdefault("provenance", {})
+    files = provenance.setdefault("files_sha256", {})
+    for name in ("config.json", "model.safetensors", "metrics.json"):
+        files[f"{TURN_DIR}/{name}"] = sha256_of(opts.checkpoint / TURN_DIR / name)
+    provenance["turn_detector"] = {
+        "reproduce": (
+            f"python run_agent.py train-turns --checkpoint {opts.checkpoint} --corpus "
+            f"{opts.corpus} --questions {opts.questions} --frames {opts.frames} "
+            f"--epochs {opts.epochs} --seed {opts.seed}"
+        ),
+        "seconds": round(seconds, 1),
+        "heldout": _rounded(figures),
+    }
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _rounded(figures: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in figures.items()}
