@@ -46,11 +46,27 @@ def test_semantic_policy_asks_then_decides_and_waits_out_a_pause():
     assert not turn.ended(16000 + 3200, finished=0.2)  # "what is seven ...": wait
     assert turn.ask_due(16000 + 4000)  # again 50 ms later
     assert turn.ended(16000 + 4000, finished=0.9)  # finished: answer now
+    assert not turn.ended(16000 + 4000, finished=0.1)  # (had it said no: wait)
     assert not turn.ask_due(16000 + 6401 + 800)  # past 400 ms the detector is not asked
     assert not turn.ended(16000 + 31999) and turn.ended(16000 + 32000)  # the longest wait
     # Speech within the wait carries the turn on and starts the asking afresh.
     turn.speech_started(20000, oldest=0)
     assert turn.silence_from is None and not turn.ended(60000, finished=1.0)
+
+
+def test_a_leaning_answer_ends_the_turn_after_the_unsure_wait():
+    turn = Endpointer(endpoint=8000, preroll=0)
+    turn.policy = semantic_policy("medium", SR)  # P >= 0.3 ends it after 700 ms
+    turn.speech_started(0, oldest=0)
+    turn.closing(16000)  # the VAD hears silence; no stop called yet
+    assert turn.quiet_from == 16000 and turn.ask_due(16000 + 3200)
+    assert not turn.ended(16000 + 3200, finished=0.45)
+    assert not turn.ended(16000 + 11199)  # the answer is remembered between asks
+    assert turn.ended(16000 + 11200)
+    turn.speech_stopped(16000)  # the VAD's stop for the same silence keeps the answer
+    assert turn.last_p == 0.45 and turn.ended(16000 + 11200)
+    turn.speech_started(20000, oldest=0)  # the user goes on: forgotten
+    assert turn.last_p is None and turn.quiet_from is None
 
 
 def test_eagerness_orders_the_waits():
@@ -59,6 +75,7 @@ def test_eagerness_orders_the_waits():
     assert waits["high"].first_ask < waits["medium"].first_ask < waits["low"].first_ask
     assert waits["high"].threshold < waits["medium"].threshold < waits["low"].threshold
     assert waits["high"].longest < waits["medium"].longest < waits["low"].longest
+    assert waits["high"].unsure_wait < waits["medium"].unsure_wait < waits["low"].unsure_wait
 
 
 class _Says:

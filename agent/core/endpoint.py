@@ -8,9 +8,11 @@ little after it began.
 
 With semantic turn detection the silence only opens the question, and it opens as soon as
 the VAD hears silence, before it is long enough for the VAD to call a stop (320 ms): once
-it has lasted ``first_ask``, the end-of-turn detector is asked (again every ``every`` while the silence
-lasts, up to ``last_ask``) whether the words so far are a finished turn; a yes at
-``threshold`` ends the turn then, and ``longest`` of silence ends it whatever it says.
+it has lasted ``first_ask``, the end-of-turn detector is asked (again every ``every``
+while the silence lasts, up to ``last_ask``) whether the words so far are a finished turn;
+a yes at ``threshold`` ends the turn then; a leaning yes (its last answer at least
+``unsure_threshold``) ends it after ``unsure_wait``; and ``longest`` of silence ends it
+whatever it said.
 
 All positions are input samples; nothing here reads a clock.
 """
@@ -29,22 +31,29 @@ class SemanticPolicy:
     every: int
     last_ask: int
     threshold: float
+    unsure_wait: int
+    unsure_threshold: float
     longest: int
 
 
-# eagerness -> (first ask ms, P(finished) needed, longest wait ms). The detector learnt
-# silences of 150-400 ms; it is asked from the first ask up to 400 ms.
+# eagerness -> (first ask ms, P(finished) that ends the turn, then after how many ms a
+# smaller P does, and which, the longest wait ms). The detector learnt silences of 150-400
+# ms; it is asked from the first ask up to 400 ms.
 EAGERNESS = {
-    "high": (150, 0.5, 1200),
-    "medium": (200, 0.7, 2000),
-    "low": (300, 0.85, 3000),
+    "high": (150, 0.5, 500, 0.2, 1200),
+    "medium": (200, 0.7, 700, 0.3, 2000),
+    "low": (300, 0.85, 1000, 0.5, 3000),
 }
 
 
 def semantic_policy(eagerness: str, sample_rate: int) -> SemanticPolicy:
-    first_ms, threshold, longest_ms = EAGERNESS["medium" if eagerness == "auto" else eagerness]
+    first, threshold, unsure, unsure_p, longest = EAGERNESS[
+        "medium" if eagerness == "auto" else eagerness
+    ]
     ms = sample_rate // 1000
-    return SemanticPolicy(first_ms * ms, 50 * ms, 400 * ms, threshold, longest_ms * ms)
+    return SemanticPolicy(
+        first * ms, 50 * ms, 400 * ms, threshold, unsure * ms, unsure_p, longest * ms
+    )
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,7 @@ class Endpointer:
         self.closing_from: int | None = None  # silence the VAD has not yet called a stop
         self.policy: SemanticPolicy | None = None  # None: the silence timer alone
         self._next_ask = 0
+        self.last_p: float | None = None  # the detector's latest answer in this silence
 
     def retune(self, endpoint: int, preroll: int) -> None:
         """New settings, from the next frame on (an open turn keeps its start)."""
@@ -85,7 +95,7 @@ class Endpointer:
     def speech_started(self, sample: int, oldest: int) -> bool:
         """Speech confirmed from ``sample``; ``oldest`` is the first input sample still held.
         True when this opens a new turn (the model's front end starts afresh)."""
-        self.silence_from = self.closing_from = None
+        self.silence_from = self.closing_from = self.last_p = None
         if self.start is not None:
             return False
         self.start = self.fed = max(0, sample - self.preroll, oldest)
@@ -96,6 +106,7 @@ class Endpointer:
         if self.start is not None:
             if sample != self.closing_from:  # else the asking began with the closing silence
                 self._next_ask = sample + (self.policy.first_ask if self.policy else 0)
+                self.last_p = None
             self.silence_from, self.closing_from = sample, None
 
     def closing(self, sample: int | None) -> None:
@@ -103,7 +114,7 @@ class Endpointer:
         a stop yet began (None: none, the user speaks). Semantic detection asks from it."""
         if self.start is None or self.silence_from is not None or sample == self.closing_from:
             return
-        self.closing_from = sample
+        self.closing_from, self.last_p = sample, None
         if sample is not None and self.policy is not None:
             self._next_ask = sample + self.policy.first_ask
 
@@ -140,7 +151,14 @@ class Endpointer:
             return False
         if p is None:
             return self.silence_from is not None and now - quiet >= self.endpoint
-        return now - quiet >= p.longest or (finished is not None and finished >= p.threshold)
+        if finished is not None:
+            self.last_p = finished
+        leaning = self.last_p is not None and self.last_p >= p.unsure_threshold
+        return (
+            now - quiet >= p.longest
+            or (finished is not None and finished >= p.threshold)
+            or (leaning and now - quiet >= p.unsure_wait)
+        )
 
     def close(self) -> TurnSpan:
         """The turn is over: its span; the endpointer waits for the next."""
@@ -152,4 +170,4 @@ class Endpointer:
 
     def drop(self) -> None:
         """Forget the open turn (a short sound that was no turn at all)."""
-        self.start = self.silence_from = self.closing_from = None
+        self.start = self.silence_from = self.closing_from = self.last_p = None
