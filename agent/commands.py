@@ -172,10 +172,12 @@ def duplex(args: argparse.Namespace, log: Log) -> int:
     user = load_audio(args.input or sample_path(SAMPLE_CONVERSATION), rate)
     events: list[dict] = []
     sink = FileSink(args.output)
+    detection: list[str] = []
 
     async def run(model, cfg) -> None:
         clock = VirtualClock()
         session = DuplexSession(model, cfg.agent, clock=clock)
+        detection.append(session.turn_detection)
         session.subscribe(lambda e: events.append(e.to_dict()))
         try:
             await drive(session, clock, ArraySource(user), sink, len(user))
@@ -191,7 +193,7 @@ def duplex(args: argparse.Namespace, log: Log) -> int:
     replies = sum(e["type"] == "reply_started" for e in events)
     cuts = sum(e["type"] == "interrupted" for e in events)
     if not replies:
-        log(_why_no_reply(events, user, rate, cfg.agent.endpoint_silence_ms))
+        log(_why_no_reply(events, user, rate, _turn_rule(detection[0], cfg.agent)))
     print(
         f"wrote {args.output} ({len(out) / rate:.2f} s, same length as the input): {replies} replies, {cuts} interrupted"
     )
@@ -210,7 +212,23 @@ def once(log: Log) -> Log:
     return say
 
 
-def _why_no_reply(events: list[dict], user: np.ndarray, rate: int, endpoint_ms: int) -> str:
+def _turn_rule(detection: str, agent) -> str:
+    """How the session ends a turn, for advice."""
+    if detection == "semantic_vad":
+        from parley.agent.core.endpoint import semantic_policy
+        from parley.speech_io.audio import SAMPLE_RATE
+
+        policy = semantic_policy(agent.eagerness, SAMPLE_RATE, agent.endpoint_silence_ms)
+        ms = SAMPLE_RATE // 1000
+        return (
+            f"a turn ends {policy.first_ask // ms} ms into the silence after a question the "
+            f"end-of-turn detector is sure is finished, else after up to "
+            f"{policy.longest // ms} ms of silence"
+        )
+    return f"a turn ends after {agent.endpoint_silence_ms} ms of silence"
+
+
+def _why_no_reply(events: list[dict], user: np.ndarray, rate: int, turn_rule: str) -> str:
     """The likeliest reason a duplex run gave no reply, as advice."""
     if any(e["type"] == "user_turn_ended" for e in events):
         return "no reply: the user's turn ended but was too short to answer"
@@ -221,8 +239,8 @@ def _why_no_reply(events: list[dict], user: np.ndarray, rate: int, endpoint_ms: 
     if last["type"] == "user_speech_ended":
         quiet_ms = 1000 * (len(user) - last["input_sample"]) / rate
     return (
-        f"no reply: the input ends {quiet_ms:.0f} ms after the user's last speech, and a turn "
-        f"ends after {endpoint_ms} ms of silence; add trailing silence to the input "
+        f"no reply: the input ends {quiet_ms:.0f} ms after the user's last speech, and "
+        f"{turn_rule}; add trailing silence to the input "
         "(e.g. sox in.wav out.wav pad 0 1)"
     )
 

@@ -312,19 +312,21 @@ class AgentConfig(_Section):
         description="server_vad: silence after user speech that ends the user's turn.",
     )
     turn_detection: Literal["server_vad", "semantic_vad"] = Field(
-        "semantic_vad",
+        "server_vad",
         description=(
             "server_vad: the turn ends after endpoint_silence_ms of silence. semantic_vad: "
             "the checkpoint's end-of-turn detector judges the words once a short silence "
             "has begun: a finished question is answered at once, a pause inside one waited "
-            "out (a checkpoint without a detector falls back to server_vad)."
+            "out (a checkpoint without a detector falls back to server_vad). It knows the "
+            "model's domain only: see docs/turn-taking.md before making it the default."
         ),
     )
     eagerness: Literal["low", "medium", "high", "auto"] = Field(
         "auto",
         description=(
-            "semantic_vad: how readily a silence ends the turn. high answers soonest and "
-            "waits least for a pause to end; low waits longest; auto is medium."
+            "semantic_vad: how readily a silence ends the turn. auto only shortens the "
+            "endpoint when the detector is sure; low, medium and high also wait out pauses "
+            "it judges unfinished (up to 3, 2 and 1.2 s), high answering soonest."
         ),
     )
     min_interruption_ms: int = Field(

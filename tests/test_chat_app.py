@@ -177,13 +177,14 @@ async def test_keys_do_what_the_footer_says(tiny_model, speech, tmp_path):
         screen.query_one("#endpoint_silence").value = "700"
         screen.query_one("#echo").value = False
         screen.query_one("#vad").value = "high"
-        screen.query_one("#turn_detection").value = "server_vad"
+        screen.query_one("#turn_detection").value = "semantic_vad"
         screen.query_one("#eagerness").value = "low"
         await pilot.click("#apply")
         await pilot.pause(0.1)
         cfg = session.config
         assert (cfg.min_interruption_ms, cfg.endpoint_silence_ms) == (900, 700)
-        assert (cfg.turn_detection, cfg.eagerness) == ("server_vad", "low")
+        assert (cfg.turn_detection, cfg.eagerness) == ("semantic_vad", "low")
+        assert session.turn_detection == "server_vad"  # the tiny model has no detector
         assert not cfg.echo_cancellation and session.input.echo is None
         assert session.input.detector.confirm_threshold == 0.2  # "high"
         assert "min_interruption 900 ms" in screen_text(app)

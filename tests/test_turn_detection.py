@@ -38,15 +38,15 @@ def test_peek_is_the_offline_encoding_and_leaves_the_stream_alone(tiny_checkpoin
 
 def test_semantic_policy_asks_then_decides_and_waits_out_a_pause():
     turn = Endpointer(endpoint=8000, preroll=0)
-    turn.policy = semantic_policy("medium", SR)  # ask from 200 ms, P >= 0.7, at most 2 s
+    turn.policy = semantic_policy("medium", SR, 500)  # ask from 200 ms, P >= 0.5, at most 2 s
     turn.speech_started(0, oldest=0)
     turn.speech_stopped(16000)
     assert not turn.ask_due(16000 + 3199)
     assert turn.ask_due(16000 + 3200) and not turn.ask_due(16000 + 3201)
-    assert not turn.ended(16000 + 3200, finished=0.2)  # "what is seven ...": wait
+    assert not turn.ended(16000 + 3200, finished=0.05)  # "what is seven ...": wait
     assert turn.ask_due(16000 + 4000)  # again 50 ms later
     assert turn.ended(16000 + 4000, finished=0.9)  # finished: answer now
-    assert not turn.ended(16000 + 4000, finished=0.1)  # (had it said no: wait)
+    assert not turn.ended(16000 + 4000, finished=0.05)  # (had it said no: wait)
     assert not turn.ask_due(16000 + 6401 + 800)  # past 400 ms the detector is not asked
     assert not turn.ended(16000 + 31999) and turn.ended(16000 + 32000)  # the longest wait
     # Speech within the wait carries the turn on and starts the asking afresh.
@@ -56,22 +56,32 @@ def test_semantic_policy_asks_then_decides_and_waits_out_a_pause():
 
 def test_a_leaning_answer_ends_the_turn_after_the_unsure_wait():
     turn = Endpointer(endpoint=8000, preroll=0)
-    turn.policy = semantic_policy("medium", SR)  # P >= 0.3 ends it after 700 ms
+    turn.policy = semantic_policy("medium", SR, 500)  # P >= 0.15 ends it after 700 ms
     turn.speech_started(0, oldest=0)
     turn.closing(16000)  # the VAD hears silence; no stop called yet
     assert turn.quiet_from == 16000 and turn.ask_due(16000 + 3200)
-    assert not turn.ended(16000 + 3200, finished=0.45)
+    assert not turn.ended(16000 + 3200, finished=0.3)
     assert not turn.ended(16000 + 11199)  # the answer is remembered between asks
     assert turn.ended(16000 + 11200)
     turn.speech_stopped(16000)  # the VAD's stop for the same silence keeps the answer
-    assert turn.last_p == 0.45 and turn.ended(16000 + 11200)
+    assert turn.last_p == 0.3 and turn.ended(16000 + 11200)
     turn.speech_started(20000, oldest=0)  # the user goes on: forgotten
     assert turn.last_p is None and turn.quiet_from is None
 
 
 def test_eagerness_orders_the_waits():
-    waits = {e: semantic_policy(e, SR) for e in ("high", "medium", "low", "auto")}
-    assert waits["auto"] == waits["medium"]
+    waits = {e: semantic_policy(e, SR, 500) for e in ("high", "medium", "low", "auto")}
+    # auto only ever shortens the timer: a sure yes early, else the 500 ms endpoint.
+    auto = waits["auto"]
+    assert (auto.threshold, auto.longest, auto.after_stop) == (0.9, 500 * 16, True)
+    assert auto.unsure_threshold > 1.0
+    turn = Endpointer(endpoint=8000, preroll=0)
+    turn.policy = auto
+    turn.speech_started(0, oldest=0)
+    turn.closing(16000)  # silence the VAD has not called a stop: too soon to ask
+    assert not turn.ask_due(16000 + 4800) and not turn.ended(16000 + 4800, finished=0.99)
+    turn.speech_stopped(16000)  # the stop, 320 ms in
+    assert turn.ask_due(16000 + 5120) and turn.ended(16000 + 5120, finished=0.95)
     assert waits["high"].first_ask < waits["medium"].first_ask < waits["low"].first_ask
     assert waits["high"].threshold < waits["medium"].threshold < waits["low"].threshold
     assert waits["high"].longest < waits["medium"].longest < waits["low"].longest
@@ -90,13 +100,24 @@ class _Says:
         return self.p
 
 
-@pytest.mark.parametrize(("p", "after_s"), [(0.9, 0.2), (0.1, 2.0)])
+@pytest.mark.parametrize(
+    ("p", "eagerness", "after_s"),
+    [
+        (0.95, "auto", 0.2),  # sure: when the (scripted) VAD calls its stop, 200 ms in
+        (0.6, "auto", 0.5),  # not sure enough for auto: the timer
+        (0.6, "medium", 0.2),
+        (0.2, "medium", 0.7),  # leaning: the middle wait
+        (0.05, "medium", 2.0),  # unfinished: the longest wait
+    ],
+)
 async def test_the_session_ends_a_finished_turn_early_and_waits_out_an_unfinished_one(
-    tiny_model, p, after_s
+    tiny_model, p, eagerness, after_s
 ):
     detector = _Says(p)
     model = dataclasses.replace(tiny_model, turn_detector=detector)
-    _, events, _ = await run(model, [(0.2, 1.4)], 6.0, turn_detection="semantic_vad")
+    _, events, _ = await run(
+        model, [(0.2, 1.4)], 6.0, turn_detection="semantic_vad", eagerness=eagerness
+    )
     turn_end = next(e for e in events if e.type == "user_turn_ended")
     assert turn_end.t == pytest.approx(1.4 + after_s, abs=0.011)
     assert detector.asked >= 1
@@ -160,4 +181,6 @@ def test_train_turns_on_a_tiny_slice_adds_a_traceable_detector(tiny_checkpoint, 
         assert prov["files_sha256"][name] == sha256_of(ckpt / name)
     model = AgentModel.load(ckpt, load_config("tiny"))
     assert model.turn_detector is not None
-    assert DuplexSession(model).turn_detection == "semantic_vad"  # the default, now possible
+    assert DuplexSession(model).turn_detection == "server_vad"  # the default
+    semantic = model.config.agent.model_copy(update={"turn_detection": "semantic_vad"})
+    assert DuplexSession(model, semantic).turn_detection == "semantic_vad"  # now possible

@@ -73,12 +73,14 @@ def _examples(opts: TurnTrainOptions, encoder, features, window, log: Log) -> di
     def bar(desc: str):
         return lambda it: tqdm(list(it), desc=desc, disable=not opts.progress, unit="question")
 
+    t0 = time.perf_counter()
     out: dict[str, Any] = {"key": key}
     for split, n in (("train", opts.questions), ("heldout", opts.heldout_questions)):
         pairs = _questions(opts.corpus, split, n, opts.seed)
         out[split] = make_examples(
             pairs, features, encoder, window, opts.seed, bar(f"turn examples ({split})")
         )
+    out["seconds"] = round(time.perf_counter() - t0, 1)  # speaking and encoding them
     opts.work.mkdir(parents=True, exist_ok=True)
     torch.save(out, cache)
     return out
@@ -139,12 +141,15 @@ def train_turn_detector(opts: TurnTrainOptions, log: Log = print) -> dict[str, f
         log(f"epoch {epoch + 1}: loss {loss.item():.3f}, held-out {json.dumps(_rounded(figures))}")
     folder = model.save(opts.checkpoint)
     (folder / "metrics.json").write_text(json.dumps(_rounded(figures), indent=1) + "\n")
-    _record_provenance(opts, figures, time.perf_counter() - t0)
+    seconds = {"examples": data.get("seconds"), "this_call": round(time.perf_counter() - t0, 1)}
+    _record_provenance(opts, figures, seconds)
     log(f"wrote {folder} in {time.perf_counter() - t0:.0f} s")
     return figures
 
 
-def _record_provenance(opts: TurnTrainOptions, figures: dict[str, float], seconds: float) -> None:
+def _record_provenance(
+    opts: TurnTrainOptions, figures: dict[str, float], seconds: dict[str, float | None]
+) -> None:
     """The detector's files and the command that made them, in the checkpoint's
     ``parley.json`` beside the rest of its provenance."""
     from parley.llm.checkpoint import ROOT_CONFIG
@@ -163,7 +168,7 @@ def _record_provenance(opts: TurnTrainOptions, figures: dict[str, float], second
             f"{opts.corpus} --questions {opts.questions} --frames {opts.frames} "
             f"--epochs {opts.epochs} --seed {opts.seed}"
         ),
-        "seconds": round(seconds, 1),
+        "seconds": seconds,
         "heldout": _rounded(figures),
     }
     path.write_text(json.dumps(manifest, indent=2) + "\n")

@@ -34,23 +34,36 @@ class SemanticPolicy:
     unsure_wait: int
     unsure_threshold: float
     longest: int
+    after_stop: bool = False  # ask only once the VAD has called a stop, not in its closing
 
 
 # eagerness -> (first ask ms, P(finished) that ends the turn, then after how many ms a
 # smaller P does, and which, the longest wait ms). The detector learnt silences of 150-400
-# ms; it is asked from the first ask up to 400 ms.
+# ms; it is asked from the first ask up to 400 ms. "auto" only ever shortens the silence
+# timer: once the VAD has called a stop (320 ms into the silence: no shorter pause ever
+# ends a turn, as with server_vad) a sure yes ends the turn, anything else waits the
+# endpoint as server_vad does. The detector knows the domain's questions; on other speech
+# it can be sure and wrong ("i would like to book a table for ..." reaches 0.92 finished),
+# or unsure of a finished command ("stop please", 0.07), so only "auto" is safe for speech
+# of any kind.
 EAGERNESS = {
-    "high": (150, 0.5, 500, 0.2, 1200),
-    "medium": (200, 0.7, 700, 0.3, 2000),
-    "low": (300, 0.85, 1000, 0.5, 3000),
+    "high": (150, 0.35, 500, 0.1, 1200),
+    "medium": (200, 0.5, 700, 0.15, 2000),
+    "low": (300, 0.7, 1000, 0.3, 3000),
 }
 
 
-def semantic_policy(eagerness: str, sample_rate: int) -> SemanticPolicy:
-    first, threshold, unsure, unsure_p, longest = EAGERNESS[
-        "medium" if eagerness == "auto" else eagerness
-    ]
+AUTO_THRESHOLD = 0.9
+
+
+def semantic_policy(eagerness: str, sample_rate: int, endpoint_ms: int) -> SemanticPolicy:
     ms = sample_rate // 1000
+    if eagerness == "auto":
+        # No leaning yes; asked from the stop on (it comes 320 ms into the silence).
+        return SemanticPolicy(
+            0, 50 * ms, 400 * ms, AUTO_THRESHOLD, endpoint_ms * ms, 2.0, endpoint_ms * ms, True
+        )
+    first, threshold, unsure, unsure_p, longest = EAGERNESS[eagerness]
     return SemanticPolicy(
         first * ms, 50 * ms, 400 * ms, threshold, unsure * ms, unsure_p, longest * ms
     )
@@ -120,8 +133,11 @@ class Endpointer:
 
     @property
     def quiet_from(self) -> int | None:
-        """Where the silence that may end the turn began, called a stop or not yet."""
-        return self.silence_from if self.silence_from is not None else self.closing_from
+        """Where the silence that may end the turn began, called a stop or (unless the
+        policy waits for the stop) not yet."""
+        if self.silence_from is not None or (self.policy and self.policy.after_stop):
+            return self.silence_from
+        return self.closing_from
 
     def to_feed(self, now: int) -> tuple[int, int] | None:
         """The samples ``[begin, now)`` the model has not been given yet while the user

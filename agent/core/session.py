@@ -119,7 +119,9 @@ class DuplexSession:
         self.input.reconfigure(config)
         semantic = config.turn_detection == "semantic_vad" and self.model.turn_detector
         self.input.turn.policy = (
-            semantic_policy(config.eagerness, SAMPLE_RATE) if semantic else None
+            semantic_policy(config.eagerness, SAMPLE_RATE, config.endpoint_silence_ms)
+            if semantic
+            else None
         )
 
     def reconfigure(self, config: AgentConfig) -> None:
