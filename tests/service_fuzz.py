@@ -83,7 +83,8 @@ def hostile_messages(seed: int, n: int, max_bytes: int):
                         "input": {
                             "turn_detection": rng.choice(
                                 [
-                                    {"type": "semantic_vad"},
+                                    {"type": "semantic_vad", "silence_duration_ms": 300},
+                                    {"type": "semantic_vad", "eagerness": "sometimes"},
                                     {"type": "server_vad", "silence_duration_ms": -1},
                                     {"type": "server_vad", "threshold": 7},
                                     {"type": "server_vad", "create_response": False},
