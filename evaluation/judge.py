@@ -62,25 +62,9 @@ class WhisperJudge:
             num_workers=1,
         )
 
-    def raw(self, audio: np.ndarray) -> str:
-        """Whisper's own transcript of ``audio`` (16 kHz mono), untouched."""
-        x = _as_pcm(audio)
-        if x.size < SAMPLE_RATE // 10:
-            return ""
-        segments, _ = self.model.transcribe(
-            x,
-            language="en",
-            beam_size=self.beam_size,
-            temperature=0.0,
-            vad_filter=False,
-            condition_on_previous_text=False,
-            without_timestamps=True,
-        )
-        return " ".join(s.text.strip() for s in segments).strip()
-
-    def words(self, audio: np.ndarray) -> list[tuple[str, float, float]]:
-        """Each word Whisper hears in ``audio`` with its start and end (seconds from the
-        audio's start; loose by a few hundred ms), normalized."""
+    def _segments(self, audio: np.ndarray, **timing: bool) -> list:
+        """Whisper's segments of ``audio`` (16 kHz mono), greedy and in one pass; none
+        for less than 100 ms of it."""
         x = _as_pcm(audio)
         if x.size < SAMPLE_RATE // 10:
             return []
@@ -91,13 +75,23 @@ class WhisperJudge:
             temperature=0.0,
             vad_filter=False,
             condition_on_previous_text=False,
-            word_timestamps=True,
+            **timing,
         )
+        return list(segments)
+
+    def raw(self, audio: np.ndarray) -> str:
+        """Whisper's own transcript of ``audio`` (16 kHz mono), untouched."""
+        segments = self._segments(audio, without_timestamps=True)
+        return " ".join(s.text.strip() for s in segments).strip()
+
+    def words(self, audio: np.ndarray) -> list[tuple[str, float, float]]:
+        """Each word Whisper hears in ``audio`` with its start and end (seconds from the
+        audio's start; loose by a few hundred ms), normalized."""
         # One entry per word as Whisper splits them ("56" stays one word, spelled out), so
         # word counts mean what they mean for the recognizer Full-Duplex-Bench uses.
         return [
             (text, w.start, w.end)
-            for segment in segments
+            for segment in self._segments(audio, word_timestamps=True)
             for w in segment.words or []
             if (text := normalize(w.word))
         ]
