@@ -17,6 +17,9 @@ from parley.llm.encoder import BlockCausalEncoder, StreamingEncoder
 from parley.streaming import Streaming
 from parley.tokenizers.features import StreamingLogMel
 
+# Encoder frames kept for peek (50 per second): more than the end-of-turn detector reads.
+RECENT_FRAMES = 200
+
 
 class UtteranceTooShortError(ValueError):
     """An utterance ended before the encoder had a whole block of it: nothing to answer."""
@@ -54,10 +57,11 @@ class StreamingFrontEnd(Streaming):
                 self._keep_recent(frames)
                 self._collect(self.adapter.push(frames))
 
-    def peek(self, pcm: np.ndarray, keep: int = 50) -> torch.Tensor:
+    def peek(self, pcm: np.ndarray, keep: int = RECENT_FRAMES) -> torch.Tensor:
         """The last ``keep`` encoder frames of the utterance as if it ended after ``pcm``
-        (which is *not* added to it): what the end-of-turn detector reads. The stream is
-        untouched; only copies of the mel and encoder states run on."""
+        (which is *not* added to it): what the end-of-turn detector reads (``keep`` up to
+        ``RECENT_FRAMES``). The stream is untouched; only copies of the mel and encoder
+        states run on."""
         mel, encoder = _fork(self.mel), _fork(self.encoder)
         with torch.inference_mode():
             m = mel.push(pcm) if pcm.size else np.zeros((self.mel.cfg.n_mels, 0), np.float32)
@@ -66,9 +70,9 @@ class StreamingFrontEnd(Streaming):
             frames = torch.cat([self._recent, *tail, encoder.flush()])
         return frames[-keep:]
 
-    def _keep_recent(self, frames: torch.Tensor, keep: int = 50) -> None:
+    def _keep_recent(self, frames: torch.Tensor) -> None:
         if frames.shape[0]:
-            self._recent = torch.cat([self._recent, frames])[-keep:]
+            self._recent = torch.cat([self._recent, frames])[-RECENT_FRAMES:]
 
     def finish(self) -> torch.Tensor:
         """End the utterance; its LM embeddings ``(positions, hidden)``, and reset."""

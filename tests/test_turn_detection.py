@@ -93,9 +93,11 @@ class _Says:
 
     def __init__(self, p: float) -> None:
         self.p, self.asked = p, 0
+        self.cfg = TurnDetectorConfig(d_model=0, frames=60)
 
     def probability(self, frames: torch.Tensor) -> float:
-        assert frames.ndim == 2 and frames.shape[0] > 0
+        # As many frames as it reads (the turn, with its pre-roll, is longer than 1.2 s).
+        assert frames.ndim == 2 and frames.shape[0] == 60
         self.asked += 1
         return self.p
 

@@ -43,8 +43,8 @@ class SemanticPolicy:
 # timer: once the VAD has called a stop (320 ms into the silence: no shorter pause ever
 # ends a turn, as with server_vad) a sure yes ends the turn, anything else waits the
 # endpoint as server_vad does. The detector knows the domain's questions; on other speech
-# it can be sure and wrong ("i would like to book a table for ..." reaches 0.92 finished),
-# or unsure of a finished command ("stop please", 0.07), so only "auto" is safe for speech
+# it can be sure and wrong ("i would like to book a table for ..." reaches 0.99 finished),
+# or unsure of a finished command ("stop please", 0.1), so only "auto" is safe for speech
 # of any kind.
 EAGERNESS = {
     "high": (150, 0.35, 500, 0.1, 1200),

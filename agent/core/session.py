@@ -319,7 +319,8 @@ class DuplexSession:
         if detector is not None and self._turn.ask_due(now):
             # The words so far, with the silence since the model was last fed.
             silence = self.input.recent(self._turn.fed, now)
-            finished = detector.probability(self.frontend.peek(silence))
+            frames = self.frontend.peek(silence, keep=detector.cfg.frames)
+            finished = detector.probability(frames)
         return self._turn.ended(now, finished)
 
     def _drop_utterance(self) -> None:
