@@ -309,8 +309,9 @@ class DuplexSession:
                 # Over before the VAD called a stop: it calls it now, so the user's speech
                 # still ends before the turn does.
                 stop = self.input.end_speech()
-                if stop is not None:
-                    self._on_speech_stop(stop.sample)
+                if stop is None:
+                    return  # no silence open after all: the user goes on
+                self._on_speech_stop(stop.sample)
             self._end_user_turn()
 
     def _turn_over(self, now: int) -> bool:
