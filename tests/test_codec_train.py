@@ -17,14 +17,8 @@ from parley.tokenizers.unit_tokenizer import UnitTokenizer
 from parley.tokenizers.vocoder import StreamingVocoder, TokenVocoder
 from parley.train.codec_crops import CropSampler, TokenizedUtterance
 from parley.train.codec_loss import synthesize_batch
-from parley.train.codec_train import (
-    DEFAULT_CODEC,
-    METRICS_FILE,
-    STATE_FILE,
-    CodecTrainConfig,
-    train_codec,
-    train_vocoder,
-)
+from parley.train.codec_train import DEFAULT_CODEC, train_codec
+from parley.train.vocoder_train import METRICS_FILE, STATE_FILE, CodecTrainConfig, train_vocoder
 
 TINY_CODEC = CodecConfig(
     tokenizer="whisper-units", codebook_size=16, dim=32, layers=2, kernel=3, lookahead=1

@@ -7,8 +7,9 @@
    the unit ids on random crops: multi-resolution STFT loss (spectral convergence and
    log-magnitude L1) plus log-mel L1. No adversarial loss: the budget is a CPU.
 
-The crops, and how each is decoded as a stream would see it, are in
-:mod:`parley.train.codec_crops`; the loss in :mod:`parley.train.codec_loss`.
+The training loop is :mod:`parley.train.vocoder_train`; the crops, and how each is decoded
+as a stream would see it, are in :mod:`parley.train.codec_crops`; the loss in
+:mod:`parley.train.codec_loss`.
 
 Everything is seeded; the training state is saved every ``save_every`` steps and resumed.
 Run on its own::
@@ -22,9 +23,8 @@ import argparse
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -36,23 +36,17 @@ from parley.llm.encoder import BlockCausalEncoder
 from parley.tokenizers.codec_io import save_codec
 from parley.tokenizers.unit_tokenizer import UnitTokenizer, fit_codebook
 from parley.tokenizers.vocoder import TokenVocoder
-from parley.train.codec_crops import Crops, CropSampler, TokenizedUtterance, tokenize
+from parley.train.codec_crops import tokenize
 from parley.train.codec_data import (
     Utterance,
     codec_texts,
     is_heldout,
     prepare_corpus,
-    reply_focus,
 )
-from parley.train.codec_loss import SpectralLoss
-from parley.train.optim import adamw, warmup_cosine
-from parley.train.run_files import append_rows, drop_rows_after, read_rows, save_state
+from parley.train.vocoder_train import CodecTrainConfig, train_vocoder
 
 Log = Callable[[str], None]
 
-STATE_FILE = "train_state.pt"
-METRICS_FILE = "metrics.jsonl"
-PLOT_FILE = "loss.png"
 CODEBOOK_FILE = "codebook.safetensors"
 CODEC_DIR = "vocoder"
 
@@ -75,38 +69,6 @@ DEFAULT_CODEC = CodecConfig(
 (held-out Whisper word accuracy 0.951 vs 0.817 after the same 700 steps; original 0.972).
 Lookahead 4 tokens = 80 ms; one 10 ms iSTFT hop per half token. Units from fixed-position
 windows of 200 ms before and 80 ms after (see :mod:`parley.tokenizers.unit_tokenizer`)."""
-
-
-@dataclass
-class CodecTrainConfig:
-    """How the vocoder is trained; the defaults fit a single CPU thread."""
-
-    crop_s: float = 1.28
-    """Audio scored per crop."""
-    past_s: float = 0.32
-    """Decoded before each crop, not scored: the history a stream would have."""
-    batch_size: int = 8
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.05
-    warmup: int = 200
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    mel_weight: float = 1.0
-    steps: int | None = None
-    """Cosine horizon; None: as many as ``minutes`` allow, estimated from the first steps."""
-    save_every: int = 250
-    heldout_crops: int = 24
-    start_share: float = 0.25
-    """Share of crops that begin where an utterance begins: every reply is decoded from a
-    fresh stream, and uniform crops would show the vocoder that case 1 time in ~30."""
-    focus_share: float = 0.4
-    """Share of crops drawn by :func:`~parley.train.codec_data.reply_focus` (the agent's
-    replies, each family alike) rather than by length."""
-    bf16: bool = True
-    """bfloat16 autocast for the vocoder's backbone (about twice as fast on CPU)."""
-    kmeans_units: int = 100_000
-    kmeans_iters: int = 30
-    seed: int = 0
 
 
 # --- data side ---------------------------------------------------------------------------
@@ -149,200 +111,6 @@ def fit_unit_tokenizer(
     units = torch.cat(parts)
     codebook = fit_codebook(units, cfg.codebook_size, seed=seed, iters=iters)
     return UnitTokenizer(encoder, features, codebook, cfg.frames_per_unit, cfg.unit_window)
-
-
-def plot_metrics(metrics_path: Path, out: Path) -> None:
-    """Training and held-out loss so far, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_rows(metrics_path)
-    train = [r for r in rows if "loss" in r]
-    val = [r for r in rows if "val_loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=0.8, label="train")
-    ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], marker="o", label="held out")
-    ax.set(xlabel="step", ylabel="loss", yscale="log", title="codec vocoder")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-
-
-# --- training ------------------------------------------------------------------------------
-
-
-def train_vocoder(
-    vocoder: TokenVocoder,
-    train: Sequence[TokenizedUtterance],
-    heldout: Sequence[TokenizedUtterance],
-    cfg: CodecTrainConfig,
-    work: Path,
-    minutes: float,
-    log: Log = print,
-    progress: bool = True,
-) -> dict:
-    """Train ``vocoder`` in place, resuming from ``work``; stops at the cosine horizon or
-    after ``minutes`` of this call. Returns the last metrics."""
-    from tqdm import tqdm
-
-    work.mkdir(parents=True, exist_ok=True)
-    ccfg = vocoder.cfg
-    sampler, held_sampler = _samplers(vocoder, train, heldout, cfg)
-    held_crops = held_sampler.sample(cfg.heldout_crops)
-    loss_fn = SpectralLoss(ccfg.sample_rate, cfg.mel_weight)
-    opt = adamw(vocoder, cfg.lr, cfg.weight_decay, betas=(0.8, 0.99))
-    state_path, metrics_path = work / STATE_FILE, work / METRICS_FILE
-    step, total, spent_before = _resume(state_path, vocoder, opt, sampler, cfg, log)
-    drop_rows_after(metrics_path, step)
-
-    def save() -> None:
-        seconds = round(spent_before + time.perf_counter() - started, 1)
-        run = {"step": step, "total": total, "seconds": seconds}
-        save_state(_state(vocoder, opt, sampler, run, cfg), state_path)
-        if metrics_path.is_file():
-            plot_metrics(metrics_path, work / PLOT_FILE)
-
-    def held_loss() -> float:
-        return _held_out_loss(vocoder, loss_fn, held_crops)
-
-    budget = minutes * 60.0
-    started = time.perf_counter()
-    vocoder.train()
-    bar = tqdm(
-        total=total, initial=step, desc="codec", unit="step", disable=not progress, mininterval=5
-    )
-    last: dict = {}
-    while total is None or step < total:
-        now = time.perf_counter() - started
-        if now >= budget:
-            log(f"codec: time budget ({minutes:g} min) reached at step {step}")
-            break
-        if total is None and step >= 30:
-            # The cosine horizon: what the rest of the budget allows at the speed so far.
-            total = step + int((budget - now) / (now / 30))
-            bar.total = total
-            bar.refresh()
-        lr = warmup_cosine(step, total or 10**9, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
-        row = _step(vocoder, opt, loss_fn, sampler.sample(cfg.batch_size), lr, cfg)
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
-        seconds = round(spent_before + time.perf_counter() - started, 1)
-        last = {"step": step, **row, "s": seconds}
-        if step % 10 == 0 or step == 1:
-            append_rows(metrics_path, last)
-        if step % cfg.save_every == 0:
-            last["val_loss"] = held_loss()
-            append_rows(metrics_path, {"step": step, "val_loss": last["val_loss"]})
-            log(
-                f"codec: step {step}/{total} loss {last['loss']:.3f} held-out {last['val_loss']:.3f}"
-            )
-            save()
-    bar.close()
-    last["val_loss"] = held_loss()
-    append_rows(metrics_path, {"step": step, "val_loss": last["val_loss"]})
-    save()
-    vocoder.eval()
-    return last
-
-
-def _samplers(
-    vocoder: TokenVocoder,
-    train: Sequence[TokenizedUtterance],
-    heldout: Sequence[TokenizedUtterance],
-    cfg: CodecTrainConfig,
-) -> tuple[CropSampler, CropSampler]:
-    """Crops of the training utterances (weighted to the replies' words) and of the
-    held-out ones, in tokens with the context each needs around it."""
-    ccfg = vocoder.cfg
-    spt = ccfg.samples_per_token
-    crop = round(cfg.crop_s * ccfg.sample_rate / spt)
-    past = round(cfg.past_s * ccfg.sample_rate / spt)
-    # The lookahead, plus the tokens whose iSTFT frames still overlap the crop's last sample.
-    future = ccfg.lookahead + 1 + vocoder.overlap // spt
-    focus = reply_focus([u.text for u in train])
-    sampler = CropSampler(
-        train, crop, past, future, cfg.seed, cfg.start_share,
-        focus=focus if any(focus) else None, focus_share=cfg.focus_share,
-    )  # fmt: skip
-    return sampler, CropSampler(heldout or train, crop, past, future, cfg.seed + 1)
-
-
-def _step(
-    vocoder: TokenVocoder,
-    opt: torch.optim.Optimizer,
-    loss_fn: SpectralLoss,
-    crops: Crops,
-    lr: float,
-    cfg: CodecTrainConfig,
-) -> dict[str, float]:
-    """One optimiser step on ``crops`` at ``lr``; the loss, its parts and the gradient norm."""
-    for group in opt.param_groups:
-        group["lr"] = lr
-    loss, parts = loss_fn(crops.decode(vocoder, cfg.bf16), crops.target)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    grad = float(torch.nn.utils.clip_grad_norm_(vocoder.parameters(), cfg.grad_clip))
-    opt.step()
-    return {"loss": loss.item(), **parts, "grad": grad, "lr": lr}
-
-
-def _held_out_loss(vocoder: TokenVocoder, loss_fn: SpectralLoss, crops: Crops) -> float:
-    vocoder.eval()
-    with torch.no_grad():
-        value = float(loss_fn(crops.decode(vocoder), crops.target)[0])
-    vocoder.train()
-    return value
-
-
-def _state(
-    vocoder: TokenVocoder,
-    opt: torch.optim.Optimizer,
-    sampler: CropSampler,
-    run: dict[str, Any],
-    cfg: CodecTrainConfig,
-) -> dict[str, Any]:
-    """What a resumed run needs: weights, optimiser, the crop stream, ``run``'s step,
-    horizon and seconds, and the configs it was made under."""
-    return {
-        "model": vocoder.state_dict(),
-        "optimizer": opt.state_dict(),
-        "sampler": sampler.gen.get_state(),
-        **run,
-        "codec": vocoder.cfg.model_dump(mode="json"),
-        "train": asdict(cfg),
-    }
-
-
-def _resume(
-    state_path: Path,
-    vocoder: TokenVocoder,
-    opt: torch.optim.Optimizer,
-    sampler: CropSampler,
-    cfg: CodecTrainConfig,
-    log: Log,
-) -> tuple[int, int | None, float]:
-    """Load a saved run into ``vocoder``, ``opt`` and ``sampler``; its step, horizon and
-    seconds spent (0, ``cfg.steps``, 0 when there is none)."""
-    if not state_path.is_file():
-        return 0, cfg.steps, 0.0
-    state = torch.load(state_path, weights_only=False)
-    if state["codec"] != vocoder.cfg.model_dump(mode="json"):
-        raise ValueError(f"{state_path}: saved for another codec config; move it away")
-    vocoder.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    sampler.gen.set_state(state["sampler"])
-    step, total = state["step"], state["total"]
-    if cfg.steps is not None and cfg.steps != total and cfg.steps > step:
-        # Another horizon than the saved run's: go on from its weights (the learning rate
-        # picks the cosine up where the new horizon puts this step).
-        log(f"codec: horizon moved from {total} to {cfg.steps} steps")
-        total = cfg.steps
-    log(f"codec: resumed at step {step}/{total} from {state_path}")
-    return step, total, state["seconds"]
 
 
 def train_codec(

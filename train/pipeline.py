@@ -390,7 +390,7 @@ def _codec_stage(opts, corpus, dialogues, work, cfg, encoder, wanted, log):
 
 def _codec_training(codec_work: Path) -> dict:
     """How far the vocoder was trained; an untrained one must never be exported."""
-    from parley.train.codec_train import STATE_FILE
+    from parley.train.vocoder_train import STATE_FILE
 
     path = codec_work / "run" / STATE_FILE
     state = torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else {}
