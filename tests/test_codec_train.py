@@ -115,7 +115,7 @@ def test_start_share_of_crops_begin_where_utterances_begin(share: float) -> None
 
 def _run_until(vocoder, data, cfg, work, stop_at: int) -> None:
     """Train with the cosine horizon of ``cfg`` but stop (and save) at ``stop_at``."""
-    import parley.train.codec_train as ct
+    import parley.train.vocoder_train as ct
 
     original = ct.warmup_cosine
 
