@@ -314,6 +314,7 @@ def serve(args: argparse.Namespace, log: Log) -> int:
                 f"serving ws://{args.host}:{port}{REALTIME_PATHS[0]} (clients: base URL "
                 f"ws://{args.host}:{port}/v1); /healthz, /metrics; Ctrl-C stops"
             )
+            log(f"talk to it in a browser: http://{_url_host(args.host)}:{port}/")
             if token_source is not None:
                 log(f"clients need the bearer token from {token_source} (also for /metrics)")
             how = "--max-sessions" if args.max_sessions is not None else "2 per CPU core"
@@ -323,6 +324,14 @@ def serve(args: argparse.Namespace, log: Log) -> int:
 
     with_model(args, log, run)
     return 0
+
+
+def _url_host(host: str) -> str:
+    """``host`` as a browser takes it: a wildcard bind is reached on loopback (a secure
+    context, where the page may use the microphone), an IPv6 address in brackets."""
+    if host in ("0.0.0.0", "", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def chat(args: argparse.Namespace, log: Log) -> int:

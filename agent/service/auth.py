@@ -5,6 +5,11 @@ The token comes from ``--token``, ``--token-file`` or ``$PARLEY_TOKEN`` (in that
 the two flags together are refused as ambiguous). ``--token`` shows in ``ps`` to every
 user of the machine, so the other two are the ones to use on a shared host.
 
+Browsers cannot set headers on a WebSocket, so a page sends the token as a WebSocket
+subprotocol instead: ``parley-token.<token in unpadded base64url>`` (any printable token
+survives that encoding), or ``openai-insecure-api-key.<token>`` as the Realtime API's own
+browser clients do. Either keeps the token out of the URL, where proxies and logs keep it.
+
 A request's token is compared byte for byte with ``hmac.compare_digest``: one that differs
 in any byte, whitespace included, is refused, and how long a refusal takes does not tell
 how much of a guess was right.
@@ -12,6 +17,8 @@ how much of a guess was right.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import os
 from collections.abc import Mapping
@@ -22,6 +29,8 @@ from websockets.datastructures import Headers
 from parley.errors import ConfigError
 
 TOKEN_ENV = "PARLEY_TOKEN"
+TOKEN_SUBPROTOCOLS = ("parley-token.", "openai-insecure-api-key.")
+"""Prefixes of the subprotocols that carry a token: ours (base64url), the Realtime API's."""
 # A token file holds a few dozen bytes. Reading no more than this keeps a wrong path
 # (/dev/zero, a log file) from hanging the start or filling memory.
 MAX_TOKEN_FILE_BYTES = 4096
@@ -82,18 +91,44 @@ def check_token(token: str, source: str) -> str:
 
 
 def authorized(headers: Headers, token: str) -> bool:
-    """Whether ``headers`` carry ``Authorization: Bearer <token>`` exactly; raises
+    """Whether ``headers`` carry ``Authorization: Bearer <token>`` exactly or, without an
+    Authorization header, offer the token as a subprotocol; raises
     :class:`AuthHeaderError` for a request with more than one Authorization header."""
     values = headers.get_all("Authorization")
     if len(values) > 1:
         raise AuthHeaderError(f"{len(values)} Authorization headers; send exactly one")
+    expected = token.encode("ascii")
     if not values:
-        return False
+        offered = subprotocol_tokens(headers)
+        # Every offer is compared, so the time taken does not tell which one was close.
+        matches = [hmac.compare_digest(given, expected) for given in offered]
+        return any(matches)
     scheme, sep, given = values[0].partition(" ")
     # Header values are decoded as ISO-8859-1 (websockets), so this gives back the bytes
     # that came over the wire; the token itself is ASCII (checked at start-up).
     return (
         sep == " "
         and scheme.lower() == "bearer"  # the scheme is case-insensitive (RFC 9110 11.1)
-        and hmac.compare_digest(given.encode("iso-8859-1"), token.encode("ascii"))
+        and hmac.compare_digest(given.encode("iso-8859-1"), expected)
     )
+
+
+def subprotocol_tokens(headers: Headers) -> list[bytes]:
+    """The tokens a browser offered as WebSocket subprotocols (see the module's doc)."""
+    offered = [
+        item.strip()
+        for value in headers.get_all("Sec-WebSocket-Protocol")
+        for item in value.split(",")
+    ]
+    ours, theirs = TOKEN_SUBPROTOCOLS
+    tokens = []
+    for item in offered:
+        if item.startswith(ours):
+            encoded = item[len(ours) :]
+            try:
+                tokens.append(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+            except (binascii.Error, ValueError):
+                continue  # not base64url: no token was offered in it
+        elif item.startswith(theirs):
+            tokens.append(item[len(theirs) :].encode("iso-8859-1"))
+    return tokens

@@ -1,4 +1,5 @@
-"""The WebSocket server: Realtime sessions at ``/v1/realtime``, ``/healthz``, ``/metrics``.
+"""The WebSocket server: Realtime sessions at ``/v1/realtime``, ``/healthz``, ``/metrics``,
+and the browser client at ``/``.
 
 One :class:`Agent` (one engine) serves every connection. Each connection gets its own
 :class:`RealtimeBridge`, audio-clock task and send queue, and everything that can go
@@ -14,7 +15,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from parley.agent.core.clock import Clock
 from parley.agent.service.api import Agent, CapacityError, SessionIdError
@@ -31,6 +33,7 @@ from parley.agent.service.bridge import RealtimeBridge
 from parley.agent.service.budget import Budget
 from parley.agent.service.limits import ServiceLimits
 from parley.agent.service.metrics import ServiceMetrics
+from parley.agent.service.pages import SECURITY_HEADERS, WebPages
 from parley.agent.service.protocol import ProtocolError
 from parley.agent.service.watch import CLOSE_SLOW_CONSUMER, ConnectionWatch, Expiry
 
@@ -41,6 +44,9 @@ log = logging.getLogger("parley.service")
 REALTIME_PATHS = ("/v1/realtime", "/realtime")
 CLOSE_GRACE_S = 2.0
 """How long a connection closed for misuse has to complete the close handshake."""
+SUBPROTOCOL = "realtime"
+"""Chosen when offered: a browser must offer one to send its token (see ``auth``), and it
+drops a connection whose server does not choose one of those it offered."""
 
 
 class RealtimeServer:
@@ -64,18 +70,27 @@ class RealtimeServer:
         self.clock_factory = clock_factory
         self.session_options = session_options or {}  # passed to Agent.open_session (tests)
         agent.max_sessions = self.limits.max_sessions
+        self.pages = WebPages()
 
     # ------------------------------------------------------------------ HTTP side
 
     def _respond(
-        self, connection: ServerConnection, status: HTTPStatus, body: str, content_type: str
+        self,
+        connection: ServerConnection,
+        status: HTTPStatus,
+        body: str | bytes,
+        content_type: str,
+        extra: Sequence[tuple[str, str]] = (),
     ) -> Response:
-        response = connection.respond(status, body)
+        data = body.encode() if isinstance(body, str) else body
+        response = connection.respond(status, "")
+        response.body = data
         response.headers = Headers(
             [
                 ("Content-Type", content_type),
-                ("Content-Length", str(len(response.body))),
+                ("Content-Length", str(len(data))),
                 ("Connection", "close"),
+                *extra,
             ]
         )
         return response
@@ -101,6 +116,12 @@ class RealtimeServer:
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
+        asset = self.pages.get(path)
+        if asset is not None:
+            # The page is public: what it may do is up to the token, checked on connect.
+            return self._respond(
+                connection, HTTPStatus.OK, asset.body, asset.content_type, SECURITY_HEADERS
+            )
         if path == "/healthz":
             body = json.dumps({"status": "ok", "sessions": len(self.agent.sessions)})
             return self._respond(connection, HTTPStatus.OK, body + "\n", "application/json")
@@ -124,7 +145,9 @@ class RealtimeServer:
                 f"not found; Realtime sessions are at {REALTIME_PATHS[0]}\n",
                 "text/plain",
             )
-        refused = self._refuse_unauthorized(connection, request)
+        refused = self._refuse_cross_origin(connection, request)
+        if refused is None:
+            refused = self._refuse_unauthorized(connection, request)
         if refused is not None:
             return refused
         if len(self.agent.sessions) >= self.limits.max_sessions:
@@ -138,7 +161,35 @@ class RealtimeServer:
             )
             response.headers["Retry-After"] = "5"
             return response
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            # A page cannot read why a WebSocket handshake was refused, so it asks first
+            # with a plain GET: the same checks, and 200 where a connection would be taken.
+            return self._respond(
+                connection,
+                HTTPStatus.OK,
+                "ready: a WebSocket upgrade here opens a session\n",
+                "text/plain",
+            )
         return None
+
+    def _refuse_cross_origin(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        """Without a token, only this server's own page may open a session from a
+        browser: any site the user visits could otherwise use the agent behind their back.
+        Clients that are not browsers send no Origin and are not affected."""
+        origin = request.headers.get("Origin")
+        if self.token is not None or origin is None:
+            return None
+        if urlsplit(origin).netloc == request.headers.get("Host"):
+            return None
+        self.metrics.sessions_rejected["cross_origin"] += 1
+        return self._respond(
+            connection,
+            HTTPStatus.FORBIDDEN,
+            "a page from another origin may connect only to a server with a token\n",
+            "text/plain",
+        )
 
     # ------------------------------------------------------------------ sessions
 
@@ -307,6 +358,7 @@ class RealtimeServer:
             host,
             port,
             process_request=self.process_request,
+            select_subprotocol=_select_subprotocol,
             max_size=2 * self.limits.max_message_bytes,
             compression=None,
             server_header="parley",
@@ -314,6 +366,12 @@ class RealtimeServer:
             yield server
         for session in self.agent.sessions:
             await session.aclose()
+
+
+def _select_subprotocol(
+    connection: ServerConnection, offered: Sequence[Subprotocol]
+) -> Subprotocol | None:
+    return Subprotocol(SUBPROTOCOL) if SUBPROTOCOL in offered else None
 
 
 def _model_name(path: str) -> str:
