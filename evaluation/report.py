@@ -18,6 +18,7 @@ COLUMNS = (
     ("whisper", "whisper", "key heard in the reply audio by faster-whisper tiny.en"),
     ("sphinx", "sphinx", "key heard by pocketsphinx, grammar and LM agreeing"),
     ("says_text", "audio=text", f"Whisper's transcript matches the model's text (word acc. >= {SAYS_TEXT_MIN})"),
+    ("voice_says_text", "voice=text", "the agent voice's own recording of the same reply text matches it in Whisper's ears (word acc. >= 0.9): the ceiling of audio=text with this voice and judge, of the replies the corpus recorded"),
     ("speech_is_units", "speech=units", "replies whose speech tokens are exactly the agent voice's own units for their text (so any miss in the audio is the codec's), of those the corpus recorded"),
     ("refusal", "refusal", "out-of-domain questions refused (Whisper), of n_ood"),
     ("followup", "follow-up", "follow-up turns answered (Whisper), of n_fu"),
@@ -42,6 +43,10 @@ def group_metrics(records: list[dict]) -> dict[str, float | int | None]:
         "whisper": _rate(records, lambda r: r["ok_whisper"]),
         "sphinx": _rate(records, lambda r: r["ok_sphinx"]),
         "says_text": _rate(records, lambda r: r["says_text_wacc"] >= SAYS_TEXT_MIN),
+        "voice_says_text": _rate(
+            [r for r in records if r.get("voice_says_text_wacc") is not None],
+            lambda r: r["voice_says_text_wacc"] >= SAYS_TEXT_MIN,
+        ),
         "speech_is_units": _rate(
             [r for r in records if r.get("speech_is_units") is not None],
             lambda r: r["speech_is_units"],

@@ -161,21 +161,36 @@ class VoiceUnits:
         self.tokenizer = checkpoint.speech_tokenizer
         self.layout = checkpoint.manifest.vocab
         self._cache: dict[str, list[int] | None] = {}
+        self._heard: dict[str, float | None] = {}
+
+    def recording(self, text: str) -> np.ndarray | None:
+        """The voice saying ``text`` as the LM learnt it (trimmed); None where the corpus
+        has no recording."""
+        from parley.speech_io.audio import load_audio
+        from parley.train.corpus import answer_path
+        from parley.train.lm_data import trim_reply
+
+        path = self.corpus / answer_path(text)
+        return trim_reply(load_audio(path, 16000)) if normalize(text) and path.is_file() else None
 
     def reference(self, text: str) -> list[int] | None:
         """Units of ``text`` in the agent's voice; None where the corpus has no recording."""
         if text not in self._cache:
-            from parley.speech_io.audio import load_audio
-            from parley.train.corpus import answer_path
-            from parley.train.lm_data import trim_reply
-
-            path = self.corpus / answer_path(text)
+            audio = self.recording(text)
             self._cache[text] = (
-                [int(c) for c in self.tokenizer.encode(trim_reply(load_audio(path, 16000)))]
-                if text and path.is_file()
-                else None
+                None if audio is None else [int(c) for c in self.tokenizer.encode(audio)]
             )
         return self._cache[text]
+
+    def voice_says_text(self, text: str, whisper: WhisperJudge) -> float | None:
+        """Whisper's word accuracy on the voice's own recording of ``text``: how well the
+        judge follows this voice at all, so the ceiling of the model's audio=text."""
+        if text not in self._heard:
+            audio = self.recording(text)
+            self._heard[text] = (
+                None if audio is None else round(word_accuracy(text, whisper.transcribe(audio)), 3)
+            )
+        return self._heard[text]
 
     def match(self, text: str, token_ids: list[int]) -> bool | None:
         """Whether the reply's speech tokens are exactly the voice's units for its text."""
@@ -230,6 +245,7 @@ async def _run_dialogues(model, cfg, dialogues, corpus, out, judges, log) -> lis
                         "reply_text": result.text,
                         **verdict,
                         "speech_is_units": units.match(result.text, result.token_ids),
+                        "voice_says_text_wacc": units.voice_says_text(result.text, judges.whisper),
                         "reply_audio_s": round(len(result.audio) / result.sample_rate, 3),
                         "first_audio_ms": latency.get("first_audio_out"),
                         "first_text_ms": latency.get("first_text_token"),

@@ -199,6 +199,14 @@ async def test_refusals_a_person_can_act_on(model):
                 "() => window.parley.state === 'listening'", timeout=10_000
             )
             assert len(server.agent.sessions) == 1 and await problem.is_hidden()
+            # Settings apply to the live session, and the page shows what the server took.
+            await page.click("details.settings summary")
+            await page.select_option("select[name=type]", "semantic_vad")
+            await page.select_option("select[name=eagerness]", "high")
+            await page.click("#settings button[type=submit]")
+            said = page.locator("#settings-said")
+            await said.filter(has_text="applied: semantic_vad (high)").wait_for(timeout=10_000)
+            assert server.agent.sessions[0].settings.eagerness == "high"
             # The one place is taken: a second page is told to wait.
             other = await open_page(chromium, port, errors)
             await other.fill("#token", TOKEN)

@@ -140,6 +140,7 @@ def test_eval_end_to_end_writes_report_results_and_audio(
         assert 0.0 <= t["says_text_wacc"] <= 1.0
         assert isinstance(t["whisper"], str) and isinstance(t["sphinx_lm"], str)
         assert t["speech_is_units"] is None  # this corpus has no recordings of the agent
+        assert t["voice_says_text_wacc"] is None
 
     summary = data["summary"]
     assert set(summary["by_condition"]) == {"voice", "phrasing", "noise-white"}
@@ -205,3 +206,16 @@ def test_voice_units_tell_the_lm_from_the_codec(tiny_checkpoint, tmp_path):
     said[3] = layout.speech_offset + (ref[1] + 1) % layout.codebook_size
     assert units.match(text, said) is False
     assert units.match("a sentence nobody recorded", said) is None
+
+    class Ears:  # stands in for Whisper: hears the voice drop a word
+        calls = 0
+
+        def transcribe(self, audio):
+            Ears.calls += 1
+            assert audio.ndim == 1 and audio.size > 16000  # the recording, trimmed
+            return "seven plus is twelve"
+
+    ears = Ears()
+    assert units.voice_says_text(text, ears) == 0.8
+    assert units.voice_says_text(text, ears) == 0.8 and Ears.calls == 1  # once per text
+    assert units.voice_says_text("a sentence nobody recorded", ears) is None

@@ -4,6 +4,7 @@ connects, and the rule that keeps other sites' pages off a server without a toke
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from dataclasses import replace
 
@@ -16,6 +17,26 @@ from parley.agent.service.pages import WEB_DIR, WebPages
 from tests.test_service_hardening import TOKEN, handshake, running, sessions_gone
 
 pytestmark = pytest.mark.slow
+
+
+async def raw_handshake(port: int, headers: list[tuple[str, bytes]]) -> int:
+    """The status of a handshake whose Host header is ``headers``' own."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        lines = [
+            b"GET /v1/realtime HTTP/1.1",
+            b"Upgrade: websocket",
+            b"Connection: Upgrade",
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            b"Sec-WebSocket-Version: 13",
+            *(name.encode() + b": " + value for name, value in headers),
+        ]
+        writer.write(b"\r\n".join(lines) + b"\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(10):
+            return int((await reader.readline()).split()[1])
+    finally:
+        writer.close()
 
 
 def parley_token(token: str) -> str:
@@ -82,6 +103,12 @@ async def test_a_browser_sends_the_token_as_a_subprotocol(tiny_model):
             assert ws.subprotocol == "realtime"
             assert len(server.agent.sessions) == 1
         await sessions_gone(server)
+        # One token per handshake: more offers would be more guesses at once.
+        two = ["realtime", parley_token("guess"), parley_token(token)]
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url, subprotocols=two):
+                pass
+        assert refused.value.response.status_code == 400
         for offered in ([parley_token("wrong")], ["parley-token.!!!"], ["realtime"]):
             with pytest.raises(InvalidStatus) as refused:
                 async with connect(url, subprotocols=["realtime", *offered]):
@@ -107,7 +134,16 @@ async def test_other_sites_pages_need_a_token(tiny_model):
         await sessions_gone(server)
         assert await handshake(port, [("Origin", b"http://elsewhere.example")]) == 403
         assert await handshake(port, [("Origin", b"http://127.0.0.1:1")]) == 403
-        assert server.metrics.sessions_rejected == {"cross_origin": 2}
+        # A site that rebinds its own name to 127.0.0.1 sends a matching Host: refused,
+        # since a page of this server is only ever opened at a loopback name.
+        rebound = f"evil.example:{port}".encode()
+        with_host = [("Origin", b"http://" + rebound), ("Host", rebound)]
+        assert await raw_handshake(port, with_host) == 403
+        local = f"localhost:{port}".encode()
+        assert await raw_handshake(port, [("Origin", b"http://" + local), ("Host", local)]) == 101
+        await sessions_gone(server)
+        assert await handshake(port, [("Origin", here), ("Origin", here)]) == 400
+        assert server.metrics.sessions_rejected == {"cross_origin": 3, "bad_request": 1}
     async with running(tiny_model, token=TOKEN) as (server, port):
         # With a token the token decides: a page that has it may be served from anywhere.
         elsewhere = [("Origin", b"http://elsewhere.example")]

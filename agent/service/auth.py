@@ -93,16 +93,15 @@ def check_token(token: str, source: str) -> str:
 def authorized(headers: Headers, token: str) -> bool:
     """Whether ``headers`` carry ``Authorization: Bearer <token>`` exactly or, without an
     Authorization header, offer the token as a subprotocol; raises
-    :class:`AuthHeaderError` for a request with more than one Authorization header."""
+    :class:`AuthHeaderError` for a request with more than one Authorization header or more
+    than one token among its subprotocols (each offer would be one more guess)."""
     values = headers.get_all("Authorization")
     if len(values) > 1:
         raise AuthHeaderError(f"{len(values)} Authorization headers; send exactly one")
     expected = token.encode("ascii")
     if not values:
-        offered = subprotocol_tokens(headers)
-        # Every offer is compared, so the time taken does not tell which one was close.
-        matches = [hmac.compare_digest(given, expected) for given in offered]
-        return any(matches)
+        given = subprotocol_token(headers)
+        return given is not None and hmac.compare_digest(given, expected)
     scheme, sep, given = values[0].partition(" ")
     # Header values are decoded as ISO-8859-1 (websockets), so this gives back the bytes
     # that came over the wire; the token itself is ASCII (checked at start-up).
@@ -113,22 +112,25 @@ def authorized(headers: Headers, token: str) -> bool:
     )
 
 
-def subprotocol_tokens(headers: Headers) -> list[bytes]:
-    """The tokens a browser offered as WebSocket subprotocols (see the module's doc)."""
+def subprotocol_token(headers: Headers) -> bytes | None:
+    """The token a browser offered as a WebSocket subprotocol (see the module's doc), or
+    None; more than one offer is an :class:`AuthHeaderError`."""
     offered = [
         item.strip()
         for value in headers.get_all("Sec-WebSocket-Protocol")
         for item in value.split(",")
     ]
+    bearing = [item for item in offered if item.startswith(TOKEN_SUBPROTOCOLS)]
+    if len(bearing) > 1:
+        raise AuthHeaderError(f"{len(bearing)} tokens among the subprotocols; offer one")
+    if not bearing:
+        return None
     ours, theirs = TOKEN_SUBPROTOCOLS
-    tokens = []
-    for item in offered:
-        if item.startswith(ours):
-            encoded = item[len(ours) :]
-            try:
-                tokens.append(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
-            except (binascii.Error, ValueError):
-                continue  # not base64url: no token was offered in it
-        elif item.startswith(theirs):
-            tokens.append(item[len(theirs) :].encode("iso-8859-1"))
-    return tokens
+    item = bearing[0]
+    if item.startswith(theirs):
+        return item[len(theirs) :].encode("iso-8859-1")
+    encoded = item[len(ours) :]
+    try:
+        return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    except (binascii.Error, ValueError):
+        return None  # not base64url: it carries no token a client could have meant

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import time
@@ -161,7 +162,7 @@ class RealtimeServer:
             )
             response.headers["Retry-After"] = "5"
             return response
-        if request.headers.get("Upgrade", "").lower() != "websocket":
+        if "websocket" not in [v.lower() for v in request.headers.get_all("Upgrade")]:
             # A page cannot read why a WebSocket handshake was refused, so it asks first
             # with a plain GET: the same checks, and 200 where a connection would be taken.
             return self._respond(
@@ -177,17 +178,24 @@ class RealtimeServer:
     ) -> Response | None:
         """Without a token, only this server's own page may open a session from a
         browser: any site the user visits could otherwise use the agent behind their back.
-        Clients that are not browsers send no Origin and are not affected."""
-        origin = request.headers.get("Origin")
+        The host must be a loopback name too, or a site could rebind its own name to
+        127.0.0.1 and be "this server". Clients that are not browsers send no Origin."""
+        try:
+            origin = _one_header(request, "Origin")
+            host = _one_header(request, "Host")
+        except ValueError as exc:
+            self.metrics.sessions_rejected["bad_request"] += 1
+            return self._respond(connection, HTTPStatus.BAD_REQUEST, f"{exc}\n", "text/plain")
         if self.token is not None or origin is None:
             return None
-        if urlsplit(origin).netloc == request.headers.get("Host"):
+        if urlsplit(origin).netloc == host and _is_loopback_name(urlsplit(origin).hostname):
             return None
         self.metrics.sessions_rejected["cross_origin"] += 1
         return self._respond(
             connection,
             HTTPStatus.FORBIDDEN,
-            "a page from another origin may connect only to a server with a token\n",
+            "without a token, only this server's own page at a loopback address "
+            "(http://127.0.0.1:PORT/, http://localhost:PORT/) may connect\n",
             "text/plain",
         )
 
@@ -366,6 +374,22 @@ class RealtimeServer:
             yield server
         for session in self.agent.sessions:
             await session.aclose()
+
+
+def _one_header(request: Request, name: str) -> str | None:
+    values = request.headers.get_all(name)
+    if len(values) > 1:
+        raise ValueError(f"{len(values)} {name} headers; send at most one")
+    return values[0] if values else None
+
+
+def _is_loopback_name(hostname: str | None) -> bool:
+    if hostname in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(hostname or "").is_loopback
+    except ValueError:
+        return False
 
 
 def _select_subprotocol(

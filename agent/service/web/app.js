@@ -34,6 +34,7 @@ class Page {
     this.conversation = new Conversation($("conversation"));
     this.conn = null;
     this.audio = null;
+    this.connecting = false;
     this.reset();
     $("talk").onclick = () => (this.conn ? this.stop() : this.start());
     $("reconnect").onclick = () => this.start();
@@ -65,17 +66,24 @@ class Page {
   // ---------------------------------------------------------------- connection
 
   async start() {
+    if (this.connecting || this.conn) return;
     this.problem(null);
     $("reconnect").hidden = true;
     $("talk").disabled = true;
     this.connecting = true;
     this.reset();
+    // Each session has its own connection and audio; whatever either reports after it
+    // was replaced (a late event, a late worklet message) is dropped.
     const conn = new RealtimeConnection(
-      (event) => this.receive(event),
-      (code, reason) => this.lost(code, reason),
+      (event) => conn === this.conn && this.receive(event),
+      (code, reason) => this.lost(conn, code, reason),
     );
+    const audio = new AudioIO(RATE);
+    audio.onCapture = (pcm, frame) => audio === this.audio && this.captured(pcm, frame);
+    audio.onPlayer = (msg) => audio === this.audio && this.fromPlayer(msg);
     try {
-      await conn.open($("token").value);
+      const token = checkedToken($("token").value);
+      await conn.open(token);
       this.conn = conn;
       conn.send({
         type: "session.update",
@@ -87,19 +95,21 @@ class Page {
           },
         },
       });
-      this.audio = new AudioIO(RATE);
-      this.audio.onCapture = (pcm, frame) => this.captured(pcm, frame);
-      this.audio.onPlayer = (msg) => this.fromPlayer(msg);
-      await this.audio.start();
+      this.audio = audio;
+      await audio.start();
+      if (this.conn !== conn) {
+        await audio.stop(); // the connection went while the browser asked for the microphone
+        return;
+      }
       $("talk").textContent = "Stop";
       $("talk").classList.add("on");
     } catch (err) {
-      if (!(err instanceof ConnectError || err instanceof MicrophoneError)) throw err;
       conn.close();
-      this.conn = null;
-      if (this.audio) await this.audio.stop();
-      this.audio = null;
-      this.problem(err.message);
+      await audio.stop();
+      if (this.conn === conn) this.conn = null;
+      if (this.audio === audio) this.audio = null;
+      const known = err instanceof ConnectError || err instanceof MicrophoneError;
+      this.problem(known ? err.message : `Could not start: ${err.message || err}`);
     } finally {
       this.connecting = false;
       $("talk").disabled = false;
@@ -108,20 +118,24 @@ class Page {
 
   async stop() {
     const conn = this.conn;
+    const audio = this.audio;
     this.conn = null;
-    conn.close();
-    if (this.audio) await this.audio.stop();
     this.audio = null;
+    conn.close();
+    if (audio) await audio.stop();
+    this.reset();
     $("talk").textContent = "Talk";
     $("talk").classList.remove("on");
   }
 
-  async lost(code, reason) {
+  async lost(conn, code, reason) {
+    if (conn !== this.conn) return; // an old connection's end is not this session's
     // The reply that was playing is gone with its session: stop it and do not replay it.
     if (this.response) this.response.entry.cut("✂ connection lost");
+    const audio = this.audio;
     this.conn = null;
-    if (this.audio) await this.audio.stop();
     this.audio = null;
+    if (audio) await audio.stop();
     this.reset();
     $("talk").textContent = "Talk";
     $("talk").classList.remove("on");
@@ -183,7 +197,8 @@ class Page {
         if (this.isCurrent(event)) this.response.entry.append(event.delta);
         break;
       case "response.output_audio.delta":
-        if (this.isCurrent(event)) {
+        // Nothing of a reply the user cut is played, even if some of it was on its way.
+        if (this.isCurrent(event) && !this.response.drained) {
           this.response.itemId = event.item_id;
           const bytes = bytesFromBase64(event.delta);
           this.audio.play(this.response.id, new Int16Array(bytes.buffer));
@@ -217,18 +232,26 @@ class Page {
     // The server sends speech_started over a reply only once the user has taken the
     // turn (a backchannel only pauses it), so the reply is over: stop what is buffered
     // and tell the server how much of it was heard.
+    const { conn, audio } = this;
+    reply.drained = true;
+    if (!reply.started) {
+      // Cut before a sound of it played: nothing to stop, no stop time to show.
+      audio.clear();
+      this.finishIfOver();
+      return;
+    }
     const onset = this.frameAt(event.audio_start_ms);
     const wasPlaying = this.playing;
-    const cleared = await this.audio.clear();
+    const cleared = await audio.clear();
+    if (cleared === null || this.conn !== conn) return; // stopped or lost meanwhile
+    this.playing = false;
     const stopped = wasPlaying || this.lastDry === null ? cleared.frame : this.lastDry;
     const bargeInMs = Math.max(0, ((stopped - onset) * 1000) / RATE);
     reply.entry.note(`stopped in ${Math.round(bargeInMs)} ms`);
     stats.turns.push({ bargeInMs });
-    reply.drained = true;
-    this.playing = false;
     const played = cleared.played[reply.id] || 0;
     if (reply.itemId !== null) {
-      this.conn.send({
+      conn.send({
         type: "conversation.item.truncate",
         item_id: reply.itemId,
         content_index: 0,
@@ -381,6 +404,16 @@ class Page {
     $("level-in").style.width = `${meter(levels.input)}%`;
     $("level-out").style.width = `${meter(levels.output)}%`;
   }
+}
+
+// The server refuses tokens with spaces at either end, and fetch would drop them from the
+// header but not from the subprotocol: a pasted token's stray space is not part of it.
+function checkedToken(raw) {
+  const token = raw.trim();
+  if (!/^[\x20-\x7e]*$/.test(token)) {
+    throw new ConnectError("token", "A token is printable ASCII: check what was pasted into the token field.");
+  }
+  return token;
 }
 
 function meter(db) {

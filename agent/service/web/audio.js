@@ -16,6 +16,11 @@ export class AudioIO {
   }
 
   async start() {
+    if (!navigator.mediaDevices) {
+      throw new MicrophoneError(
+        "The browser offers the microphone only to secure pages: open this page at http://127.0.0.1:PORT/ or http://localhost:PORT/, or serve it over HTTPS.",
+      );
+    }
     let stream;
     try {
       stream = await navigator.mediaDevices.getUserMedia({
@@ -32,12 +37,20 @@ export class AudioIO {
     }
     // The context runs at the session's rate, so the browser resamples the microphone
     // and the server resamples nothing.
+    this.stream = stream;
     const ctx = new AudioContext({ sampleRate: this.rate, latencyHint: "interactive" });
     this.context = ctx;
-    this.stream = stream;
+    let mic;
+    try {
+      mic = ctx.createMediaStreamSource(stream);
+    } catch (err) {
+      if (err.name !== "NotSupportedError") throw err;
+      throw new MicrophoneError(
+        `This browser cannot take the microphone at ${this.rate} Hz (Firefox cannot yet); use Chromium or Chrome.`,
+      );
+    }
     await ctx.audioWorklet.addModule("/web/capture-worklet.js");
     await ctx.audioWorklet.addModule("/web/playback-worklet.js");
-    const mic = ctx.createMediaStreamSource(stream);
     this.inLevel = ctx.createAnalyser();
     this.outLevel = ctx.createAnalyser();
     const capture = new AudioWorkletNode(ctx, "parley-capture", {
@@ -69,7 +82,8 @@ export class AudioIO {
     this.player.port.postMessage({ type: "end", id });
   }
 
-  // Stops playback; resolves with {frame, played: {id: samples}} once the worklet stopped.
+  // Stops playback; resolves with {frame, played: {id: samples}} once the worklet stopped,
+  // or with null if the audio was shut down first.
   clear() {
     return new Promise((resolve) => {
       this.waiting.push(resolve);
@@ -86,7 +100,9 @@ export class AudioIO {
   }
 
   async stop() {
+    this.waiting.splice(0).forEach((done) => done(null)); // clear() answers: stopped
     if (this.stream) this.stream.getTracks().forEach((t) => t.stop());
+    this.stream = null;
     if (this.context) await this.context.close();
     this.context = null;
   }

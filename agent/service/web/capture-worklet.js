@@ -9,12 +9,13 @@ class CaptureProcessor extends AudioWorkletProcessor {
     this.frame = new Int16Array(this.size);
     this.filled = 0;
     this.firstFrame = 0;
+    this.quiet = new Float32Array(128);
   }
 
   process(inputs) {
-    const channel = inputs[0] && inputs[0][0];
-    // No input yet (the track is starting): the clock goes on without us.
-    if (!channel) return true;
+    // No input (the track is starting or stalled): send silence, so the server's timeline
+    // stays the page's clock and its audio_*_ms land where the page plays.
+    const channel = (inputs[0] && inputs[0][0]) || this.quiet;
     for (let i = 0; i < channel.length; i++) {
       if (this.filled === 0) this.firstFrame = currentFrame + i;
       let x = channel[i];

@@ -34,6 +34,10 @@ class PlaybackProcessor extends AudioWorkletProcessor {
       this.buffered += data.length;
     } else if (msg.type === "end") {
       this.ended.add(msg.id);
+      // Ran dry before the end was known: say so now, or the page waits for it forever.
+      if (!this.playing && !this.queue.some((chunk) => chunk.id === msg.id)) {
+        this.port.postMessage({ type: "dry", frame: currentFrame });
+      }
     } else if (msg.type === "clear") {
       this.queue = [];
       this.buffered = 0;

@@ -102,7 +102,10 @@ export class RealtimeConnection {
 
   close() {
     this.closing = true;
-    if (this.ws) this.ws.close(1000, "the user stopped");
+    if (this.ws) {
+      this.ws.onmessage = null;
+      this.ws.close(1000, "the user stopped");
+    }
     this.ws = null;
   }
 }
