@@ -48,6 +48,20 @@ def _add_train_turns_command(sub: Subcommands) -> None:
     turns.add_argument("--seed", type=int, default=0, help="(default: 0)")
     turns.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's)")
     turns.add_argument("--no-progress", action="store_true", help="no progress bars")
+    turns.add_argument(
+        "--cut-in", action="store_true",
+        help="train the cut-in detector instead (CHECKPOINT/cut_in/): whether user speech "
+        "over a reply takes the turn (wait, stop, a new question) or is a backchannel "
+        "(uh-huh, right), from phrases spoken in the corpus voices (--questions unused)",
+    )  # fmt: skip
+    turns.add_argument(
+        "--phrases", type=int, default=40, metavar="N",
+        help="--cut-in: backchannels, commands and questions, N of each per voice (default: 40)",
+    )  # fmt: skip
+    turns.add_argument(
+        "--voices", default="", metavar="A,B",
+        help="--cut-in: training voices (default: every installed training voice)",
+    )  # fmt: skip
 
 
 def _add_corpus_command(sub: Subcommands) -> None:

@@ -401,9 +401,11 @@ def train(args: argparse.Namespace, log: Log) -> int:
 
 
 def train_turns(args: argparse.Namespace, log: Log) -> int:
+    from parley.train.cut_in_train import train_cut_in_detector
     from parley.train.turn_train import TurnTrainOptions, train_turn_detector
 
-    train_turn_detector(
+    train = train_cut_in_detector if args.cut_in else train_turn_detector
+    train(
         TurnTrainOptions(
             checkpoint=args.checkpoint,
             corpus=args.corpus,
@@ -414,6 +416,8 @@ def train_turns(args: argparse.Namespace, log: Log) -> int:
             seed=args.seed,
             threads=args.threads,
             progress=not args.no_progress,
+            phrases=args.phrases,
+            voices=tuple(v for v in args.voices.split(",") if v),
         ),
         log,
     )

@@ -8,6 +8,11 @@ begun (:mod:`parley.agent.core.endpoint`).
 
 It is an optional part of a checkpoint (``turn/``): a model without one keeps the
 silence timer.
+
+The same head, trained on other examples, judges user speech over a reply: whether its
+words take the turn ("wait", "stop", a new question) or only acknowledge it ("uh-huh",
+"right"). That one is the checkpoint's ``cut_in/`` part (:mod:`parley.train.cut_in_data`);
+without it, barge-in goes by duration alone.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from parley.errors import CheckpointError
 from parley.weights import load_file_into, save_state
 
 TURN_DIR = "turn"
+CUT_IN_DIR = "cut_in"
 _CONFIG = "config.json"
 _WEIGHTS = "model.safetensors"
 
@@ -62,17 +68,18 @@ class TurnDetector(nn.Module):
         """P(finished) after the utterance whose encoder frames are ``frames``."""
         return float(torch.sigmoid(self(self.window(frames)[None]))[0])
 
-    def save(self, checkpoint: Path) -> Path:
-        out = Path(checkpoint) / TURN_DIR
+    def save(self, checkpoint: Path, folder: str = TURN_DIR) -> Path:
+        out = Path(checkpoint) / folder
         out.mkdir(parents=True, exist_ok=True)
         (out / _CONFIG).write_text(json.dumps(asdict(self.cfg), indent=1) + "\n")
         save_state(self, out / _WEIGHTS)
         return out
 
 
-def load_turn_detector(checkpoint: Path) -> TurnDetector | None:
-    """The checkpoint's detector, or None when it has none (the silence timer is used)."""
-    folder = Path(checkpoint) / TURN_DIR
+def load_turn_detector(checkpoint: Path, part: str = TURN_DIR) -> TurnDetector | None:
+    """The checkpoint's detector (``part``: ``turn`` or ``cut_in``), or None when it has
+    none (the silence timer, or barge-in by duration, is used)."""
+    folder = Path(checkpoint) / part
     if not folder.is_dir():
         return None
     try:

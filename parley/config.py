@@ -338,6 +338,16 @@ class AgentConfig(_Section):
             "it, shorter speech (a backchannel, a noise) resumes it where it paused."
         ),
     )
+    cut_in_by_words: bool = Field(
+        True,
+        description=(
+            "Where the checkpoint has a cut-in detector, the words of user speech over a "
+            "reply decide too: 'wait', 'stop' or a new question cut it as soon as the "
+            "detector is sure, also when shorter than min_interruption_ms; words it is sure "
+            "only acknowledge ('uh-huh', 'yeah yeah right') may run to twice that and still "
+            "resume the reply. Off, or without a detector: by duration alone."
+        ),
+    )
     echo_cancellation: bool = Field(
         True, description="Cancel the agent's own voice in the microphone before the VAD."
     )

@@ -1,5 +1,7 @@
 """The barge-in rules on their own: moves from states and samples, no session."""
 
+import pytest
+
 from parley.agent.core.barge_in import Action, BargeIn, Move
 from parley.agent.core.events import AgentState as S
 
@@ -61,3 +63,110 @@ def test_leaving_pause_by_other_means_clears_the_tentative_mark():
     b.forget()
     assert b.frame(S.INTERRUPTED, 2100, tentative_onset=None, starting=False) is None
     assert b.tentative_since is None and b.onset is None
+
+
+def words_rules() -> BargeIn:
+    return BargeIn(tentative_hold=1600, min_interruption=9600, words_from=4000)
+
+
+def test_words_that_take_the_turn_cut_before_min_interruption():
+    b = words_rules()
+    b.speech_started(S.SPEAKING, 1000)
+    assert not b.asks(S.PAUSED, 4999, speaking=True)  # not enough heard to judge
+    assert b.asks(S.PAUSED, 5000, speaking=True) and not b.asks(S.PAUSED, 5000, speaking=False)
+    b.judged(0.99)
+    assert b.due(S.PAUSED, 5000, speaking=True) is None  # sure once: not yet
+    b.judged(0.5)
+    assert b.due(S.PAUSED, 5800, speaking=True) is None  # then unsure: wait
+    b.judged(0.95)
+    assert b.due(S.PAUSED, 6600, speaking=True) is None
+    b.judged(0.92)
+    assert b.due(S.PAUSED, 7400, speaking=True) == Move(Action.INTERRUPT, "the words take the turn")
+    # A new onset starts its judgments afresh.
+    b.speech_started(S.SPEAKING, 20000)
+    assert b.judgments == []
+
+
+def test_a_short_command_cuts_where_a_short_sound_resumes():
+    b = words_rules()
+    b.speech_started(S.SPEAKING, 1000)
+    assert b.speech_stopped(S.PAUSED, takes=0.95) == Move(
+        Action.INTERRUPT, "short words that take the turn"
+    )
+    b.speech_started(S.SPEAKING, 20000)
+    assert b.speech_stopped(S.PAUSED, takes=0.3).action is Action.RESUME
+    b.speech_started(S.SPEAKING, 30000)
+    assert b.speech_stopped(S.PAUSED).action is Action.RESUME  # no detector: by length
+
+
+def test_words_that_acknowledge_may_run_past_min_interruption():
+    b = words_rules()
+    b.speech_started(S.SPEAKING, 1000)
+    at_min = 1000 + 9600
+    b.judged(0.1)
+    assert b.due(S.PAUSED, at_min, speaking=True) is not None  # judged once: by length
+    b.speech_started(S.SPEAKING, 15000)
+    for p in (0.1, 0.5, 0.6):
+        b.judged(p)
+    assert b.due(S.PAUSED, 15000 + 9600, speaking=True) is not None  # unsure: by length
+    b.speech_started(S.SPEAKING, 20000)
+    for p in (0.1, 0.05, 0.02, 0.6):  # "yeah yeah right"; the word's end may jump
+        b.judged(p)
+    assert b.due(S.PAUSED, 20000 + 9600, speaking=True) is None
+    # Up to twice min_interruption: a user who goes on that long has the turn.
+    assert b.due(S.PAUSED, 20000 + 2 * 9600 - 1, speaking=True) is None
+    assert b.due(S.PAUSED, 20000 + 2 * 9600, speaking=True) == Move(
+        Action.INTERRUPT, "user kept speaking"
+    )
+    b.speech_started(S.SPEAKING, 90000)
+    assert b.speech_stopped(S.PAUSED, takes=0.1).action is Action.RESUME  # then it resumes
+
+
+class _Words:
+    """A cut-in detector with one answer, that counts the questions."""
+
+    def __init__(self, p: float) -> None:
+        from parley.llm.turn_detector import TurnDetectorConfig
+
+        self.p, self.asked = p, 0
+        self.cfg = TurnDetectorConfig(d_model=0, frames=100)
+
+    def probability(self, frames) -> float:
+        self.asked += 1
+        return self.p
+
+
+async def _over_a_reply(tiny_model, p: float, cut_in: tuple[float, float], **cfg):
+    import dataclasses
+
+    from tests.test_session import run
+
+    words = _Words(p)
+    model = dataclasses.replace(tiny_model, cut_in_detector=words)
+    # The reply's audio starts about 1.91 s in; the user speaks over it at 3.0 s.
+    _, events, _ = await run(model, [(0.2, 1.4), cut_in], 12.0, **cfg)
+    return events, words
+
+
+async def test_the_session_lets_the_words_decide(tiny_model):
+    # "stop": 400 ms, shorter than min_interruption, cut as soon as the words are judged.
+    events, words = await _over_a_reply(tiny_model, 0.95, (3.0, 3.4))
+    cut = next(e for e in events if e.type == "interrupted")
+    # Judged at 300 ms and again 50 ms later: sure twice, cut.
+    assert cut.t == pytest.approx(3.0 + 0.35, abs=0.011) and words.asked == 2
+    # "yeah yeah right": a second of speech over the reply, and the reply goes on.
+    events, words = await _over_a_reply(tiny_model, 0.05, (3.0, 4.0))
+    assert not [e for e in events if e.type == "interrupted"]
+    assert [e.type for e in events if e.type.startswith("playback_")] == [
+        "playback_paused",
+        "playback_resumed",
+    ]
+    assert next(e for e in events if e.type == "reply_ended").status == "completed"
+    # Judged every 50 ms while it lasts, not every frame.
+    assert 10 <= words.asked <= 18
+
+
+async def test_without_words_it_goes_by_length(tiny_model):
+    events, words = await _over_a_reply(tiny_model, 0.05, (3.0, 4.0), cut_in_by_words=False)
+    cut = next(e for e in events if e.type == "interrupted")
+    assert cut.t == pytest.approx(3.0 + 0.6, abs=0.011) and words.asked == 0

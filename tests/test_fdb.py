@@ -87,7 +87,7 @@ def test_the_shipped_scenario_set_loads():
     from parley.agent.harness.scenario import load_scenarios, shipped_scenarios_dir
 
     names = [s.name for s in load_scenarios(shipped_scenarios_dir() / "fdb")]
-    assert len(names) == 16 and all(n.startswith("fdb-") for n in names)
+    assert len(names) == 24 and all(n.startswith("fdb-") for n in names)
 
 
 def test_bench_reports_the_figures_of_the_shipped_model(tmp_path, capsys):

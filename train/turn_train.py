@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from parley.errors import ConfigError
-from parley.llm.turn_detector import TurnDetector, TurnDetectorConfig
+from parley.llm.turn_detector import TURN_DIR, TurnDetector, TurnDetectorConfig
 from parley.train.turn_data import SILENCES_S, TurnExample, make_examples
 from parley.train.voices import Voice
 
@@ -39,6 +39,8 @@ class TurnTrainOptions:
     seed: int = 0
     threads: int = 0
     progress: bool = True
+    phrases: int = 40  # cut-in: phrases of each kind per voice
+    voices: tuple[str, ...] = ()  # cut-in: training voices (empty: every installed one)
 
 
 def _questions(corpus: Path, split: str, n: int, seed: int) -> list[tuple[str, Voice]]:
@@ -110,6 +112,37 @@ def evaluate(model: TurnDetector, examples: list[TurnExample]) -> dict[str, floa
     return out
 
 
+def fit_head(
+    model: TurnDetector,
+    train: list,
+    held: list,
+    epochs: int,
+    seed: int,
+    batch: Callable[[list], tuple[torch.Tensor, torch.Tensor]],
+    evaluate: Callable[[TurnDetector, list], dict[str, float]],
+    log: Log,
+) -> dict[str, float]:
+    """Train a head on ``train`` (examples that ``batch`` turns into windows and labels);
+    its figures on ``held`` after the last epoch."""
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
+    rng = random.Random(seed)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    figures: dict[str, float] = {}
+    for epoch in range(epochs):
+        model.train()
+        order = list(range(len(train)))
+        rng.shuffle(order)
+        for at in range(0, len(order), 128):
+            x, y = batch([train[i] for i in order[at : at + 128]])
+            loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        figures = evaluate(model, held)
+        log(f"epoch {epoch + 1}: loss {loss.item():.3f}, held-out {json.dumps(_rounded(figures))}")
+    return figures
+
+
 def train_turn_detector(opts: TurnTrainOptions, log: Log = print) -> dict[str, float]:
     """Train the detector and save it into ``opts.checkpoint``; its held-out figures."""
     from parley.llm.checkpoint import load_checkpoint
@@ -124,53 +157,40 @@ def train_turn_detector(opts: TurnTrainOptions, log: Log = print) -> dict[str, f
     data = _examples(opts, ckpt.encoder, ckpt.manifest.model.features, model.window, log)
     train, held = data["train"], data["heldout"]
     log(f"{len(train)} training examples, {len(held)} held-out ({time.perf_counter() - t0:.0f} s)")
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
-    rng = random.Random(opts.seed)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    for epoch in range(opts.epochs):
-        model.train()
-        order = list(range(len(train)))
-        rng.shuffle(order)
-        for at in range(0, len(order), 128):
-            x, y = _batch([train[i] for i in order[at : at + 128]])
-            loss = loss_fn(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        figures = evaluate(model, held)
-        log(f"epoch {epoch + 1}: loss {loss.item():.3f}, held-out {json.dumps(_rounded(figures))}")
+    figures = fit_head(model, train, held, opts.epochs, opts.seed, _batch, evaluate, log)
     folder = model.save(opts.checkpoint)
     (folder / "metrics.json").write_text(json.dumps(_rounded(figures), indent=1) + "\n")
     seconds = {"examples": data.get("seconds"), "this_call": round(time.perf_counter() - t0, 1)}
-    _record_provenance(opts, figures, seconds)
+    reproduce = (
+        f"python run_agent.py train-turns --checkpoint {opts.checkpoint} --corpus "
+        f"{opts.corpus} --questions {opts.questions} --frames {opts.frames} "
+        f"--epochs {opts.epochs} --seed {opts.seed}"
+    )
+    record_head_provenance(opts.checkpoint, TURN_DIR, reproduce, figures, seconds)
     log(f"wrote {folder} in {time.perf_counter() - t0:.0f} s")
     return figures
 
 
-def _record_provenance(
-    opts: TurnTrainOptions, figures: dict[str, float], seconds: dict[str, float | None]
+def record_head_provenance(
+    checkpoint: Path,
+    part: str,
+    reproduce: str,
+    figures: dict[str, float],
+    seconds: dict[str, float | None],
 ) -> None:
-    """The detector's files and the command that made them, in the checkpoint's
+    """A head's files (``part``) and the command that made them, in the checkpoint's
     ``parley.json`` beside the rest of its provenance."""
     from parley.llm.checkpoint import ROOT_CONFIG
-    from parley.llm.turn_detector import TURN_DIR
     from parley.train.export import sha256_of
 
-    path = opts.checkpoint / ROOT_CONFIG
+    path = checkpoint / ROOT_CONFIG
     manifest = json.loads(path.read_text())
     provenance = manifest.setdefault("provenance", {})
     files = provenance.setdefault("files_sha256", {})
     for name in ("config.json", "model.safetensors", "metrics.json"):
-        files[f"{TURN_DIR}/{name}"] = sha256_of(opts.checkpoint / TURN_DIR / name)
-    provenance["turn_detector"] = {
-        "reproduce": (
-            f"python run_agent.py train-turns --checkpoint {opts.checkpoint} --corpus "
-            f"{opts.corpus} --questions {opts.questions} --frames {opts.frames} "
-            f"--epochs {opts.epochs} --seed {opts.seed}"
-        ),
-        "seconds": seconds,
-        "heldout": _rounded(figures),
-    }
+        files[f"{part}/{name}"] = sha256_of(checkpoint / part / name)
+    key = "turn_detector" if part == TURN_DIR else f"{part}_detector"
+    provenance[key] = {"reproduce": reproduce, "seconds": seconds, "heldout": _rounded(figures)}
     path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 

@@ -5,6 +5,14 @@ tentative onset) or confirms it; it resumes when the sound ends, or is never con
 before ``min_interruption``; it is cut once the user has spoken that long. Pausing first
 is what makes the stop fast, deciding later is what lets "uh-huh" and a cough pass.
 
+Where the checkpoint has a cut-in detector, the words decide as well (its probability
+that the speech takes the turn, judged every few tens of ms while the user speaks and once
+when they stop): "wait", "stop" or a new question cut the reply once the detector is sure
+twice in a row, or at the end of speech shorter than ``min_interruption``; words it
+mostly judged to acknowledge (the median of its judgments; one may jump as a word ends)
+may run on past it, up to ``longest_backchannel``, and still resume the reply
+("yeah yeah right").
+
 The rules read the session's state and the listener's view and return the move to make;
 the session makes it. All times are input samples.
 """
@@ -12,6 +20,7 @@ the session makes it. All times are input samples.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from parley.agent.core.events import AgentState
@@ -30,16 +39,24 @@ class Move:
     onset: int = 0  # PAUSE: the input sample where the user's sound began
 
 
+TAKES = 0.9
+"""The cut-in detector's probability above which the words take the turn."""
+ACKNOWLEDGES = 0.25
+"""... and at or below which (the median of its judgments) they only acknowledge it."""
+
+
 class BargeIn:
     """The onset of user sound over the reply, and the rules above."""
 
-    def __init__(self, tentative_hold: int, min_interruption: int) -> None:
+    def __init__(self, tentative_hold: int, min_interruption: int, words_from: int = 0) -> None:
         # A pause on unconfirmed speech is held this long before it may be undone, so a
         # flickering onset does not stutter the output.
         self.tentative_hold = tentative_hold
         self.min_interruption = min_interruption
+        self.words_from = words_from  # speech heard before the words are asked about
         self.onset: int | None = None  # user sound over the reply began here
         self.tentative_since: int | None = None  # paused on possible speech, at this sample
+        self.judgments: list[float] = []  # the detector's, on the speech since the onset
 
     def frame(
         self, state: AgentState, now: int, tentative_onset: int | None, starting: bool
@@ -51,6 +68,7 @@ class BargeIn:
             if state is AgentState.SPEAKING and tentative_onset is not None:
                 self.tentative_since = now
                 self.onset = tentative_onset
+                self.judgments = []
                 return Move(Action.PAUSE, "possible user speech over the reply", tentative_onset)
         elif state is not AgentState.PAUSED:
             self.tentative_since = None
@@ -65,31 +83,65 @@ class BargeIn:
         move = None
         if state in (AgentState.THINKING, AgentState.SPEAKING):
             self.onset = sample
+            self.judgments = []
             move = Move(Action.PAUSE, "user speech over the reply", sample)
         elif self.tentative_since is not None:  # already paused on it: now it is speech
             self.onset = sample
         self.tentative_since = None
         return move
 
-    def speech_stopped(self, state: AgentState) -> Move | None:
-        """The speech ended; paused on it, it was too short to take the turn."""
+    def speech_stopped(self, state: AgentState, takes: float | None = None) -> Move | None:
+        """The speech ended; paused on it, it was too short to take the turn by its
+        length, unless its words take it."""
         self.tentative_since = None
         if state is AgentState.PAUSED and self.onset is not None:
             self.onset = None
+            if takes is not None and takes >= TAKES:
+                return Move(Action.INTERRUPT, "short words that take the turn")
             return Move(Action.RESUME, "short user sound: backchannel or noise")
         return None
 
-    def due(self, state: AgentState, now: int, speaking: bool) -> Move | None:
-        """Cut the paused reply once the user has kept speaking ``min_interruption``."""
-        if (
+    def asks(self, state: AgentState, now: int, speaking: bool) -> bool:
+        """Whether the words of the speech over the paused reply are worth judging now."""
+        return (
             state is AgentState.PAUSED
             and self.onset is not None
             and speaking
-            and now - self.onset >= self.min_interruption
-        ):
+            and now - self.onset >= self.words_from
+        )
+
+    def judged(self, takes: float) -> None:
+        """The detector's probability that the speech so far takes the turn."""
+        self.judgments.append(takes)
+
+    def _sure(self, holds: Callable[[float], bool]) -> bool:
+        last = self.judgments[-2:]
+        return len(last) == 2 and all(holds(p) for p in last)
+
+    def _acknowledging(self) -> bool:
+        said = sorted(self.judgments)
+        # The upper median: with two judgments as likely as not, the speech takes the turn.
+        return len(said) >= 2 and said[len(said) // 2] <= ACKNOWLEDGES
+
+    @property
+    def longest_backchannel(self) -> int:
+        return 2 * self.min_interruption
+
+    def due(self, state: AgentState, now: int, speaking: bool) -> Move | None:
+        """Cut the paused reply once the user has kept speaking ``min_interruption``, or
+        sooner when the words take the turn; let words that only acknowledge run on."""
+        if state is not AgentState.PAUSED or self.onset is None or not speaking:
+            return None
+        spoken = now - self.onset
+        if spoken >= self.words_from and self._sure(lambda p: p >= TAKES):
             self.onset = None
-            return Move(Action.INTERRUPT, "user kept speaking")
-        return None
+            return Move(Action.INTERRUPT, "the words take the turn")
+        if spoken < self.min_interruption:
+            return None
+        if spoken < self.longest_backchannel and self._acknowledging():
+            return None
+        self.onset = None
+        return Move(Action.INTERRUPT, "user kept speaking")
 
     def forget(self) -> None:
         """The reply is gone by other means (failed, cut by the application)."""

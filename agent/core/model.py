@@ -11,7 +11,7 @@ from parley.config import ParleyConfig
 from parley.llm.checkpoint import Checkpoint, load_checkpoint
 from parley.llm.engine import SpokenLM
 from parley.llm.engines import create_engine, needs_lm_weights
-from parley.llm.turn_detector import TurnDetector, load_turn_detector
+from parley.llm.turn_detector import CUT_IN_DIR, TurnDetector, load_turn_detector
 
 
 @dataclass
@@ -22,6 +22,7 @@ class AgentModel:
     engine: SpokenLM
     config: ParleyConfig
     turn_detector: TurnDetector | None = None  # the checkpoint's, if it has one
+    cut_in_detector: TurnDetector | None = None  # likewise
 
     @classmethod
     def load(cls, path: Path, config: ParleyConfig) -> AgentModel:
@@ -32,7 +33,8 @@ class AgentModel:
             path, dtype=config.engine.dtype, lm_weights=needs_lm_weights(config.engine)
         )
         engine = create_engine(checkpoint, config.engine)
-        return cls(checkpoint, engine, config, load_turn_detector(path))
+        turn, cut_in = load_turn_detector(path), load_turn_detector(path, CUT_IN_DIR)
+        return cls(checkpoint, engine, config, turn, cut_in)
 
     async def aclose(self) -> None:
         """Stop the engine (a vLLM engine's processes, a server connection)."""

@@ -57,6 +57,10 @@ from parley.speech_io.audio import SAMPLE_RATE
 from parley.tokenizers.vocoder import StreamingVocoder
 
 TENTATIVE_HOLD_MS = 100
+# The words of speech over a reply are judged once this much of it is heard (a syllable
+# or two), then again every CUT_IN_EVERY_MS while it goes on.
+CUT_IN_FROM_MS = 300
+CUT_IN_EVERY_MS = 50
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -90,7 +94,9 @@ class DuplexSession:
 
         self._frame = self.config.frame_ms * SAMPLE_RATE // 1000
         # Silero confirms an onset well within the hold of a tentative pause.
-        self._barge = BargeIn(TENTATIVE_HOLD_MS * SAMPLE_RATE // 1000, 0)
+        ms = SAMPLE_RATE // 1000
+        self._barge = BargeIn(TENTATIVE_HOLD_MS * ms, 0, words_from=CUT_IN_FROM_MS * ms)
+        self._cut_in_at: int | None = None  # when the words over a reply were last judged
         self.input = InputStage(self.config, detector, self._frame)
         self.playout = Playout(self, self.input, self.clock, self._emit, max_ahead=0)
         self._apply(self.config)
@@ -263,6 +269,7 @@ class DuplexSession:
             self.frontend.push(audio)
 
     def _pause(self, onset: int, reason: str) -> None:
+        self._cut_in_at = None
         self._signal(Signal.USER_ONSET, reason)
         self._playback_event(PlaybackPaused, onset_sample=onset, input_sample=self.input_sample)
 
@@ -293,17 +300,22 @@ class DuplexSession:
 
     def _on_speech_stop(self, sample: int) -> None:
         self._emit(UserSpeechEnded(t=self.clock.now(), epoch=self.epoch, input_sample=sample))
-        move = self._barge.speech_stopped(self.state)
-        if move is not None:
+        paused = self.state is AgentState.PAUSED
+        move = self._barge.speech_stopped(self.state, self._takes_turn(sample) if paused else None)
+        if move is not None and move.action is Action.RESUME:
             # It ended before min_interruption (else we would have interrupted): resume.
             self._drop_utterance()
             self._make(move)
             return
+        self._make(move)  # short words that take the turn: they are the user's turn
         self._turn.speech_stopped(sample)
 
     def _check_timers(self) -> None:
         now = self.input_sample
-        self._make(self._barge.due(self.state, now, self.input.speaking))
+        speaking = self.input.speaking
+        if self._barge.asks(self.state, now, speaking):
+            self._judge_words(now)
+        self._make(self._barge.due(self.state, now, speaking))
         if self.state is AgentState.LISTENING and self._turn_over(now):
             if self._turn.silence_from is None:
                 # Over before the VAD called a stop: it calls it now, so the user's speech
@@ -313,6 +325,26 @@ class DuplexSession:
                     return  # no silence open after all: the user goes on
                 self._on_speech_stop(stop.sample)
             self._end_user_turn()
+
+    def _judge_words(self, now: int) -> None:
+        """Every ``CUT_IN_EVERY_MS``, the cut-in detector's word on the speech over the
+        paused reply, for the barge-in rules."""
+        last = self._cut_in_at
+        if last is not None and now - last < CUT_IN_EVERY_MS * SAMPLE_RATE // 1000:
+            return
+        takes = self._takes_turn(now)
+        if takes is not None:
+            self._cut_in_at = now
+            self._barge.judged(takes)
+
+    def _takes_turn(self, now: int) -> float | None:
+        """The cut-in detector's probability that the user's speech so far takes the turn
+        (None without a detector, or with the words switched off)."""
+        detector = self.model.cut_in_detector
+        if detector is None or not self.config.cut_in_by_words:
+            return None
+        pending = self.input.recent(self._turn.fed, now)
+        return detector.probability(self.frontend.peek(pending, keep=detector.cfg.frames))
 
     def _turn_over(self, now: int) -> bool:
         finished = None

@@ -88,12 +88,37 @@ def speech_span(
 
 
 def say(text: str, voice: str, cache_dir: Path) -> np.ndarray:
-    """Speak ``text`` with espeak-ng; 16 kHz float32, cached by (text, voice)."""
+    """Speak ``text`` in ``voice``: an espeak-ng voice ("en-us") or one of the corpus's
+    voices ("flite-rms", "mbrola-us3": :mod:`parley.train.voices`, at their default rate
+    and pitch). 16 kHz float32, cached by (text, voice)."""
     key = json.dumps([_TTS_FORMAT, text, voice], ensure_ascii=False)
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     cached = cache_dir / f"{digest}.npy"
     if cached.is_file():
         return np.load(cached)
+    corpus = _corpus_voice(voice)
+    samples = corpus.synthesize(text) if corpus is not None else _espeak(text, voice)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Write then rename, so a parallel run never reads a half-written cache entry.
+    fd, tmp_name = tempfile.mkstemp(dir=cache_dir, suffix=".npy.tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, samples)
+    os.replace(tmp_name, cached)
+    return samples
+
+
+def _corpus_voice(name: str):
+    from parley.train.voices import INSTALL_HINT, VOICES
+
+    found = next((v for v in VOICES if v.name == name), None)
+    if found is not None and not found.available():
+        raise EngineUnavailableError(
+            f"voice {name!r} is not installed here ({INSTALL_HINT[found.engine]})"
+        )
+    return found
+
+
+def _espeak(text: str, voice: str) -> np.ndarray:
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise EngineUnavailableError(
@@ -113,14 +138,7 @@ def say(text: str, voice: str, cache_dir: Path) -> np.ndarray:
         if proc.returncode != 0 or not out.is_file():
             err = proc.stderr.decode(errors="replace").strip() or f"exit code {proc.returncode}"
             raise AudioInputError(f"espeak-ng failed for {text!r} (voice {voice!r}): {err}")
-        samples = load_audio(out, SAMPLE_RATE)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    # Write then rename, so a parallel run never reads a half-written cache entry.
-    fd, tmp_name = tempfile.mkstemp(dir=cache_dir, suffix=".npy.tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, samples)
-    os.replace(tmp_name, cached)
-    return samples
+        return load_audio(out, SAMPLE_RATE)
 
 
 def render_step(

@@ -112,7 +112,11 @@ class Step(_Model):
     duration: _Finite | None = Field(None, gt=0, le=600, description="Noise length, seconds.")
     level_db: _Finite | None = Field(None, le=0, description="Noise RMS level, dBFS.")
     role: Role | None = None
-    voice: str | None = Field(None, pattern=r"^[A-Za-z0-9_+\-]+$", description="espeak voice.")
+    voice: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_+\-]+$",
+        description="espeak voice (en-us) or a corpus voice (flite-rms, mbrola-us3, piper-joe).",
+    )
     gain_db: _Finite | None = Field(None, ge=-60, le=20, description="Gain for say/wav.")
 
     @field_validator("say")

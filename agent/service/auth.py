@@ -100,8 +100,8 @@ def authorized(headers: Headers, token: str) -> bool:
         raise AuthHeaderError(f"{len(values)} Authorization headers; send exactly one")
     expected = token.encode("ascii")
     if not values:
-        given = subprotocol_token(headers)
-        return given is not None and hmac.compare_digest(given, expected)
+        offered = subprotocol_token(headers)
+        return offered is not None and hmac.compare_digest(offered, expected)
     scheme, sep, given = values[0].partition(" ")
     # Header values are decoded as ISO-8859-1 (websockets), so this gives back the bytes
     # that came over the wire; the token itself is ASCII (checked at start-up).

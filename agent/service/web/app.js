@@ -81,10 +81,12 @@ class Page {
     const audio = new AudioIO(RATE);
     audio.onCapture = (pcm, frame) => audio === this.audio && this.captured(pcm, frame);
     audio.onPlayer = (msg) => audio === this.audio && this.fromPlayer(msg);
+    let opened = false;
     try {
       const token = checkedToken($("token").value);
       await conn.open(token);
       this.conn = conn;
+      opened = true;
       conn.send({
         type: "session.update",
         session: {
@@ -104,10 +106,13 @@ class Page {
       $("talk").textContent = "Stop";
       $("talk").classList.add("on");
     } catch (err) {
+      // Opened, then lost or stopped while the audio started: that has been said already.
+      const replaced = opened && this.conn !== conn;
       conn.close();
       await audio.stop();
       if (this.conn === conn) this.conn = null;
       if (this.audio === audio) this.audio = null;
+      if (replaced) return;
       const known = err instanceof ConnectError || err instanceof MicrophoneError;
       this.problem(known ? err.message : `Could not start: ${err.message || err}`);
     } finally {
@@ -235,8 +240,11 @@ class Page {
     const { conn, audio } = this;
     reply.drained = true;
     if (!reply.started) {
-      // Cut before a sound of it played: nothing to stop, no stop time to show.
+      // Cut before a sound of it played: no stop time to show, and none of it was heard.
       audio.clear();
+      if (reply.itemId !== null) {
+        conn.send({ type: "conversation.item.truncate", item_id: reply.itemId, content_index: 0, audio_end_ms: 0 });
+      }
       this.finishIfOver();
       return;
     }

@@ -103,8 +103,9 @@ export class AudioIO {
     this.waiting.splice(0).forEach((done) => done(null)); // clear() answers: stopped
     if (this.stream) this.stream.getTracks().forEach((t) => t.stop());
     this.stream = null;
-    if (this.context) await this.context.close();
-    this.context = null;
+    const ctx = this.context;
+    this.context = null; // only one call ever closes it
+    if (ctx) await ctx.close();
   }
 }
 

@@ -1,0 +1,184 @@
+"""Train a checkpoint's cut-in detector (``train-turns --cut-in``): backchannels, commands
+and new questions spoken over a reply, judged from the frozen encoder (examples:
+:mod:`parley.train.cut_in_data`).
+
+Validation is on the corpus's held-out voices and on phrases training never heard; the
+figures (right calls on speech that takes the turn and on backchannels, by when the
+session asks) go to the log and to ``cut_in/metrics.json``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from parley.errors import ConfigError
+from parley.llm.turn_detector import CUT_IN_DIR, TurnDetector, TurnDetectorConfig
+from parley.train.cut_in_data import (
+    DECISIONS_S,
+    CutInExample,
+    make_examples,
+    phrases,
+)
+from parley.train.turn_train import (
+    Log,
+    TurnTrainOptions,
+    fit_head,
+    record_head_provenance,
+)
+from parley.train.voices import VOICES, agent_voice, available_voices
+
+EXAMPLES_FILE = "cut_in_examples.pt"
+# Said by the agent under the user's speech: the echo a canceller leaves.
+ECHO_TEXTS = (
+    "seven times eight is fifty six",
+    "the month after march is april",
+    "sorry i can only help with sums numbers days and months",
+    "the number after forty one is forty two",
+)
+
+
+def _questions(corpus: Path, split: str) -> list[str]:
+    from parley.train.corpus import read_manifest
+
+    questions = [
+        t["question"] for r in read_manifest(corpus) if r["split"] == split for t in r["turns"]
+    ]
+    if not questions:
+        raise ConfigError(f"{corpus}: no {split} questions to ask over a reply")
+    return questions
+
+
+def _spoken(
+    opts: TurnTrainOptions, voices: str, words: str, n: int
+) -> list[tuple[str, bool, str, Any]]:
+    """``n`` phrases of each kind (with ``words``' vocabulary) in every installed voice of
+    the ``voices`` split."""
+    rng = random.Random(f"cut-in-phrases:{opts.seed}:{voices}:{words}")
+    chosen = [
+        v
+        for v in available_voices()
+        if v.split == voices and (voices != "train" or not opts.voices or v.name in opts.voices)
+    ]
+    if not chosen:
+        names = ", ".join(v.name for v in VOICES if v.split == voices)
+        raise ConfigError(f"no {voices} voice is installed ({names})")
+    questions = _questions(opts.corpus, "train" if voices == "train" else "heldout")
+    return [
+        (text, takes, kind, voice)
+        for voice in chosen
+        for text, takes, kind in phrases(words, questions, rng, n)
+    ]
+
+
+def _examples(opts: TurnTrainOptions, encoder, features, window, log: Log) -> dict:
+    cache = opts.work / EXAMPLES_FILE
+    key = {
+        "seed": opts.seed,
+        "frames": opts.frames,
+        "phrases": opts.phrases,
+        "voices": list(opts.voices),
+        "version": 4,
+    }
+    if cache.is_file():
+        saved = torch.load(cache, weights_only=False)
+        if saved["key"] == key:
+            log(f"cut-in examples from {cache}")
+            return saved
+    from tqdm import tqdm
+
+    echo = np.concatenate([agent_voice().synthesize(t) for t in ECHO_TEXTS])
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {"key": key}
+    # Training voices and words; held-out voices with training words; held-out voices
+    # with held-out words.
+    for split, voices, words, n in (
+        ("train", "train", "train", opts.phrases),
+        ("heldout_voices", "heldout", "train", max(1, opts.phrases // 2)),
+        ("heldout_words", "heldout", "heldout", max(1, opts.phrases // 2)),
+    ):
+
+        def bar(it, desc=f"cut-in examples ({split})"):
+            return tqdm(list(it), desc=desc, disable=not opts.progress, unit="phrase")
+
+        spoken = _spoken(opts, voices, words, n)
+        out[split] = make_examples(spoken, echo, features, encoder, window, opts.seed, bar)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    opts.work.mkdir(parents=True, exist_ok=True)
+    torch.save(out, cache)
+    return out
+
+
+def _batch(examples: list[CutInExample]) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.stack([e.frames.float() for e in examples])
+    y = torch.tensor([float(e.takes_turn) for e in examples])
+    return x, y
+
+
+def evaluate(model: TurnDetector, examples: list[CutInExample]) -> dict[str, float]:
+    """Right calls at P = 0.5 on speech that takes the turn and on backchannels, overall,
+    by when the session asks, and by kind."""
+    model.eval()
+    with torch.inference_mode():
+        x, y = _batch(examples)
+        said = torch.sigmoid(model(x)) >= 0.5
+    right = said == (y == 1)
+    groups = [("all", [True] * len(examples))]
+    groups += [(at, [e.at == at for e in examples]) for at in _moments()]
+    kinds = ("command", "question", "continuation")
+    groups += [(kind, [e.kind == kind for e in examples]) for kind in kinds]
+    out: dict[str, float] = {}
+    for name, keep in groups:
+        mask = torch.tensor(keep)
+        for label, cls in (("takes", 1.0), ("backchannel", 0.0)):
+            sel = mask & (y == cls)
+            if sel.any():
+                out[f"{name}_{label}"] = float(right[sel].float().mean())
+    return out
+
+
+def _moments() -> list[str]:
+    return [f"{int(d * 1000)}ms" for d in DECISIONS_S] + ["end"]
+
+
+def train_cut_in_detector(opts: TurnTrainOptions, log: Log = print) -> dict[str, float]:
+    """Train the cut-in detector and save it into ``opts.checkpoint``; its held-out figures."""
+    import json
+
+    from parley.llm.checkpoint import load_checkpoint
+
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    torch.manual_seed(opts.seed)
+    t0 = time.perf_counter()
+    ckpt = load_checkpoint(opts.checkpoint)
+    cfg = TurnDetectorConfig(d_model=ckpt.manifest.model.encoder.d_model, frames=opts.frames)
+    model = TurnDetector(cfg)
+    data = _examples(opts, ckpt.encoder, ckpt.manifest.model.features, model.window, log)
+    train, voices, words = data["train"], data["heldout_voices"], data["heldout_words"]
+    held = len(voices) + len(words)
+    log(f"{len(train)} training examples, {held} held-out ({time.perf_counter() - t0:.0f} s)")
+    fit_head(model, train, voices, opts.epochs, opts.seed, _batch, evaluate, log)
+    figures = {
+        **{f"voices_{k}": v for k, v in evaluate(model, voices).items()},
+        **{f"words_{k}": v for k, v in evaluate(model, words).items()},
+    }
+    log(f"held out, voices and words: {json.dumps({k: round(v, 3) for k, v in figures.items()})}")
+    folder = model.save(opts.checkpoint, CUT_IN_DIR)
+    rounded = {k: round(v, 4) for k, v in figures.items()}
+    (folder / "metrics.json").write_text(json.dumps(rounded, indent=1) + "\n")
+    reproduce = (
+        f"python run_agent.py train-turns --cut-in --checkpoint {opts.checkpoint} --corpus "
+        f"{opts.corpus} --phrases {opts.phrases} --frames {opts.frames} "
+        f"--epochs {opts.epochs} --seed {opts.seed}"
+        + (f" --voices {','.join(opts.voices)}" if opts.voices else "")
+    )
+    seconds = {"examples": data.get("seconds"), "this_call": round(time.perf_counter() - t0, 1)}
+    record_head_provenance(opts.checkpoint, CUT_IN_DIR, reproduce, figures, seconds)
+    log(f"wrote {folder} in {time.perf_counter() - t0:.0f} s")
+    return figures
