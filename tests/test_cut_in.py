@@ -3,7 +3,6 @@ it feeds are in tests/test_barge_in.py)."""
 
 import json
 import random
-import shutil
 
 import numpy as np
 
@@ -70,15 +69,9 @@ def test_train_cut_in_on_a_tiny_slice_adds_a_traceable_detector(tiny_checkpoint,
     from parley.agent.core.model import AgentModel
     from parley.config import load_config
     from parley.train.export import sha256_of
-    from parley.train.voices import available_voices
+    from tests.test_turn_detection import tiny_slice
 
-    voices = [v.name for v in available_voices() if v.engine == "espeak"][:2]
-    assert voices, "espeak-ng voices are needed to speak the examples"
-    corpus, ckpt = tmp_path / "corpus", tmp_path / "ckpt"
-    args = ["make-corpus", "--out", str(corpus), "--dialogues", "6", "--heldout", "1"]
-    args += ["--workers", "1", "--quiet", "--voices", ",".join(voices), "--seed", "2"]
-    assert main(args) == 0
-    shutil.copytree(tiny_checkpoint, ckpt)
+    corpus, ckpt, voices = tiny_slice(tiny_checkpoint, tmp_path, 6)
     argv = ["train-turns", "--cut-in", "--checkpoint", str(ckpt), "--corpus", str(corpus)]
     argv += ["--work", str(tmp_path / "work"), "--phrases", "2", "--epochs", "1"]
     argv += ["--voices", ",".join(voices), "--threads", "1", "--no-progress"]

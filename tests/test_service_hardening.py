@@ -42,12 +42,13 @@ async def running(model, token: str | None = None, **options):
 
 async def handshake(port: int, headers: list[tuple[str, bytes]], path="/v1/realtime") -> int:
     """The HTTP status a WebSocket handshake with exactly these header bytes gets (no client
-    library in the way: it would merge duplicates or re-encode values)."""
+    library in the way: it would merge duplicates or re-encode values); a Host among them
+    replaces the usual one."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         lines = [
             f"GET {path} HTTP/1.1".encode(),
-            f"Host: 127.0.0.1:{port}".encode(),
+            *([] if any(n == "Host" for n, _ in headers) else [f"Host: 127.0.0.1:{port}".encode()]),
             b"Upgrade: websocket",
             b"Connection: Upgrade",
             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",

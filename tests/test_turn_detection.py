@@ -155,24 +155,34 @@ def test_cuts_never_leave_a_finished_question():
     assert cut_mid_phrase("hello", rng) is None
 
 
+def tiny_slice(tiny_checkpoint, tmp_path, dialogues: int):
+    """A corpus of ``dialogues`` in two espeak voices, and a copy of the tiny checkpoint to
+    add a head to: (corpus, checkpoint, voices)."""
+    import shutil
+
+    from parley.agent.cli import main
+    from parley.train.voices import available_voices
+
+    voices = [v.name for v in available_voices() if v.engine == "espeak"][:2]
+    assert voices, "espeak-ng voices are needed to speak the examples"
+    corpus, ckpt = tmp_path / "corpus", tmp_path / "ckpt"
+    args = ["make-corpus", "--out", str(corpus), "--dialogues", str(dialogues), "--heldout"]
+    args += ["1", "--workers", "1", "--quiet", "--voices", ",".join(voices), "--seed", "2"]
+    assert main(args) == 0
+    shutil.copytree(tiny_checkpoint, ckpt)
+    return corpus, ckpt, voices
+
+
 def test_train_turns_on_a_tiny_slice_adds_a_traceable_detector(tiny_checkpoint, tmp_path):
     import json
-    import shutil
 
     from parley.agent.cli import main
     from parley.agent.core.model import AgentModel
     from parley.agent.core.session import DuplexSession
     from parley.config import load_config
     from parley.train.export import sha256_of
-    from parley.train.voices import available_voices
 
-    voices = [v.name for v in available_voices() if v.engine == "espeak"][:2]
-    assert voices, "espeak-ng voices are needed to speak the examples"
-    corpus, ckpt = tmp_path / "corpus", tmp_path / "ckpt"
-    args = ["make-corpus", "--out", str(corpus), "--dialogues", "8", "--heldout", "1"]
-    args += ["--workers", "1", "--quiet", "--voices", ",".join(voices), "--seed", "2"]
-    assert main(args) == 0
-    shutil.copytree(tiny_checkpoint, ckpt)
+    corpus, ckpt, _ = tiny_slice(tiny_checkpoint, tmp_path, 8)
     argv = ["train-turns", "--checkpoint", str(ckpt), "--corpus", str(corpus)]
     argv += ["--work", str(tmp_path / "work"), "--questions", "10", "--epochs", "2"]
     assert main([*argv, "--threads", "1", "--no-progress"]) == 0

@@ -4,7 +4,6 @@ connects, and the rule that keeps other sites' pages off a server without a toke
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from dataclasses import replace
 
@@ -17,26 +16,6 @@ from parley.agent.service.pages import WEB_DIR, WebPages
 from tests.test_service_hardening import TOKEN, handshake, running, sessions_gone
 
 pytestmark = pytest.mark.slow
-
-
-async def raw_handshake(port: int, headers: list[tuple[str, bytes]]) -> int:
-    """The status of a handshake whose Host header is ``headers``' own."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        lines = [
-            b"GET /v1/realtime HTTP/1.1",
-            b"Upgrade: websocket",
-            b"Connection: Upgrade",
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-            b"Sec-WebSocket-Version: 13",
-            *(name.encode() + b": " + value for name, value in headers),
-        ]
-        writer.write(b"\r\n".join(lines) + b"\r\n\r\n")
-        await writer.drain()
-        async with asyncio.timeout(10):
-            return int((await reader.readline()).split()[1])
-    finally:
-        writer.close()
 
 
 def parley_token(token: str) -> str:
@@ -138,9 +117,9 @@ async def test_other_sites_pages_need_a_token(tiny_model):
         # since a page of this server is only ever opened at a loopback name.
         rebound = f"evil.example:{port}".encode()
         with_host = [("Origin", b"http://" + rebound), ("Host", rebound)]
-        assert await raw_handshake(port, with_host) == 403
+        assert await handshake(port, with_host) == 403
         local = f"localhost:{port}".encode()
-        assert await raw_handshake(port, [("Origin", b"http://" + local), ("Host", local)]) == 101
+        assert await handshake(port, [("Origin", b"http://" + local), ("Host", local)]) == 101
         await sessions_gone(server)
         assert await handshake(port, [("Origin", here), ("Origin", here)]) == 400
         assert server.metrics.sessions_rejected == {"cross_origin": 3, "bad_request": 1}

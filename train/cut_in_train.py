@@ -9,6 +9,7 @@ session asks) go to the log and to ``cut_in/metrics.json``.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -18,19 +19,14 @@ import numpy as np
 import torch
 
 from parley.errors import ConfigError
-from parley.llm.turn_detector import CUT_IN_DIR, TurnDetector, TurnDetectorConfig
+from parley.llm.turn_detector import CUT_IN_DIR, TurnDetector
 from parley.train.cut_in_data import (
     DECISIONS_S,
     CutInExample,
     make_examples,
     phrases,
 )
-from parley.train.turn_train import (
-    Log,
-    TurnTrainOptions,
-    fit_head,
-    record_head_provenance,
-)
+from parley.train.turn_train import Log, TurnTrainOptions, fit_head, new_head, save_head
 from parley.train.voices import VOICES, agent_voice, available_voices
 
 EXAMPLES_FILE = "cut_in_examples.pt"
@@ -148,37 +144,21 @@ def _moments() -> list[str]:
 
 def train_cut_in_detector(opts: TurnTrainOptions, log: Log = print) -> dict[str, float]:
     """Train the cut-in detector and save it into ``opts.checkpoint``; its held-out figures."""
-    import json
-
-    from parley.llm.checkpoint import load_checkpoint
-
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
-    torch.manual_seed(opts.seed)
-    t0 = time.perf_counter()
-    ckpt = load_checkpoint(opts.checkpoint)
-    cfg = TurnDetectorConfig(d_model=ckpt.manifest.model.encoder.d_model, frames=opts.frames)
-    model = TurnDetector(cfg)
-    data = _examples(opts, ckpt.encoder, ckpt.manifest.model.features, model.window, log)
+    started = time.perf_counter()
+    model, data = new_head(opts, _examples, log)
     train, voices, words = data["train"], data["heldout_voices"], data["heldout_words"]
-    held = len(voices) + len(words)
-    log(f"{len(train)} training examples, {held} held-out ({time.perf_counter() - t0:.0f} s)")
+    log(f"{len(train)} training examples, {len(voices) + len(words)} held-out")
     fit_head(model, train, voices, opts.epochs, opts.seed, _batch, evaluate, log)
     figures = {
         **{f"voices_{k}": v for k, v in evaluate(model, voices).items()},
         **{f"words_{k}": v for k, v in evaluate(model, words).items()},
     }
     log(f"held out, voices and words: {json.dumps({k: round(v, 3) for k, v in figures.items()})}")
-    folder = model.save(opts.checkpoint, CUT_IN_DIR)
-    rounded = {k: round(v, 4) for k, v in figures.items()}
-    (folder / "metrics.json").write_text(json.dumps(rounded, indent=1) + "\n")
     reproduce = (
         f"python run_agent.py train-turns --cut-in --checkpoint {opts.checkpoint} --corpus "
         f"{opts.corpus} --phrases {opts.phrases} --frames {opts.frames} "
         f"--epochs {opts.epochs} --seed {opts.seed}"
         + (f" --voices {','.join(opts.voices)}" if opts.voices else "")
     )
-    seconds = {"examples": data.get("seconds"), "this_call": round(time.perf_counter() - t0, 1)}
-    record_head_provenance(opts.checkpoint, CUT_IN_DIR, reproduce, figures, seconds)
-    log(f"wrote {folder} in {time.perf_counter() - t0:.0f} s")
+    save_head(opts, model, CUT_IN_DIR, figures, reproduce, data, started, log)
     return figures

@@ -145,30 +145,56 @@ def fit_head(
 
 def train_turn_detector(opts: TurnTrainOptions, log: Log = print) -> dict[str, float]:
     """Train the detector and save it into ``opts.checkpoint``; its held-out figures."""
-    from parley.llm.checkpoint import load_checkpoint
-
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
-    torch.manual_seed(opts.seed)
-    t0 = time.perf_counter()
-    ckpt = load_checkpoint(opts.checkpoint)
-    cfg = TurnDetectorConfig(d_model=ckpt.manifest.model.encoder.d_model, frames=opts.frames)
-    model = TurnDetector(cfg)
-    data = _examples(opts, ckpt.encoder, ckpt.manifest.model.features, model.window, log)
+    started = time.perf_counter()
+    model, data = new_head(opts, _examples, log)
     train, held = data["train"], data["heldout"]
-    log(f"{len(train)} training examples, {len(held)} held-out ({time.perf_counter() - t0:.0f} s)")
+    log(f"{len(train)} training examples, {len(held)} held-out")
     figures = fit_head(model, train, held, opts.epochs, opts.seed, _batch, evaluate, log)
-    folder = model.save(opts.checkpoint)
-    (folder / "metrics.json").write_text(json.dumps(_rounded(figures), indent=1) + "\n")
-    seconds = {"examples": data.get("seconds"), "this_call": round(time.perf_counter() - t0, 1)}
     reproduce = (
         f"python run_agent.py train-turns --checkpoint {opts.checkpoint} --corpus "
         f"{opts.corpus} --questions {opts.questions} --frames {opts.frames} "
         f"--epochs {opts.epochs} --seed {opts.seed}"
     )
-    record_head_provenance(opts.checkpoint, TURN_DIR, reproduce, figures, seconds)
-    log(f"wrote {folder} in {time.perf_counter() - t0:.0f} s")
+    save_head(opts, model, TURN_DIR, figures, reproduce, data, started, log)
     return figures
+
+
+def new_head(
+    opts: TurnTrainOptions, examples: Callable[..., dict], log: Log
+) -> tuple[TurnDetector, dict]:
+    """A fresh head for the checkpoint's encoder (threads and seed set) and its examples,
+    made by ``examples(opts, encoder, features, window, log)`` or read from its cache."""
+    from parley.llm.checkpoint import load_checkpoint
+
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    torch.manual_seed(opts.seed)
+    ckpt = load_checkpoint(opts.checkpoint)
+    cfg = TurnDetectorConfig(d_model=ckpt.manifest.model.encoder.d_model, frames=opts.frames)
+    model = TurnDetector(cfg)
+    return model, examples(opts, ckpt.encoder, ckpt.manifest.model.features, model.window, log)
+
+
+def save_head(
+    opts: TurnTrainOptions,
+    model: TurnDetector,
+    part: str,
+    figures: dict[str, float],
+    reproduce: str,
+    data: dict,
+    started: float,
+    log: Log,
+) -> None:
+    """The head into the checkpoint's ``part`` folder, its figures beside it, and where it
+    came from in ``parley.json``."""
+    folder = model.save(opts.checkpoint, part)
+    (folder / "metrics.json").write_text(json.dumps(_rounded(figures), indent=1) + "\n")
+    seconds = {
+        "examples": data.get("seconds"),
+        "this_call": round(time.perf_counter() - started, 1),
+    }
+    record_head_provenance(opts.checkpoint, part, reproduce, figures, seconds)
+    log(f"wrote {folder} in {time.perf_counter() - started:.0f} s")
 
 
 def record_head_provenance(
