@@ -170,3 +170,31 @@ async def test_without_words_it_goes_by_length(tiny_model):
     events, words = await _over_a_reply(tiny_model, 0.05, (3.0, 4.0), cut_in_by_words=False)
     cut = next(e for e in events if e.type == "interrupted")
     assert cut.t == pytest.approx(3.0 + 0.6, abs=0.011) and words.asked == 0
+
+
+def test_heads_judge_the_words_every_50_ms_and_only_when_asked_to():
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from parley.agent.core.heads import Heads
+
+    words = _Words(0.95)
+    model = SimpleNamespace(cut_in_detector=words, turn_detector=None)
+    heard = []
+    listener = SimpleNamespace(recent=lambda a, b: heard.append((a, b)) or np.zeros(b - a))
+    turn = SimpleNamespace(fed=1000, ask_due=lambda now: True)
+    frontend = SimpleNamespace(peek=lambda pcm, keep: torch.zeros(keep, 4))
+    heads = Heads(model, listener, turn, frontend)
+    barge = words_rules()
+    for now in range(5000, 7000, 160):  # a 10 ms frame at a time, for 130 ms
+        heads.judge_words(now, barge)
+    assert barge.judgments == [0.95] * 3 and heard[0] == (1000, 5000)  # at 0, 50, 100 ms
+    assert heads.finished(7000) is None  # no end-of-turn detector: no answer
+    heads.words = False
+    assert heads.takes_turn(7000) is None and words.asked == 3
+    heads.new_onset()
+    heads.words = True
+    heads.judge_words(7010, barge)  # a new onset is judged at once
+    assert len(barge.judgments) == 4

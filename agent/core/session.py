@@ -43,6 +43,7 @@ from parley.agent.core.events import (
     UserSpeechStarted,
     UserTurnEnded,
 )
+from parley.agent.core.heads import CUT_IN_FROM_MS, Heads
 from parley.agent.core.input import InputStage, SpeechDetector
 from parley.agent.core.model import AgentModel
 from parley.agent.core.playback import Playout
@@ -57,10 +58,6 @@ from parley.speech_io.audio import SAMPLE_RATE
 from parley.tokenizers.vocoder import StreamingVocoder
 
 TENTATIVE_HOLD_MS = 100
-# The words of speech over a reply are judged once this much of it is heard (a syllable
-# or two), then again every CUT_IN_EVERY_MS while it goes on.
-CUT_IN_FROM_MS = 300
-CUT_IN_EVERY_MS = 50
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -96,15 +93,15 @@ class DuplexSession:
         # Silero confirms an onset well within the hold of a tentative pause.
         ms = SAMPLE_RATE // 1000
         self._barge = BargeIn(TENTATIVE_HOLD_MS * ms, 0, words_from=CUT_IN_FROM_MS * ms)
-        self._cut_in_at: int | None = None  # when the words over a reply were last judged
         self.input = InputStage(self.config, detector, self._frame)
         self.playout = Playout(self, self.input, self.clock, self._emit, max_ahead=0)
-        self._apply(self.config)
-        self.context = model.engine.open_context()
         cfg = model.checkpoint.manifest.model
         self.frontend = StreamingFrontEnd(
             cfg.features, model.checkpoint.encoder, model.checkpoint.adapter
         )
+        self.heads = Heads(model, self.input, self.input.turn, self.frontend)
+        self._apply(self.config)
+        self.context = model.engine.open_context()
         self.vocoder = StreamingVocoder(model.checkpoint.vocoder)
 
         self.input_sample = 0
@@ -123,6 +120,7 @@ class DuplexSession:
         rate = self.model.checkpoint.manifest.model.codec.token_rate_hz
         self.reply_params = self._fixed_reply_params or reply_params_for(config, rate)
         self.input.reconfigure(config)
+        self.heads.configure(config)
         semantic = config.turn_detection == "semantic_vad" and self.model.turn_detector
         self.input.turn.policy = (
             semantic_policy(config.eagerness, SAMPLE_RATE, config.endpoint_silence_ms)
@@ -269,7 +267,7 @@ class DuplexSession:
             self.frontend.push(audio)
 
     def _pause(self, onset: int, reason: str) -> None:
-        self._cut_in_at = None
+        self.heads.new_onset()
         self._signal(Signal.USER_ONSET, reason)
         self._playback_event(PlaybackPaused, onset_sample=onset, input_sample=self.input_sample)
 
@@ -301,7 +299,9 @@ class DuplexSession:
     def _on_speech_stop(self, sample: int) -> None:
         self._emit(UserSpeechEnded(t=self.clock.now(), epoch=self.epoch, input_sample=sample))
         paused = self.state is AgentState.PAUSED
-        move = self._barge.speech_stopped(self.state, self._takes_turn(sample) if paused else None)
+        move = self._barge.speech_stopped(
+            self.state, self.heads.takes_turn(sample) if paused else None
+        )
         if move is not None and move.action is Action.RESUME:
             # It ended before min_interruption (else we would have interrupted): resume.
             self._drop_utterance()
@@ -314,7 +314,7 @@ class DuplexSession:
         now = self.input_sample
         speaking = self.input.speaking
         if self._barge.asks(self.state, now, speaking):
-            self._judge_words(now)
+            self.heads.judge_words(now, self._barge)
         self._make(self._barge.due(self.state, now, speaking))
         if self.state is AgentState.LISTENING and self._turn_over(now):
             if self._turn.silence_from is None:
@@ -326,35 +326,8 @@ class DuplexSession:
                 self._on_speech_stop(stop.sample)
             self._end_user_turn()
 
-    def _judge_words(self, now: int) -> None:
-        """Every ``CUT_IN_EVERY_MS``, the cut-in detector's word on the speech over the
-        paused reply, for the barge-in rules."""
-        last = self._cut_in_at
-        if last is not None and now - last < CUT_IN_EVERY_MS * SAMPLE_RATE // 1000:
-            return
-        takes = self._takes_turn(now)
-        if takes is not None:
-            self._cut_in_at = now
-            self._barge.judged(takes)
-
-    def _takes_turn(self, now: int) -> float | None:
-        """The cut-in detector's probability that the user's speech so far takes the turn
-        (None without a detector, or with the words switched off)."""
-        detector = self.model.cut_in_detector
-        if detector is None or not self.config.cut_in_by_words:
-            return None
-        pending = self.input.recent(self._turn.fed, now)
-        return detector.probability(self.frontend.peek(pending, keep=detector.cfg.frames))
-
     def _turn_over(self, now: int) -> bool:
-        finished = None
-        detector = self.model.turn_detector
-        if detector is not None and self._turn.ask_due(now):
-            # The words so far, with the silence since the model was last fed.
-            silence = self.input.recent(self._turn.fed, now)
-            frames = self.frontend.peek(silence, keep=detector.cfg.frames)
-            finished = detector.probability(frames)
-        return self._turn.ended(now, finished)
+        return self._turn.ended(now, self.heads.finished(now))
 
     def _drop_utterance(self) -> None:
         self._turn.drop()
