@@ -196,3 +196,24 @@ def test_train_turns_on_a_tiny_slice_adds_a_traceable_detector(tiny_checkpoint, 
     assert DuplexSession(model).turn_detection == "server_vad"  # the default
     semantic = model.config.agent.model_copy(update={"turn_detection": "semantic_vad"})
     assert DuplexSession(model, semantic).turn_detection == "semantic_vad"  # now possible
+
+
+def test_commands_are_finished_however_short(tiny_checkpoint):
+    import numpy as np
+
+    from parley.llm.checkpoint import load_checkpoint
+    from parley.train.turn_data import make_examples
+    from parley.train.voices import voice
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    speaker = voice("espeak-en-us")
+    items = [("stop please", speaker), ("i need a taxi to the train station", speaker)]
+    echo = np.sin(np.arange(16000) / 7).astype(np.float32)
+    window = TurnDetector(TurnDetectorConfig(d_model=ckpt.manifest.model.encoder.d_model)).window
+    examples = make_examples(
+        items, ckpt.manifest.model.features, ckpt.encoder, window, 0, echo=echo
+    )
+    command = [e for e in examples if e.text == "stop please"]
+    assert len(command) == 3 and all(e.finished for e in command)  # whole only, 3 silences
+    request = [e for e in examples if e.text != "stop please"]
+    assert {e.finished for e in request} == {True, False} and len(request) == 6

@@ -22,7 +22,7 @@ import torch
 from parley.config import FeatureConfig
 from parley.llm.encoder import BlockCausalEncoder
 from parley.train.lm_data import encode_utterance, trim_silence
-from parley.train.turn_data import SAMPLE_RATE, cut_mid_phrase, pad_for_decision
+from parley.train.turn_data import SAMPLE_RATE, cut_mid_phrase, pad_for_decision, with_echo
 from parley.train.voices import Voice
 
 # Words a listener says to keep the speaker going, and words that stop the speaker. A
@@ -101,17 +101,6 @@ def heard_at(speech: np.ndarray, at_s: float | None) -> tuple[np.ndarray, float]
     if at_s is None:
         return speech, AFTER_END_S
     return speech[: int(at_s * SAMPLE_RATE)], 0.0
-
-
-def with_echo(audio: np.ndarray, echo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``audio`` with a stretch of the agent's voice under it, 20-40 dB down: what an echo
-    canceller leaves of the reply the user speaks over."""
-    if echo.size < audio.size:
-        echo = np.tile(echo, audio.size // max(echo.size, 1) + 1)
-    start = int(rng.integers(0, echo.size - audio.size + 1))
-    part = echo[start : start + audio.size]
-    level = np.sqrt(np.mean(audio**2) + 1e-12) / 10 ** (rng.uniform(20, 40) / 20)
-    return (audio + level / (np.sqrt(np.mean(part**2)) + 1e-12) * part).astype(np.float32)
 
 
 def make_examples(

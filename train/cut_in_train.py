@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from parley.errors import ConfigError
@@ -26,17 +25,11 @@ from parley.train.cut_in_data import (
     make_examples,
     phrases,
 )
+from parley.train.turn_data import agent_echo
 from parley.train.turn_train import Log, TurnTrainOptions, fit_head, new_head, save_head
-from parley.train.voices import VOICES, agent_voice, available_voices
+from parley.train.voices import VOICES, available_voices
 
 EXAMPLES_FILE = "cut_in_examples.pt"
-# Said by the agent under the user's speech: the echo a canceller leaves.
-ECHO_TEXTS = (
-    "seven times eight is fifty six",
-    "the month after march is april",
-    "sorry i can only help with sums numbers days and months",
-    "the number after forty one is forty two",
-)
 
 
 def _questions(corpus: Path, split: str) -> list[str]:
@@ -88,7 +81,7 @@ def _examples(opts: TurnTrainOptions, encoder, features, window, log: Log) -> di
             return saved
     from tqdm import tqdm
 
-    echo = np.concatenate([agent_voice().synthesize(t) for t in ECHO_TEXTS])
+    echo = agent_echo()
     t0 = time.perf_counter()
     out: dict[str, Any] = {"key": key}
     # Training voices and words; held-out voices with training words; held-out voices

@@ -20,7 +20,15 @@ import torch
 
 from parley.errors import ConfigError
 from parley.llm.turn_detector import TURN_DIR, TurnDetector, TurnDetectorConfig
-from parley.train.turn_data import SILENCES_S, TurnExample, make_examples
+from parley.train.turn_data import (
+    BEYOND_DOMAIN,
+    COMMANDS,
+    HELDOUT_BEYOND,
+    SILENCES_S,
+    TurnExample,
+    agent_echo,
+    make_examples,
+)
 from parley.train.voices import Voice
 
 Log = Callable[[str], None]
@@ -53,8 +61,16 @@ def _questions(corpus: Path, split: str, n: int, seed: int) -> list[tuple[str, V
     pairs = [(t["question"], voice(r["voice"])) for r in records for t in r["turns"]]
     if not pairs:
         raise ConfigError(f"{corpus}: no {split} questions to make turn examples from")
-    random.Random(f"turn-questions:{seed}:{split}").shuffle(pairs)
-    return pairs[:n]
+    rng = random.Random(f"turn-questions:{seed}:{split}")
+    rng.shuffle(pairs)
+    pairs = pairs[:n]
+    # Beyond the domain, in the split's voices: each sentence in three of them, and each
+    # command (held out: every command in every held-out voice).
+    voices = sorted({v for _, v in pairs}, key=lambda v: v.name)
+    beyond = BEYOND_DOMAIN if split == "train" else HELDOUT_BEYOND
+    extra = [(text, rng.choice(voices)) for text in beyond for _ in range(3)]
+    extra += [(text, rng.choice(voices)) for text in COMMANDS for _ in range(3)]
+    return pairs + extra
 
 
 def _examples(opts: TurnTrainOptions, encoder, features, window, log: Log) -> dict:
@@ -64,6 +80,7 @@ def _examples(opts: TurnTrainOptions, encoder, features, window, log: Log) -> di
         "heldout": opts.heldout_questions,
         "seed": opts.seed,
         "frames": opts.frames,
+        "version": 2,  # with sentences beyond the domain, commands and echo
     }
     if cache.is_file():
         saved = torch.load(cache, weights_only=False)
@@ -77,11 +94,11 @@ def _examples(opts: TurnTrainOptions, encoder, features, window, log: Log) -> di
 
     t0 = time.perf_counter()
     out: dict[str, Any] = {"key": key}
+    echo = agent_echo()
     for split, n in (("train", opts.questions), ("heldout", opts.heldout_questions)):
         pairs = _questions(opts.corpus, split, n, opts.seed)
-        out[split] = make_examples(
-            pairs, features, encoder, window, opts.seed, bar(f"turn examples ({split})")
-        )
+        progress = bar(f"turn examples ({split})")
+        out[split] = make_examples(pairs, features, encoder, window, opts.seed, progress, echo)
     out["seconds"] = round(time.perf_counter() - t0, 1)  # speaking and encoding them
     opts.work.mkdir(parents=True, exist_ok=True)
     torch.save(out, cache)

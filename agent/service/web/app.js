@@ -277,6 +277,9 @@ class Page {
     const kept = item && item.content[0] ? item.content[0].transcript : null;
     if (kept !== null && kept !== undefined) reply.entry.text = kept;
     if (response.status === "cancelled") {
+      // Cut by the server for any reason (a barge-in has stopped playback already): what
+      // is still buffered of it must not play.
+      if (!reply.drained) this.audio.clear();
       reply.entry.cut();
       this.interruptedUntil = performance.now() + INTERRUPTED_SHOWN_MS;
       reply.drained = true;
