@@ -26,7 +26,15 @@ from parley.train.cut_in_data import (
     phrases,
 )
 from parley.train.turn_data import agent_echo
-from parley.train.turn_train import Log, TurnTrainOptions, fit_head, new_head, save_head
+from parley.train.turn_train import (
+    Log,
+    TurnTrainOptions,
+    cached_examples,
+    fit_head,
+    new_head,
+    right_calls,
+    save_head,
+)
 from parley.train.voices import VOICES, available_voices
 
 EXAMPLES_FILE = "cut_in_examples.pt"
@@ -74,33 +82,28 @@ def _examples(opts: TurnTrainOptions, encoder, features, window, log: Log) -> di
         "voices": list(opts.voices),
         "version": 4,
     }
-    if cache.is_file():
-        saved = torch.load(cache, weights_only=False)
-        if saved["key"] == key:
-            log(f"cut-in examples from {cache}")
-            return saved
-    from tqdm import tqdm
 
-    echo = agent_echo()
-    t0 = time.perf_counter()
-    out: dict[str, Any] = {"key": key}
-    # Training voices and words; held-out voices with training words; held-out voices
-    # with held-out words.
-    for split, voices, words, n in (
-        ("train", "train", "train", opts.phrases),
-        ("heldout_voices", "heldout", "train", max(1, opts.phrases // 2)),
-        ("heldout_words", "heldout", "heldout", max(1, opts.phrases // 2)),
-    ):
+    def make() -> dict[str, Any]:
+        from tqdm import tqdm
 
-        def bar(it, desc=f"cut-in examples ({split})"):
-            return tqdm(list(it), desc=desc, disable=not opts.progress, unit="phrase")
+        echo = agent_echo()
+        out: dict[str, Any] = {}
+        # Training voices and words; held-out voices with training words; held-out voices
+        # with held-out words.
+        for split, voices, words, n in (
+            ("train", "train", "train", opts.phrases),
+            ("heldout_voices", "heldout", "train", max(1, opts.phrases // 2)),
+            ("heldout_words", "heldout", "heldout", max(1, opts.phrases // 2)),
+        ):
 
-        spoken = _spoken(opts, voices, words, n)
-        out[split] = make_examples(spoken, echo, features, encoder, window, opts.seed, bar)
-    out["seconds"] = round(time.perf_counter() - t0, 1)
-    opts.work.mkdir(parents=True, exist_ok=True)
-    torch.save(out, cache)
-    return out
+            def bar(it, desc=f"cut-in examples ({split})"):
+                return tqdm(list(it), desc=desc, disable=not opts.progress, unit="phrase")
+
+            spoken = _spoken(opts, voices, words, n)
+            out[split] = make_examples(spoken, echo, features, encoder, window, opts.seed, bar)
+        return out
+
+    return cached_examples(cache, key, make, log)
 
 
 def _batch(examples: list[CutInExample]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,23 +115,11 @@ def _batch(examples: list[CutInExample]) -> tuple[torch.Tensor, torch.Tensor]:
 def evaluate(model: TurnDetector, examples: list[CutInExample]) -> dict[str, float]:
     """Right calls at P = 0.5 on speech that takes the turn and on backchannels, overall,
     by when the session asks, and by kind."""
-    model.eval()
-    with torch.inference_mode():
-        x, y = _batch(examples)
-        said = torch.sigmoid(model(x)) >= 0.5
-    right = said == (y == 1)
     groups = [("all", [True] * len(examples))]
     groups += [(at, [e.at == at for e in examples]) for at in _moments()]
     kinds = ("command", "question", "continuation")
     groups += [(kind, [e.kind == kind for e in examples]) for kind in kinds]
-    out: dict[str, float] = {}
-    for name, keep in groups:
-        mask = torch.tensor(keep)
-        for label, cls in (("takes", 1.0), ("backchannel", 0.0)):
-            sel = mask & (y == cls)
-            if sel.any():
-                out[f"{name}_{label}"] = float(right[sel].float().mean())
-    return out
+    return right_calls(model, *_batch(examples), groups, ("takes", "backchannel"))
 
 
 def _moments() -> list[str]:

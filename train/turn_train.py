@@ -82,25 +82,38 @@ def _examples(opts: TurnTrainOptions, encoder, features, window, log: Log) -> di
         "frames": opts.frames,
         "version": 2,  # with sentences beyond the domain, commands and echo
     }
+
+    def make() -> dict[str, Any]:
+        from tqdm import tqdm
+
+        def bar(desc: str):
+            return lambda it: tqdm(list(it), desc=desc, disable=not opts.progress, unit="question")
+
+        out: dict[str, Any] = {}
+        echo = agent_echo()
+        for split, n in (("train", opts.questions), ("heldout", opts.heldout_questions)):
+            pairs = _questions(opts.corpus, split, n, opts.seed)
+            progress = bar(f"turn examples ({split})")
+            out[split] = make_examples(pairs, features, encoder, window, opts.seed, progress, echo)
+        return out
+
+    return cached_examples(cache, key, make, log)
+
+
+def cached_examples(
+    cache: Path, key: dict[str, Any], make: Callable[[], dict[str, Any]], log: Log
+) -> dict[str, Any]:
+    """The examples saved in ``cache`` when they were made with ``key``; else ``make()``'s,
+    saved there with the seconds making them took (speaking and encoding)."""
     if cache.is_file():
         saved = torch.load(cache, weights_only=False)
         if saved["key"] == key:
-            log(f"turn examples from {cache}")
+            log(f"examples from {cache}")
             return saved
-    from tqdm import tqdm
-
-    def bar(desc: str):
-        return lambda it: tqdm(list(it), desc=desc, disable=not opts.progress, unit="question")
-
     t0 = time.perf_counter()
-    out: dict[str, Any] = {"key": key}
-    echo = agent_echo()
-    for split, n in (("train", opts.questions), ("heldout", opts.heldout_questions)):
-        pairs = _questions(opts.corpus, split, n, opts.seed)
-        progress = bar(f"turn examples ({split})")
-        out[split] = make_examples(pairs, features, encoder, window, opts.seed, progress, echo)
-    out["seconds"] = round(time.perf_counter() - t0, 1)  # speaking and encoding them
-    opts.work.mkdir(parents=True, exist_ok=True)
+    out = {"key": key, **make(), "seconds": 0.0}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, cache)
     return out
 
@@ -113,19 +126,30 @@ def _batch(examples: list[TurnExample]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def evaluate(model: TurnDetector, examples: list[TurnExample]) -> dict[str, float]:
     """Accuracy at P = 0.5 on finished and on cut questions, overall and by silence."""
+    groups = [("all", [True] * len(examples))]
+    groups += [(f"{int(s * 1000)}ms", [e.silence_s == s for e in examples]) for s in SILENCES_S]
+    return right_calls(model, *_batch(examples), groups, ("finished", "cut"))
+
+
+def right_calls(
+    model: TurnDetector,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    groups: list[tuple[str, list[bool]]],
+    labels: tuple[str, str],
+) -> dict[str, float]:
+    """The share of right calls at P = 0.5 in each group, apart for examples labelled 1
+    (``labels[0]``) and 0 (``labels[1]``): ``{"GROUP_LABEL": share}``."""
     model.eval()
     with torch.inference_mode():
-        x, y = _batch(examples)
-        said = torch.sigmoid(model(x)) >= 0.5
+        right = (torch.sigmoid(model(x)) >= 0.5) == (y == 1)
     out: dict[str, float] = {}
-    for name, keep in [("all", [True] * len(examples))] + [
-        (f"{int(s * 1000)}ms", [e.silence_s == s for e in examples]) for s in SILENCES_S
-    ]:
+    for name, keep in groups:
         mask = torch.tensor(keep)
-        for label, cls in (("finished", 1.0), ("cut", 0.0)):
+        for label, cls in zip(labels, (1.0, 0.0), strict=True):
             sel = mask & (y == cls)
             if sel.any():
-                out[f"{name}_{label}"] = float((said[sel] == (y[sel] == 1)).float().mean())
+                out[f"{name}_{label}"] = float(right[sel].float().mean())
     return out
 
 
