@@ -30,7 +30,7 @@ async def _reply(ctx, params):
     return tokens
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -40,7 +40,11 @@ def main() -> None:
     ap.add_argument("--reply-speech", type=int, default=150, help="speech tokens per reply")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = _parse_args()
     torch.set_num_threads(args.threads)
 
     cfg = load_config(args.preset)

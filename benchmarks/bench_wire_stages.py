@@ -13,9 +13,9 @@ and its overhead as ``bench`` defines it (less the endpoint silence and the mode
 compute, which the protocol does not show a client), made of:
 
 - endpoint: to the server ending the turn (the endpoint silence, plus VAD);
-- server: turn end to the reply's first audio on the server's timeline (model compute,
-  of which the session's own account is printed beside it, plus waiting for the next
-  frame);
+- server: turn end to the reply's first audio on the server's timeline (model compute
+  left after the turn ended, of which the session's own account is printed beside it, plus
+  waiting for the next frame; a reply started ahead did the rest in the user's silence);
 - wire: that sample leaving the server to the client playing it (the client's 20 ms
   appends, the server's input resampler, the event loop, the network).
 
@@ -94,14 +94,16 @@ def stages(record: RunRecord, server: list[dict[str, Any]]) -> dict[str, list[fl
         played = next((c for c in client_firsts if c >= seg.offset_sample), None)
         if end is None or first is None or played is None:
             continue
+        # A reply started ahead of the turn's end spent that much compute in the silence.
+        compute = max(0.0, first["compute_ms"] - first.get("ahead_ms", 0.0))
         add("response latency", _ms(played - seg.offset_sample))
         add(
             "  overhead: less silence and compute",
-            _ms(played - seg.offset_sample) - record.endpoint_silence_ms - first["compute_ms"],
+            _ms(played - seg.offset_sample) - record.endpoint_silence_ms - compute,
         )
         add("  endpoint (silence + VAD)", _ms(end - seg.offset_sample))
         add("  server: turn end to first audio", _ms(first["output_sample"] - end))
-        add("    of it, model compute (session)", first["compute_ms"])
+        add("    of it, model compute after the turn (session)", compute)
         add("  wire: server to client playing", _ms(played - first["output_sample"]))
     pauses = [e for e in server if e["type"] == "playback_paused"]
     for seg in segs:
@@ -165,7 +167,7 @@ STAGE_ORDER = (
     "  overhead: less silence and compute",
     "  endpoint (silence + VAD)",
     "  server: turn end to first audio",
-    "    of it, model compute (session)",
+    "    of it, model compute after the turn (session)",
     "  wire: server to client playing",
     "barge-in stop",
     "  server: onset to pause",

@@ -135,30 +135,70 @@ def evaluate_codec(
         from parley.evaluation.judge import WhisperJudge
 
         judge = WhisperJudge()
-    acc_o, acc_r, n_numbers, wrong_o, wrong_r, examples = [], [], 0, 0, 0, []
-    n_names, names_o, names_r = 0, 0, 0
+    tally = _Tally()
     for i, (text, audio) in enumerate(utterances):
         heard_o = judge.transcribe(audio)  # type: ignore[attr-defined]
         heard_r = judge.transcribe(resynthesize(vocoder, tokenizer, audio))  # type: ignore[attr-defined]
+        tally.add(text, heard_o, heard_r)
+        if (i + 1) % 25 == 0:
+            log(
+                f"codec eval: {i + 1}/{len(utterances)}: "
+                f"{np.mean(tally.acc_o):.3f} vs {np.mean(tally.acc_r):.3f}"
+            )
+    cfg = vocoder.cfg
+    return CodecReport(
+        sentences=len(utterances),
+        accuracy_original=round(float(np.mean(tally.acc_o)), 4),
+        accuracy_resynth=round(float(np.mean(tally.acc_r)), 4),
+        numbers=tally.numbers,
+        number_errors_original=tally.wrong_o,
+        number_errors_resynth=tally.wrong_r,
+        names=tally.names,
+        name_errors_original=tally.names_o,
+        name_errors_resynth=tally.names_r,
+        vocoder_params=sum(p.numel() for p in vocoder.parameters()),
+        rtf=round(vocoder_rtf(vocoder), 4),
+        first_audio_tokens=first_audio_tokens(cfg),
+        token_rate_hz=cfg.token_rate_hz,
+        examples=tally.examples,
+    )
+
+
+@dataclass
+class _Tally:
+    """Running totals of :func:`evaluate_codec`: ``_o`` of the original audio, ``_r`` of
+    the resynthesis."""
+
+    acc_o: list[float] = field(default_factory=list)
+    acc_r: list[float] = field(default_factory=list)
+    numbers: int = 0
+    wrong_o: int = 0
+    wrong_r: int = 0
+    names: int = 0
+    names_o: int = 0
+    names_r: int = 0
+    examples: list[dict] = field(default_factory=list)
+
+    def add(self, text: str, heard_o: str, heard_r: str) -> None:
+        """Score one sentence as heard in both; kept as an example where the codec lost
+        something the original had."""
         a_o, a_r = word_accuracy(text, heard_o), word_accuracy(text, heard_r)
-        acc_o.append(a_o)
-        acc_r.append(a_r)
+        self.acc_o.append(a_o)
+        self.acc_r.append(a_r)
         nums = numbers_in(text)
         miss_o = [n for n in nums if not key_heard(n, heard_o)]
         miss_r = [n for n in nums if not key_heard(n, heard_r)]
-        n_numbers += len(nums)
-        wrong_o += len(miss_o)
-        wrong_r += len(miss_r)
+        self.numbers += len(nums)
+        self.wrong_o += len(miss_o)
+        self.wrong_r += len(miss_r)
         names = names_in(text)
         lost_o = [w for w in names if not key_heard(w, heard_o)]
         lost_r = [w for w in names if not key_heard(w, heard_r)]
-        n_names, names_o, names_r = (
-            n_names + len(names),
-            names_o + len(lost_o),
-            names_r + len(lost_r),
-        )
+        self.names += len(names)
+        self.names_o += len(lost_o)
+        self.names_r += len(lost_r)
         if a_r < a_o or len(miss_r) > len(miss_o) or len(lost_r) > len(lost_o):
-            examples.append(
+            self.examples.append(
                 {
                     "text": text,
                     "original": heard_o,
@@ -167,27 +207,6 @@ def evaluate_codec(
                     "names_missed": lost_r,
                 }
             )
-        if (i + 1) % 25 == 0:
-            log(
-                f"codec eval: {i + 1}/{len(utterances)}: {np.mean(acc_o):.3f} vs {np.mean(acc_r):.3f}"
-            )
-    cfg = vocoder.cfg
-    return CodecReport(
-        sentences=len(utterances),
-        accuracy_original=round(float(np.mean(acc_o)), 4),
-        accuracy_resynth=round(float(np.mean(acc_r)), 4),
-        numbers=n_numbers,
-        number_errors_original=wrong_o,
-        number_errors_resynth=wrong_r,
-        names=n_names,
-        name_errors_original=names_o,
-        name_errors_resynth=names_r,
-        vocoder_params=sum(p.numel() for p in vocoder.parameters()),
-        rtf=round(vocoder_rtf(vocoder), 4),
-        first_audio_tokens=first_audio_tokens(cfg),
-        token_rate_hz=cfg.token_rate_hz,
-        examples=examples,
-    )
 
 
 def heldout_utterances(

@@ -93,12 +93,7 @@ def arpa_lm(
     sentences = [(BOS, *t.split(), EOS) for t in texts if t.split()]
     if not sentences:
         raise ValueError("an LM needs at least one non-empty text")
-    counts: list[Counter[tuple[str, ...]]] = [Counter() for _ in range(order + 1)]
-    for s in sentences:
-        counts[1].update((w,) for w in s[1:])  # <s> is never predicted
-        for n in range(2, order + 1):
-            counts[n].update(s[i : i + n] for i in range(len(s) - n + 1))
-
+    counts = _ngram_counts(sentences, order)
     words = sorted(w for (w,) in counts[1])  # includes </s>
     total = sum(counts[1].values()) + unigram_k * len(words)
     probs: list[dict[tuple[str, ...], float]] = [{} for _ in range(order + 1)]
@@ -124,8 +119,28 @@ def arpa_lm(
             freed = discount * len(ws) / context_total[h]
             rest = 1.0 - sum(prob(h[1:], w) for w in ws)
             bows[h] = freed / rest if rest > 1e-12 else 1.0
+    return _arpa_text(len(words), probs, bows, order)
 
-    lines = ["\\data\\", f"ngram 1={len(words) + 1}"]
+
+def _ngram_counts(sentences: list[tuple[str, ...]], order: int) -> list[Counter[tuple[str, ...]]]:
+    """Counts of every n-gram up to ``order`` (index n; 0 is unused)."""
+    counts: list[Counter[tuple[str, ...]]] = [Counter() for _ in range(order + 1)]
+    for s in sentences:
+        counts[1].update((w,) for w in s[1:])  # <s> is never predicted
+        for n in range(2, order + 1):
+            counts[n].update(s[i : i + n] for i in range(len(s) - n + 1))
+    return counts
+
+
+def _arpa_text(
+    n_words: int,
+    probs: list[dict[tuple[str, ...], float]],
+    bows: dict[tuple[str, ...], float],
+    order: int,
+) -> str:
+    """The ARPA text. <s> gets a unigram line all the same (log10 P of -99: it is never
+    predicted) because that line is where its back-off weight is written."""
+    lines = ["\\data\\", f"ngram 1={n_words + 1}"]
     lines += [f"ngram {n}={len(probs[n])}" for n in range(2, order + 1)]
     lines += ["", "\\1-grams:", f"-99.0000 {BOS} {_log10(bows.get((BOS,), 1.0)):.4f}"]
     for n in range(1, order + 1):

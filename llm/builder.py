@@ -12,6 +12,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
 from parley.config import ModelConfig
 from parley.errors import CheckpointError
 from parley.llm.adapter import Adapter
@@ -39,31 +42,14 @@ def build_checkpoint(
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise CheckpointError(f"{out} exists and is not empty (pass --force to replace it)")
+    # The key order is the manifest's: changing it would change the checkpoint's bytes.
     sources = {"encoder": "random", "lm": "random", "adapter": "random", "vocoder": "random"}
-
+    whisper, cfg = _encoder_part(cfg, seed, encoder_from, log)
     if encoder_from is not None:
-        log(f"encoder: reading {encoder_from}")
-        whisper, wcfg = load_encoder(Path(encoder_from))
-        cfg = cfg.model_copy(
-            update={
-                "encoder": encoder_config_from(wcfg, cfg.encoder),
-                "features": cfg.features.model_copy(update={"n_mels": wcfg.num_mel_bins}),
-            }
-        )
         sources["encoder"] = str(encoder_from)
-    else:
-        log(f"encoder: random {cfg.encoder.d_model}x{cfg.encoder.layers}")
-        whisper = BlockCausalEncoder.from_config(
-            cfg.encoder, cfg.features.n_mels, seed * 10 + PART_SEEDS["encoder"]
-        ).whisper
-
+    lm, tokenizer = _lm_part(cfg, seed, lm_from, log)
     if lm_from is not None:
-        log(f"lm: reading {lm_from}")
-        lm, tokenizer = lm_from_pretrained(Path(lm_from), cfg.codec.codebook_size)
         sources["lm"] = str(lm_from)
-    else:
-        log(f"lm: random {cfg.lm.architecture} {cfg.lm.hidden}x{cfg.lm.layers}, training BPE")
-        lm, tokenizer = random_lm(cfg.lm, cfg.codec.codebook_size, seed * 10 + PART_SEEDS["lm"])
     layout = layout_of(lm, tokenizer, cfg.codec.codebook_size)
     lm_hidden = int(lm.config.hidden_size)
 
@@ -79,21 +65,69 @@ def build_checkpoint(
     )
 
     manifest = Manifest(model=cfg, vocab=layout, lm_hidden=lm_hidden, seed=seed, sources=sources)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+    def write_parts(tmp: Path) -> None:
         save_encoder(whisper, tmp / "encoder")
         save_state(adapter, tmp / "adapter.safetensors")
         lm.save_pretrained(tmp / "lm")
         tokenizer.save_pretrained(tmp / "lm")
         save_codec(tmp / "vocoder", vocoder, speech_tokenizer, cfg.codec)
         (tmp / ROOT_CONFIG).write_text(manifest.model_dump_json(indent=2) + "\n")
+
+    _write_aside(out, write_parts)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    log(f"wrote {out} ({size / 1e6:.1f} MB)")
+    return out
+
+
+def _encoder_part(
+    cfg: ModelConfig, seed: int, encoder_from: Path | None, log: Callable[[str], None]
+) -> tuple[WhisperEncoder, ModelConfig]:
+    """The encoder, and ``cfg`` with the encoder's and features' shapes made to fit it.
+
+    A real Whisper dictates its own width and mel count; the rest of the model is then
+    built around those, which is why the config comes back with it.
+    """
+    if encoder_from is None:
+        log(f"encoder: random {cfg.encoder.d_model}x{cfg.encoder.layers}")
+        whisper = BlockCausalEncoder.from_config(
+            cfg.encoder, cfg.features.n_mels, seed * 10 + PART_SEEDS["encoder"]
+        ).whisper
+        return whisper, cfg
+    log(f"encoder: reading {encoder_from}")
+    whisper, wcfg = load_encoder(Path(encoder_from))
+    cfg = cfg.model_copy(
+        update={
+            "encoder": encoder_config_from(wcfg, cfg.encoder),
+            "features": cfg.features.model_copy(update={"n_mels": wcfg.num_mel_bins}),
+        }
+    )
+    return whisper, cfg
+
+
+def _lm_part(
+    cfg: ModelConfig, seed: int, lm_from: Path | None, log: Callable[[str], None]
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The decoder LM and its tokenizer, read from ``lm_from`` or made at random."""
+    if lm_from is not None:
+        log(f"lm: reading {lm_from}")
+        return lm_from_pretrained(Path(lm_from), cfg.codec.codebook_size)
+    log(f"lm: random {cfg.lm.architecture} {cfg.lm.hidden}x{cfg.lm.layers}, training BPE")
+    return random_lm(cfg.lm, cfg.codec.codebook_size, seed * 10 + PART_SEEDS["lm"])
+
+
+def _write_aside(out: Path, write: Callable[[Path], None]) -> None:
+    """Run ``write`` on a fresh folder beside ``out``, then move it into place.
+
+    A failed or interrupted build then leaves ``out`` as it was, never half written.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write(tmp)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    log(f"wrote {out} ({size / 1e6:.1f} MB)")
-    return out

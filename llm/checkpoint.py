@@ -132,6 +132,31 @@ def load_checkpoint(path: Path, dtype: str = "float32", lm_weights: bool = True)
     manifest = read_manifest(path)
     cfg = manifest.model
 
+    encoder = _load_encoder_part(path, cfg)
+    adapter = Adapter.from_config(cfg.adapter, cfg.encoder.d_model, manifest.lm_hidden)
+    load_file_into(adapter, path / "adapter.safetensors")
+    lm, tokenizer, embeddings = _load_lm_part(path, manifest, dtype, lm_weights)
+
+    encoder = encoder.eval()
+    vocoder, speech_tokenizer, _ = load_codec(
+        path / "vocoder", cfg.codec, encoder=encoder, features=cfg.features
+    )
+    return Checkpoint(
+        path=path,
+        manifest=manifest,
+        encoder=encoder,
+        adapter=adapter.eval(),
+        lm=None if lm is None else lm.eval(),
+        lm_embeddings=embeddings,
+        tokenizer=tokenizer,
+        vocoder=vocoder.eval(),
+        speech_tokenizer=speech_tokenizer.eval(),
+    )
+
+
+def _load_encoder_part(path: Path, cfg: ModelConfig) -> BlockCausalEncoder:
+    """The checkpoint's encoder, refused when its shapes are not the ones the root config
+    (and so the adapter and codec built on it) expects."""
     whisper, wcfg = load_encoder(path / "encoder")
     if wcfg.num_mel_bins != cfg.features.n_mels or wcfg.d_model != cfg.encoder.d_model:
         raise CheckpointError(
@@ -139,11 +164,17 @@ def load_checkpoint(path: Path, dtype: str = "float32", lm_weights: bool = True)
             f"d_model={wcfg.d_model}; {ROOT_CONFIG} says n_mels={cfg.features.n_mels}, "
             f"d_model={cfg.encoder.d_model}"
         )
-    encoder = BlockCausalEncoder(whisper, cfg.encoder.block_frames, cfg.encoder.context_blocks)
+    return BlockCausalEncoder(whisper, cfg.encoder.block_frames, cfg.encoder.context_blocks)
 
-    adapter = Adapter.from_config(cfg.adapter, cfg.encoder.d_model, manifest.lm_hidden)
-    load_file_into(adapter, path / "adapter.safetensors")
 
+def _load_lm_part(
+    path: Path, manifest: Manifest, dtype: str, lm_weights: bool
+) -> tuple[PreTrainedModel | None, PreTrainedTokenizerBase, torch.Tensor]:
+    """The LM (None without ``lm_weights``), its tokenizer and input embedding table.
+
+    Both are checked against the root config: a tokenizer whose speech ids moved, or an
+    LM of another width, would load fine and then speak garbage.
+    """
     lm = None
     try:
         tokenizer = AutoTokenizer.from_pretrained(path / "lm")
@@ -168,19 +199,4 @@ def load_checkpoint(path: Path, dtype: str = "float32", lm_weights: bool = True)
             f"{path / 'lm/config.json'}: hidden_size {lm_config.hidden_size}, but the adapter "
             f"emits {manifest.lm_hidden}"
         )
-
-    encoder = encoder.eval()
-    vocoder, speech_tokenizer, _ = load_codec(
-        path / "vocoder", cfg.codec, encoder=encoder, features=cfg.features
-    )
-    return Checkpoint(
-        path=path,
-        manifest=manifest,
-        encoder=encoder,
-        adapter=adapter.eval(),
-        lm=None if lm is None else lm.eval(),
-        lm_embeddings=embeddings,
-        tokenizer=tokenizer,
-        vocoder=vocoder.eval(),
-        speech_tokenizer=speech_tokenizer.eval(),
-    )
+    return lm, tokenizer, embeddings

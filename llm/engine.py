@@ -78,6 +78,18 @@ class LMContext(abc.ABC):
         The reply must not be running (abort it first).
         """
 
+    @abc.abstractmethod
+    def save_point(self) -> object:
+        """The conversation as it is now, to come back to with :meth:`roll_back`."""
+
+    @abc.abstractmethod
+    def roll_back(self, point: object) -> None:
+        """Forget everything since ``point`` (from this context's :meth:`save_point`): the
+        user audio added and the reply to it leave the history and the KV cache, as if they
+        had never been. For a reply started before the user's turn was surely over, and
+        thrown away when the user went on. No reply may be running (abort it first).
+        """
+
     @property
     @abc.abstractmethod
     def last_reply_tokens(self) -> list[int]:

@@ -76,18 +76,30 @@ class StreamingFrontEnd(Streaming):
 
     def finish(self) -> torch.Tensor:
         """End the utterance; its LM embeddings ``(positions, hidden)``, and reset."""
-        with torch.inference_mode():
-            mel = self.mel.flush()
-            frames = self.encoder.push(torch.from_numpy(mel)) if mel.shape[1] else None
-            if frames is not None:
-                self._collect(self.adapter.push(frames))
-            self._collect(self.adapter.push(self.encoder.flush()))
-            self._collect(self.adapter.flush())
-        if not self._embeddings:
-            raise UtteranceTooShortError("the utterance is too short to encode")
-        out = torch.cat(self._embeddings)
+        out = self._ended(self.mel, self.encoder, self.adapter)
         self.reset()
         return out
+
+    def peek_utterance(self) -> torch.Tensor:
+        """What :meth:`finish` would return now, the stream untouched: it may go on (a reply
+        started ahead of the turn's end hears this, and is thrown away if it does)."""
+        return self._ended(_fork(self.mel), _fork(self.encoder), _fork(self.adapter))
+
+    def _ended(
+        self, mel: StreamingLogMel, encoder: StreamingEncoder, adapter: StreamingAdapter
+    ) -> torch.Tensor:
+        """The utterance's embeddings once ``mel``, ``encoder`` and ``adapter`` (this
+        stream's stages or forks of them) are flushed."""
+        tail: list[torch.Tensor] = []
+        with torch.inference_mode():
+            m = mel.flush()
+            if m.shape[1]:
+                tail.append(adapter.push(encoder.push(torch.from_numpy(m))))
+            tail += [adapter.push(encoder.flush()), adapter.flush()]
+        parts = [e for e in [*self._embeddings, *tail] if e.shape[0]]
+        if not parts:
+            raise UtteranceTooShortError("the utterance is too short to encode")
+        return torch.cat(parts)
 
     def _collect(self, emb: torch.Tensor) -> None:
         if emb.shape[0]:

@@ -130,6 +130,19 @@ class PromptEngine(SpokenLM):
         """Abort ``request_id`` if it is still running."""
 
 
+@dataclass(frozen=True)
+class _Point:
+    """A :class:`PromptContext`'s conversation at one moment (lists copied, tensors shared:
+    the context never changes a tensor it holds)."""
+
+    context: int
+    history: list[torch.Tensor]
+    turn_starts: list[int]
+    pending: list[torch.Tensor]
+    reply_tokens: list[int]
+    reply_open: bool
+
+
 class PromptContext(LMContext):
     """One conversation on a :class:`PromptEngine`."""
 
@@ -194,6 +207,30 @@ class PromptContext(LMContext):
             self._reply_tokens = self._reply_tokens[:keep]
             self._reply_open = True
             self._start_priming()
+
+    def save_point(self) -> _Point:
+        return _Point(
+            self.id,
+            list(self._history),
+            list(self._turn_starts),
+            list(self._pending),
+            list(self._reply_tokens),
+            self._reply_open,
+        )
+
+    def roll_back(self, point: object) -> None:
+        if not isinstance(point, _Point) or point.context != self.id:
+            raise ValueError("not a save point of this conversation")
+        if self._request is not None:
+            raise RuntimeError("abort the reply before rolling back")
+        # A priming request of the forgotten reply would only warm blocks nobody asks for.
+        if self._prime is not None:
+            self._prime.cancel()
+        self._history = list(point.history)
+        self._history_positions = sum(t.shape[0] for t in self._history)
+        self._turn_starts = list(point.turn_starts)
+        self._pending = list(point.pending)
+        self._reply_tokens, self._reply_open = list(point.reply_tokens), point.reply_open
 
     async def abort(self) -> None:
         if self._request is not None:

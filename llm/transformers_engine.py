@@ -10,8 +10,10 @@ rebuilt from the embeddings of the turns kept, which each context holds for that
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -23,6 +25,8 @@ from parley.llm.lm_build import embedding_rows
 from parley.llm.logits import ScheduleLogitsProcessor
 from parley.llm.schedule import max_reply_tokens
 from parley.tokenizers.vocab import TokenClass, VocabLayout
+
+_context_ids = itertools.count()
 
 
 class TransformersSpokenLM(SpokenLM):
@@ -65,6 +69,24 @@ class TransformersSpokenLM(SpokenLM):
         return out.logits[0, -1].float()
 
 
+@dataclass(frozen=True)
+class _Point:
+    """A :class:`TransformersContext`'s conversation at one moment: how much of its cache
+    to keep, and the bookkeeping beside it (lists copied; tensors are never changed)."""
+
+    context: int
+    cache_epoch: int
+    length: int
+    turns: list[list[torch.Tensor]]
+    closing: torch.Tensor | None
+    pending: list[torch.Tensor]
+    reply_tokens: list[int]
+    reply_base: int
+    unfed: int | None
+    reply_open: bool
+    generator: torch.Tensor
+
+
 class TransformersContext(LMContext):
     """One conversation on a :class:`TransformersSpokenLM`."""
 
@@ -84,10 +106,15 @@ class TransformersContext(LMContext):
         self._step_done = asyncio.Event()
         self._step_done.set()
         self._generator = torch.Generator().manual_seed(engine.engine.seed)
-        # What the cache holds, turn by turn, as embeddings: enough to rebuild it without
-        # the oldest turns. Invariant: their lengths add up to the cache's.
+        # The conversation turn by turn as embeddings: enough to rebuild the cache without
+        # the oldest turns. The cache holds a prefix of them (all of them, except after a
+        # roll back, until the next reply feeds the rest).
         self._turns: list[list[torch.Tensor]] = []
         self._closing: torch.Tensor | None = None  # the last reply's tail, not yet fed
+        # Bumped whenever the cache is rebuilt, after which an older save point's positions
+        # no longer line up with it.
+        self._cache_epoch = 0
+        self._id = next(_context_ids)
         self.prefill_positions = 0
         self.decode_steps = 0
 
@@ -143,13 +170,59 @@ class TransformersContext(LMContext):
             self._reply_tokens = tokens[:keep]
             self._reply_open = True
 
+    def save_point(self) -> _Point:
+        return _Point(
+            self._id,
+            self._cache_epoch,
+            self.context_length,
+            [list(parts) for parts in self._turns],
+            self._closing,
+            list(self._pending),
+            list(self._reply_tokens),
+            self._reply_base,
+            self._unfed,
+            self._reply_open,
+            self._generator.get_state(),
+        )
+
+    def roll_back(self, point: object) -> None:
+        if not isinstance(point, _Point) or point.context != self._id:
+            raise ValueError("not a save point of this conversation")
+        if self._running:
+            raise RuntimeError("abort the reply before rolling back")
+        if point.cache_epoch != self._cache_epoch:
+            self._new_cache()  # the turns are fed again from the first
+        elif self.context_length > point.length:
+            self._cache.crop(-(self.context_length - point.length))
+        self._turns = [list(parts) for parts in point.turns]
+        self._closing = point.closing
+        self._pending = list(point.pending)
+        self._reply_tokens, self._reply_base = list(point.reply_tokens), point.reply_base
+        self._unfed, self._reply_open = point.unfed, point.reply_open
+        self._generator.set_state(point.generator)
+
+    def _new_cache(self) -> None:
+        self._cache = DynamicCache(config=self.engine.model.config)
+        self._cache_epoch += 1
+
+    def _unfed_turns(self) -> list[torch.Tensor]:
+        """The turns' embeddings beyond what the cache holds."""
+        skip, out = self.context_length, []
+        for part in (t for parts in self._turns for t in parts):
+            if skip >= part.shape[0]:
+                skip -= part.shape[0]
+            else:
+                out.append(part[skip:])
+                skip = 0
+        return out
+
     async def abort(self) -> None:
         self._abort.set()
         await self._step_done.wait()
 
     def close(self) -> None:
         self._abort.set()
-        self._cache = DynamicCache(config=self.engine.model.config)
+        self._new_cache()
         self._turns, self._closing = [], None
         self._pending.clear()
         self._reply_tokens, self._unfed, self._reply_open = [], None, False
@@ -167,14 +240,12 @@ class TransformersContext(LMContext):
         log_fit(fit, len(lengths), limit, turn.shape[0])
         if fit.pending_keep is not None:
             turn = keep_tail(turn, fit.pending_keep)
-        feed = turn if closing is None else torch.cat([closing, turn])
         if fit.drop:
             # RoPE keys carry their positions: the kept turns are run again from 0.
             self._turns = self._turns[fit.drop :]
-            self._cache = DynamicCache(config=self.engine.model.config)
-            feed = torch.cat([*(t for parts in self._turns for t in parts), turn])
+            self._new_cache()
         self._turns.append([turn])
-        return feed
+        return torch.cat(self._unfed_turns())
 
     def _trim_last_turn(self, length: int) -> None:
         """Cut the newest turn so every turn together holds ``length`` positions."""

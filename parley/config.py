@@ -329,6 +329,19 @@ class AgentConfig(_Section):
             "it judges unfinished (up to 3, 2 and 1.2 s), high answering soonest."
         ),
     )
+    preemptive_reply_ms: int | None = Field(
+        320,
+        ge=0,
+        le=10_000,
+        description=(
+            "Silence inside the user's turn after which the reply is started ahead, its "
+            "audio held until the turn ends and thrown away, with nothing of it kept, if "
+            "the user goes on: its compute runs in the silence instead of after it. The "
+            "reply hears the user's words up to that point; at 320 ms, where the VAD calls "
+            "the speech over, the same words as a reply started at the turn's end. None: "
+            "replies start when the turn ends."
+        ),
+    )
     min_interruption_ms: int = Field(
         600,
         ge=0,

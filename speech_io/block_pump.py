@@ -34,6 +34,11 @@ class AudioEndpoint(Protocol):
     def rewind_output(self, n: int) -> None:
         """The last ``n`` pulled samples were never played."""
 
+    def played_silence(self, n: int) -> None:
+        """The speaker played ``n`` samples of silence that were never pulled (its buffer
+        ran dry, as it does right after a clear): what is pulled next plays that much
+        later than the count of pulled samples says."""
+
 
 class BlockPump:
     """Microphone blocks into the endpoint in fixed frames, and the endpoint's output kept
@@ -74,6 +79,11 @@ class BlockPump:
         # Endpoint samples pulled, and output ring read count, at start or the last clear.
         self._seg_pulled = self._seg_read0 = 0
         self._clear_pending = False
+        # Device samples of silence played for lack of output (written by the output
+        # thread only), how many of them the endpoint has been told of, and the part of an
+        # endpoint sample not yet told.
+        self._gap = self._gap_told = 0
+        self._gap_rest = 0
 
     # ------------------------------------------------------------------ device threads
 
@@ -90,6 +100,7 @@ class BlockPump:
         got = self._out_ring.read_into(mono)
         if got < len(mono):
             mono[got:] = 0.0
+            self._gap += len(mono) - got
             if not self._clear_pending:  # the gap after a clear was asked for
                 self.stats.output_underruns += 1
                 self.stats.output_missing += len(mono) - got
@@ -110,6 +121,7 @@ class BlockPump:
                 self._endpoint.push_input(pending[k : k + frame])
                 k += frame
             self._in_pending = pending[k:]
+        self._tell_gap()
         for _ in range(64):  # bounded: a fresh resampler may hold back its first frames
             if len(self._out_ring) >= (fill or self._ahead):
                 break
@@ -121,6 +133,19 @@ class BlockPump:
             if self._out_ring.write(x) != len(x):
                 raise RuntimeError("output ring overflow: rewind counts would be wrong")
             self._clear_pending = False
+
+    def _tell_gap(self) -> None:
+        """Silence the device played for lack of output moves the endpoint's output
+        timeline on by as much: else every gap (one after each clear) would make the echo
+        come later than the echo canceller has learnt, by the gaps added up."""
+        gap = self._gap
+        if gap == self._gap_told:
+            return
+        self._gap_rest += (gap - self._gap_told) * self.sample_rate
+        self._gap_told = gap
+        n, self._gap_rest = divmod(self._gap_rest, self._out_rate)
+        if n:
+            self._endpoint.played_silence(n)
 
     def clear(self) -> int:
         """Drop the output not yet handed to the device (barge-in), tell the endpoint with

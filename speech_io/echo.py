@@ -6,7 +6,7 @@ stages keep the agent from hearing itself while still hearing a user who talks o
 
 :class:`EchoCanceller` subtracts a linear estimate of the echo. It is a partitioned-block
 frequency-domain adaptive filter (MDF: 10 ms blocks, 2N-point FFTs, per-bin normalised
-NLMS, constrained gradients) with four additions:
+NLMS, constrained gradients) with five additions:
 
 * **Delay estimation.** A filter spanning the whole 250 ms tail spends most of its taps on
   the bulk delay and learns speech echo slowly (12-15 dB over seconds 1-4 in our tests).
@@ -19,6 +19,13 @@ NLMS, constrained gradients) with four additions:
   taken for double talk: the background does not learn from them (15 dB below) and nothing
   is copied on them (6 dB below), since a fast filter can fit a little of the user's voice
   by chance. A background that went wrong is reset to the foreground.
+* **Following a moved path.** A device whose latency changes (an underrun, a cleared
+  buffer) plays the same echo some blocks later; the filter, aimed at the old lag, then
+  cancels nothing, its blocks look like double talk, and the gate, still crediting the old
+  ERLE, hears the echo as the user. The user's voice does not correlate with the
+  reference, a moved echo does, at its new lag: faster statistics watch for that on such
+  blocks, then re-aim the filters by the move (their shape holds) and learn the ERLE anew,
+  about 0.2 s after the move (it took 2 s before).
 * **Noise-aware step.** Per bin, the step is scaled by the share of the error above the
   stationary noise floor, so a quiet echo's filter does not learn the noise.
 * **Zero added latency.** Any chunk length is accepted; the output of a partial block is
@@ -90,8 +97,17 @@ class EchoOptions:
     """The background skips blocks whose ERLE falls this far below the running ERLE
     (the user's voice dominates them)."""
     copy_shortfall_db: float = 6.0
-    """No copying, delay tracking or ERLE update on blocks this far below it (they may
-    hold the user's voice)."""
+    """No copying, ordinary delay tracking or ERLE update on blocks this far below it
+    (they may hold the user's voice; only the watch for a moved echo runs on them)."""
+    move_smoothing: float = 0.85
+    """Forgetting factor of the statistics that watch for a moved echo (~70 ms)."""
+    moved_blocks: int = 5
+    """Such blocks on which one other lag leads before the echo counts as moved there."""
+    moved_margin: float = 2.0
+    """How much more that lag must correlate with the microphone than the old one."""
+    moved_coherence: float = 0.4
+    """And the share of the microphone's power that lag must explain (the user talking
+    over a faint echo leaves little of it explained, wherever the peak wanders)."""
 
 
 @dataclass
@@ -104,6 +120,10 @@ class _EchoState:
     spectra: np.ndarray  # (K, N+1) reference block spectra, newest first
     ref_power: np.ndarray  # (K, N+1) smoothed reference power, same lags
     cross: np.ndarray  # (K, N+1) smoothed mic x reference cross-spectra per lag
+    # The same three, smoothed faster: the watch for a moved echo path (_path_moved).
+    fast_cross: np.ndarray  # (K, N+1)
+    fast_ref: np.ndarray  # (K, N+1)
+    fast_mic: np.ndarray  # (N+1,)
     fg: np.ndarray  # (F, N+1) foreground filter, partitions offset.. offset+F-1
     bg: np.ndarray  # (F, N+1) background filter
     past: np.ndarray  # (2, N+1) fore/background output spectra from known blocks
@@ -119,6 +139,9 @@ class _EchoState:
     res_avg: float = _TINY
     active_blocks: int = 0  # blocks with audible reference, for the coupling prior
     flagged_blocks: int = 0  # consecutive blocks that looked like double talk
+    good_lag: int = -1  # the delay estimator's lag on the last echo-only block
+    moved_to: int = -1  # the lag the echo may have moved to, and for how many blocks
+    moved_for: int = 0
     echo: np.ndarray = field(default_factory=lambda: np.zeros((2, 0), np.float32))
 
 
@@ -152,6 +175,9 @@ class EchoCanceller(Streaming):
             spectra=np.zeros((k, n + 1), np.complex128),
             ref_power=np.zeros((k, n + 1)),
             cross=np.zeros((k, n + 1), np.complex128),
+            fast_cross=np.zeros((k, n + 1), np.complex128),
+            fast_ref=np.zeros((k, n + 1)),
+            fast_mic=np.zeros(n + 1),
             fg=np.zeros((f, n + 1), np.complex128),
             err_psd=np.zeros(n + 1),
             noise_psd=np.full(n + 1, np.inf),
@@ -305,8 +331,7 @@ class EchoCanceller(Streaming):
                 st.bg = st.fg.copy()
                 st.bg_err = st.fg_err
             # Last, as it may re-aim the filters (the window above is then stale).
-            if echo_only:
-                self._track_delay()
+            self._track_delay(echo_only)
 
     def _noise_share(self, err: np.ndarray) -> np.ndarray:
         """Per bin, the share of the error that is not the stationary noise floor.
@@ -341,14 +366,21 @@ class EchoCanceller(Streaming):
         st.res_avg += _ERLE_RATE * (s_ee - st.res_avg)
         return shortfall
 
-    def _track_delay(self) -> None:
-        """Follow the lag whose cross-spectrum with the microphone is strongest."""
+    def _track_delay(self, echo_only: bool) -> None:
+        """Follow the lag whose cross-spectrum with the microphone is strongest. On blocks
+        that may hold the user it only watches for the echo moving (see _path_moved)."""
         st, lam = self._state, self.options.delay_smoothing
         mic_spec = np.fft.rfft(st.mic)
-        st.cross = lam * st.cross + (1 - lam) * mic_spec * np.conj(st.spectra)
+        product = mic_spec * np.conj(st.spectra)
+        st.cross = lam * st.cross + (1 - lam) * product
         st.ref_power[1:] = st.ref_power[:-1]
         x0 = st.spectra[0]
         st.ref_power[0] = lam * st.ref_power[1] + (1 - lam) * (x0.real**2 + x0.imag**2)
+        f = self.options.move_smoothing
+        st.fast_cross = f * st.fast_cross + (1 - f) * product
+        st.fast_ref[1:] = st.fast_ref[:-1]
+        st.fast_ref[0] = f * st.fast_ref[1] + (1 - f) * (x0.real**2 + x0.imag**2)
+        st.fast_mic = f * st.fast_mic + (1 - f) * (mic_spec.real**2 + mic_spec.imag**2)
         cross = st.cross.real**2 + st.cross.imag**2
         power = np.sum(st.ref_power, axis=1)
         # Normalise per lag, but not by lags the reference has barely reached yet.
@@ -358,6 +390,10 @@ class EchoCanceller(Streaming):
             st.candidate_blocks += 1
         else:
             st.candidate, st.candidate_blocks = best, 1
+        if not echo_only:
+            self._path_moved()
+            return
+        st.good_lag, st.moved_for = best, 0
         # Move only for a lag that has led for a while and sits outside the first few
         # partitions of the span (the room response needs the rest).
         inside = st.offset + 1 <= best <= st.offset + 3
@@ -365,6 +401,38 @@ class EchoCanceller(Streaming):
         needed = 3 if st.mic_avg < 4 * st.res_avg else 25
         if st.candidate_blocks >= needed and not inside:
             self._move(min(max(best - 1, 0), self.lags - self.taps))
+
+    def _path_moved(self) -> None:
+        """A block far below the usual ERLE is the user's voice, or the echo path moved:
+        a device whose latency changed (an underrun, a buffer cleared) plays the same echo
+        some blocks later, and a filter aimed at the old lag then cancels nothing, while
+        the gate still credits it the old ERLE and hears the echo as the user. The user's
+        voice does not correlate with the reference; a moved echo does, at its new lag. So
+        when, on fast statistics, another lag has led clearly for ``moved_blocks`` such
+        blocks and explains much of the microphone, the filters are re-aimed by the move
+        (their shape still holds) and the ERLE is learnt anew."""
+        st, o = self._state, self.options
+        if st.good_lag < 0:
+            return
+        cross = st.fast_cross.real**2 + st.fast_cross.imag**2
+        power = np.sum(st.fast_ref, axis=1)
+        score = np.sum(cross, axis=1) / (np.maximum(power, np.mean(power)) + _TINY)
+        best = int(np.argmax(score))
+        if best == st.good_lag or score[best] < o.moved_margin * score[st.good_lag]:
+            st.moved_for = 0
+            return
+        st.moved_for = st.moved_for + 1 if best == st.moved_to else 1
+        st.moved_to = best
+        # How much of the microphone's power the reference at that lag explains (0-1).
+        explained = np.sum(cross[best]) / (np.sum(st.fast_ref[best] * st.fast_mic) + _TINY)
+        if st.moved_for < o.moved_blocks or explained < o.moved_coherence:
+            return
+        self._move(min(max(st.offset + best - st.good_lag, 0), self.lags - self.taps))
+        # The slow statistics would still point at the old lag: they start from the fast.
+        st.cross, st.ref_power = st.fast_cross.copy(), st.fast_ref.copy()
+        st.candidate, st.candidate_blocks = best, 0
+        st.good_lag, st.moved_for = best, 0
+        st.mic_avg, st.res_avg, st.flagged_blocks = _TINY, _TINY, 0
 
     def _move(self, offset: int) -> None:
         """Re-aim both filters at lags from ``offset``, keeping partitions still covered."""

@@ -28,7 +28,7 @@ class _Endpoint:
 
     def __init__(self, signal: np.ndarray, clock: Callable[[], float] | None = None) -> None:
         self.signal, self.pos, self.silent = signal, 0, False
-        self.pulled = self.rewound = 0
+        self.pulled = self.rewound = self.gaps = 0
         self.received: list[np.ndarray] = []
         self.clock = clock or (lambda: 0.0)
         self.pull_log: list[tuple[int, float]] = []  # (signal position, time)
@@ -51,6 +51,9 @@ class _Endpoint:
     def rewind_output(self, n: int) -> None:
         self.pos -= n
         self.rewound += n
+
+    def played_silence(self, n: int) -> None:
+        self.gaps += n
 
     def mic(self) -> np.ndarray:
         return np.concatenate(self.received) if self.received else np.zeros(0, np.float32)

@@ -79,7 +79,11 @@ def make_chat(tiny_model, speech, *, cut: bool = True, total_s: float = 8.0, **b
         user[a : a + len(clip)] = clip
         spans.append((a, a + len(clip)))
     clock = VirtualClock()
-    agent = load_config("tiny").agent.model_copy(update={"reply_min_s": 4, "reply_max_s": 6})
+    # Replies start when the turn ends (not ahead, in the silence): "thinking" then lasts
+    # the model's compute, long enough to be drawn.
+    agent = load_config("tiny").agent.model_copy(
+        update={"reply_min_s": 4, "reply_max_s": 6, "preemptive_reply_ms": None}
+    )
     session = DuplexSession(tiny_model, agent, clock=clock, detector=ScriptedDetector(spans))
     backend = VirtualBackend(user, on_frame=clock.set, **backend_kw)
     return ChatApp(session, backend, random_weights=True), session, backend

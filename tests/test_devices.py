@@ -49,13 +49,16 @@ def test_output_prefill_play_underrun_and_exact_rewind() -> None:
     np.testing.assert_array_equal(np.concatenate(played[:2])[:, 0], sig[BLOCK : 3 * BLOCK])
     assert not played[2].any()
     assert (t.stats.output_underruns, t.stats.output_missing) == (1, BLOCK)
+    assert ep.gaps == 0
     t.pump.service()
+    assert ep.gaps == BLOCK  # the endpoint hears of the silence before it pulls again
     _play(t, 100)  # part of a block: 220 pulled samples stay unplayed
     assert t.clear_output() == 220
     assert ep.rewound == 220 and ep.pulled - ep.rewound == 3 * BLOCK + 100
-    # The gap until the next top-up was asked for: no underrun counted.
+    # The gap until the next top-up was asked for: no underrun counted, but it played.
     assert not _play(t, BLOCK).any() and t.stats.output_underruns == 1
     t.pump.service()
+    assert ep.gaps == 2 * BLOCK
     np.testing.assert_array_equal(_play(t, BLOCK)[:, 0], sig[ep.pos - 2 * BLOCK : ep.pos - BLOCK])
     assert t.stats.cleared == 220
 
@@ -98,6 +101,11 @@ def test_48k_stereo_device_is_resampled_and_rewind_maps_to_16k() -> None:
     consumed = 20 * 480 + 300
     n = t.clear_output()
     assert n == ep.pulled - consumed // 3  # floor: a part-played sample counts as unplayed
+    for _ in range(3):  # 1440 device samples of silence, told at 16 kHz, none lost
+        _play(t, 480, 2)
+    _play(t, 100, 2)
+    t.pump.service()
+    assert ep.gaps == (3 * 480 + 100) // 3
 
 
 def test_health_check_reports_stop_and_stall() -> None:

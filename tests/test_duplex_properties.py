@@ -65,18 +65,29 @@ def legal(old, new):
     )
 
 
-async def converse(model, first_turn, mode, at, duration):
+async def converse(model, first_turn, mode, at, duration, gap=0.0):
+    # Replies start ahead 100 ms into a silence; a pause of `gap` seconds (0: none) splits
+    # the first turn, so a reply started ahead in it is thrown away when the user goes on
+    # (or, past the 300 ms endpoint, answers the first half, and the second half cuts in).
     cfg = AgentConfig(
-        echo_cancellation=False, frame_ms=20, max_ahead_ms=200, endpoint_silence_ms=300
+        echo_cancellation=False,
+        frame_ms=20,
+        max_ahead_ms=200,
+        endpoint_silence_ms=300,
+        preemptive_reply_ms=100,
     )
-    spans = [(int(0.1 * SR), int((0.1 + first_turn) * SR))]
+    a, b = int(0.1 * SR), int((0.1 + first_turn) * SR)
+    spans = [(a, b)]
+    if gap:
+        spans.append((b + int(gap * SR), b + int((gap + 0.3) * SR)))
     clock = VirtualClock()
-    detector = ScriptedDetector(spans)
+    detector = ScriptedDetector(list(spans))
     session = DuplexSession(model, cfg, clock=clock, detector=detector)
     events = []
     session.subscribe(events.append)
     user = np.zeros(int(8 * SR), dtype=np.float32)
-    user[spans[0][0] : spans[0][1]] = 0.1 * np.sin(np.arange(spans[0][1] - spans[0][0]) * 0.07)
+    for lo, hi in spans:
+        user[lo:hi] = 0.1 * np.sin(np.arange(hi - lo) * 0.07)
 
     if mode == "step":  # an explicit interrupt while decode step `at` is being computed
         engine = model.engine
@@ -93,7 +104,7 @@ async def converse(model, first_turn, mode, at, duration):
     else:  # user speech starting `at` seconds after the first reply audio
 
         def place(e):
-            if e.type == "first_audio" and len(detector.spans) == 1:
+            if e.type == "first_audio" and len(detector.spans) == len(spans):
                 a = e.output_sample + int(at * SR)
                 detector.spans.append((a, a + int(duration * SR)))
 
@@ -137,6 +148,12 @@ def check(session, events, out, model):
         nxt = [e.output_sample for e in after if e.type == "first_audio"]
         stop = nxt[0] if nxt else len(out)
         assert not np.any(out[cut.output_sample : stop])
+    # nothing of a reply started ahead and thrown away got out, and what was used counts
+    started = {e.reply_id for e in events if e.type == "reply_started"}
+    assert {e.reply_id for e in events if hasattr(e, "reply_id")} <= started
+    assert session.preemption.used <= len(started)
+    user = [h for h in session.history if h.role == "user"]
+    assert len(user) == sum(e.type == "user_turn_ended" for e in events) == len(started)
     # the conversation remembers only what was heard
     assistant = [h for h in session.history if h.role == "assistant"]
     ends = [e for e in events if e.type == "reply_ended"]
@@ -167,11 +184,14 @@ def check(session, events, out, model):
     at=st.integers(0, 45),
     offset=st.floats(0.0, 1.4),
     duration=st.floats(0.05, 1.2),
+    gap=st.sampled_from([0.0, 0.0, 0.15, 0.25, 0.4]),
 )
-def test_random_interruptions_keep_the_invariants(micro, first_turn, mode, at, offset, duration):
+def test_random_interruptions_keep_the_invariants(
+    micro, first_turn, mode, at, offset, duration, gap
+):
     async def case():
         when = at if mode == "step" else offset
-        session, events, out = await converse(micro, first_turn, mode, when, duration)
+        session, events, out = await converse(micro, first_turn, mode, when, duration, gap)
         try:
             check(session, events, out, micro)
         finally:

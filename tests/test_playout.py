@@ -93,3 +93,13 @@ def test_the_producer_is_woken_when_little_is_left() -> None:
     assert not reply.space.is_set()
     playout.pull(2)  # 4 left: make more, and the producer counts as busy until it waits
     assert reply.space.is_set() and not reply.idle.is_set()
+
+
+def test_silence_the_device_played_moves_the_timeline_and_takes_no_reply_audio() -> None:
+    playout, owner, echo, events = make(reply_with(10, done=False))
+    assert playout.pull(3).tolist() == [1, 2, 3]
+    playout.silence(5)  # the device ran dry for 5 samples (say, after a clear)
+    assert playout.output_sample == 8 and echo.reference == [1, 2, 3, 0, 0, 0, 0, 0]
+    assert playout.pull(2).tolist() == [4, 5]  # the reply goes on from where it was
+    assert echo.reference[-2:] == [4, 5] and owner.reply.position == 5
+    assert not [e for e in events if isinstance(e, AudioRewound)]

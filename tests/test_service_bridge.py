@@ -162,6 +162,20 @@ async def test_manual_turns_commit_then_response_create(agent):
     await rig.session.aclose()
 
 
+async def test_manual_clip_with_a_pause_is_answered_at_once(agent):
+    # The clip pauses 450 ms (a reply is started ahead 320 ms in, then thrown away when the
+    # words go on) and ends with 100 ms of speech: it goes in at once, and the turn's end
+    # still waits for the roll back, so the response starts at once all the same.
+    rig = BridgeRig(agent, spans=[(0.1, 0.5), (0.95, 1.05)])
+    await rig.send(type="session.update", session={"audio": {"input": {"turn_detection": None}}})
+    await rig.send(type="input_audio_buffer.append", audio=b64(speechlike(1.1)))
+    await rig.send(type="input_audio_buffer.commit")
+    await rig.send(type="response.create")
+    assert rig.errors() == [] and rig.types()[-1] == "response.created"
+    assert rig.session.session.preemption.dropped == 1
+    await rig.session.aclose()
+
+
 async def test_manual_turn_without_speech_is_an_error(agent):
     rig = BridgeRig(agent, spans=[])
     await rig.send(type="session.update", session={"audio": {"input": {"turn_detection": None}}})
@@ -281,4 +295,30 @@ async def test_bad_audio_and_the_buffer_bound(agent):
     assert rig.errors()[-1] == "commit_not_supported"
     await rig.send(type="response.create")
     assert rig.errors()[-1] == "response_create_not_supported"
+    await rig.session.aclose()
+
+
+async def test_truncate_while_a_reply_is_held_in_the_users_pause(agent, tiny_model):
+    # 320 ms after the user's second turn (5.0-5.5 s) a reply is started ahead, on the
+    # context the truncate then changes: it is thrown away, the truncate cuts the first
+    # reply, and the turn's end (6.0 s) gets a fresh reply to the context as cut.
+    rig = BridgeRig(agent, spans=[(0.2, 1.2), (5.0, 5.5)])
+    await rig.stream(speechlike(1.4))
+    await rig.idle(3.5)
+    item = rig.of("response.done")[0]["response"]["output"][0]["id"]
+    context = rig.session.session.context
+    tokens = context.last_reply_tokens
+    await rig.stream(speechlike(0.7))
+    await rig.idle(0.3)  # 5.9 s
+    assert rig.session.session._held is not None
+    await rig.send(type="conversation.item.truncate", item_id=item, audio_end_ms=500)
+    assert rig.errors() == []
+    assert rig.session.session._held is None
+    classes = [tiny_model.checkpoint.manifest.vocab.classify(t) for t in tokens]
+    keep = heard_prefix(classes, math.ceil(500 * SR // 1000 / tiny_model.samples_per_token))
+    assert context.last_reply_tokens == tokens[:keep]
+    assert len(rig.of("response.created")) == 1
+    await rig.idle(0.5)
+    assert len(rig.of("response.created")) == 2 and rig.errors() == []
+    assert rig.session.session.preemption.dropped == 1
     await rig.session.aclose()

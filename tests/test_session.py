@@ -198,7 +198,10 @@ async def test_a_failing_engine_ends_the_reply_and_the_conversation_goes_on(tiny
 
     engine.forward = flaky
     try:
-        session, events, out = await run(tiny_model, [(0.2, 1.0), (4.0, 5.0)], 14.0)
+        # A reply that fails while it plays (test_preemptive has one that fails held).
+        session, events, out = await run(
+            tiny_model, [(0.2, 1.0), (4.0, 5.0)], 14.0, preemptive_reply_ms=None
+        )
     finally:
         engine.forward = real
     ended = [e for e in events if e.type == "reply_ended"]

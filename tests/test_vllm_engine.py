@@ -157,3 +157,31 @@ async def test_barge_in_scenario_on_the_vllm_engine(vllm_model):
     assert scored["interruptions"] == 1 and scored["stale_events_after_interrupt"] == 0
     assert scored["response_overhead_ms"]["max"] <= 50
     assert vllm_model.engine.running_requests == 0
+
+
+async def test_a_rolled_back_turn_leaves_the_vllm_conversation_as_it_was(vllm_model, turns):
+    # A reply started ahead on the second question and thrown away (mid-reply, then a whole
+    # one): the third question is answered as if the second had never been heard.
+    engine = vllm_model.engine
+    expected = await conversation(engine, [turns[0], turns[2]])
+    ctx = engine.open_context()
+    try:
+        ctx.add_user_audio(turns[0])
+        got = [await reply_ids(ctx)]
+        for steps in (5, None):
+            point = ctx.save_point()
+            ctx.add_user_audio(turns[1])
+            async with contextlib.aclosing(ctx.reply()) as stream:
+                n = 0
+                async for _ in stream:
+                    n += 1
+                    if n == steps:
+                        break
+            await ctx.abort()
+            ctx.roll_back(point)
+            assert engine.running_requests == 0
+        ctx.add_user_audio(turns[2])
+        got.append(await reply_ids(ctx))
+    finally:
+        await ctx.aclose()
+    assert got == expected

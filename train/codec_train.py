@@ -150,25 +150,7 @@ def train_codec(
     held_u = [u for u in utterances if is_heldout(u.text)]
     log(f"codec: {len(train_u)} training and {len(held_u)} held-out texts")
 
-    cb_path = work / CODEBOOK_FILE
-    if cb_path.is_file():
-        with safe_open(str(cb_path), "pt") as f:
-            kind = (f.metadata() or {}).get("frames_kind", "frames")
-        if kind != probe.frames_kind:
-            raise ValueError(
-                f"{cb_path} was fitted on {kind!r} units, this codec wants "
-                f"{probe.frames_kind!r}: train it in a new work directory"
-            )
-        codebook = load_file(str(cb_path))["codebook"]
-        tok = UnitTokenizer(encoder, features, codebook, cfg.frames_per_unit, cfg.unit_window)
-        log(f"codec: codebook from {cb_path}")
-    else:
-        t0 = time.perf_counter()
-        tok = fit_unit_tokenizer(
-            train_u, encoder, features, cfg, tcfg.kmeans_units, tcfg.kmeans_iters, seed
-        )
-        save_file({"codebook": tok.codebook}, str(cb_path), {"frames_kind": tok.frames_kind})
-        log(f"codec: k-means {cfg.codebook_size} units in {time.perf_counter() - t0:.0f} s")
+    tok = _unit_tokenizer(work / CODEBOOK_FILE, probe, train_u, cfg, tcfg, log)
     train_t, held_t = tokenize(train_u, tok), tokenize(held_u, tok)
     del utterances, train_u, held_u  # the encoder frames (~1 GB for 3 h) are done with
     used = torch.bincount(torch.cat([u.ids for u in train_t]), minlength=cfg.codebook_size)
@@ -180,6 +162,42 @@ def train_codec(
     save_codec(work / CODEC_DIR, vocoder, tok, cfg)
     log(f"codec: wrote {work / CODEC_DIR}")
     return vocoder, tok
+
+
+def _unit_tokenizer(
+    cb_path: Path,
+    probe: UnitTokenizer,
+    train_u: Sequence[Utterance],
+    cfg: CodecConfig,
+    tcfg: CodecTrainConfig,
+    log: Log,
+) -> UnitTokenizer:
+    """The run's codebook on ``probe``'s encoder and features: the one saved at ``cb_path``,
+    else one fitted on ``train_u`` and saved there (k-means is the slow part of a restart).
+
+    A saved codebook fitted on another kind of frames is refused rather than reused: its
+    units would mean nothing to this encoder.
+    """
+    encoder, features = probe.encoder, probe.features
+    if cb_path.is_file():
+        with safe_open(str(cb_path), "pt") as f:
+            kind = (f.metadata() or {}).get("frames_kind", "frames")
+        if kind != probe.frames_kind:
+            raise ValueError(
+                f"{cb_path} was fitted on {kind!r} units, this codec wants "
+                f"{probe.frames_kind!r}: train it in a new work directory"
+            )
+        codebook = load_file(str(cb_path))["codebook"]
+        tok = UnitTokenizer(encoder, features, codebook, cfg.frames_per_unit, cfg.unit_window)
+        log(f"codec: codebook from {cb_path}")
+        return tok
+    t0 = time.perf_counter()
+    tok = fit_unit_tokenizer(
+        train_u, encoder, features, cfg, tcfg.kmeans_units, tcfg.kmeans_iters, tcfg.seed
+    )
+    save_file({"codebook": tok.codebook}, str(cb_path), {"frames_kind": tok.frames_kind})
+    log(f"codec: k-means {cfg.codebook_size} units in {time.perf_counter() - t0:.0f} s")
+    return tok
 
 
 def train_codec_for_pipeline(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from parley.train.corpus import record_answer
 from parley.train.followups import recombine_followups
 from parley.train.lm_data import (
     Dialogue,
+    Example,
     cache_replies,
     cache_user_frames,
     chain_dialogues,
@@ -28,7 +30,7 @@ from parley.train.lm_data import (
     question_drills,
     reply_audio,
 )
-from parley.train.lm_train import METRICS_FILE, SpokenLMTrainee, train_lm
+from parley.train.lm_train import METRICS_FILE, LMTrainConfig, SpokenLMTrainee, train_lm
 from parley.train.lm_train import STATE_FILE as LM_STATE_FILE
 
 # Each part draws from its own seed, as in make-checkpoint; the data order from one more.
@@ -65,19 +67,7 @@ def adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder, 
     )
     extras = _extra_dialogues(opts, [d for d in dialogues if d.split == "train"])
     replies = _replies(corpus, dialogues, extras, tokenizer, units, lm_work, bar)
-    train_ex, held_ex, skipped = [], [], 0
-    for d in [*dialogues, *(d for group in extras.values() for d in group)]:
-        try:
-            ex = layout_dialogue(d, frames, replies, layout, cfg.schedule, cfg.adapter.stack)
-        except ValueError:
-            skipped += 1  # the schedule cannot carry this reply (too long for max_speech_tokens)
-            continue
-        (train_ex if d.split == "train" else held_ex).append(ex)
-    counts = ", ".join(f"{len(group)} {name}" for name, group in extras.items())
-    log(
-        f"{len(train_ex)} training examples ({counts}) and {len(held_ex)} held-out dialogues "
-        f"({skipped} skipped)"
-    )
+    train_ex, held_ex = _examples(cfg, dialogues, extras, frames, replies, layout, log)
     if opts.init_from is not None and not (lm_work / LM_STATE_FILE).is_file():
         from parley.train.warm_start import warm_start
 
@@ -96,14 +86,7 @@ def adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder, 
     # 5. adapter + LM (an export-only call finds it trained and only loads it)
     t0 = time.perf_counter()
     model = SpokenLMTrainee(adapter, lm)
-    lm_cfg = replace(opts.lm, seed=opts.seed * 10 + _PART_SEEDS["data"])
-    more_threads = None
-    if vocoder is not None and not torch.cuda.is_available():
-        # The vocoder's process has the other half until it is done; then the LM takes all
-        # (the vocoder ends an hour or more before the LM in the default recipe).
-        lm_cfg.threads = half_threads(opts.lm.threads)
-        full = opts.lm.threads or 2 * lm_cfg.threads
-        more_threads = lambda: None if vocoder.is_alive() else full  # noqa: E731
+    lm_cfg, more_threads = _lm_config(opts, vocoder)
     last = train_lm(
         model,
         train_ex,
@@ -136,6 +119,41 @@ def _fresh_lm(opts, cfg, lm_work: Path, dialogues: list[Dialogue]):
     if not saved_tokenizer.is_dir():
         tokenizer.save_pretrained(saved_tokenizer)
     return lm, tokenizer
+
+
+def _examples(
+    cfg, dialogues: list[Dialogue], extras: dict[str, list[Dialogue]], frames, replies, layout, log
+) -> tuple[list[Example], list[Example]]:
+    """The laid-out training examples and held-out dialogues, counted in the log."""
+    train_ex: list[Example] = []
+    held_ex: list[Example] = []
+    skipped = 0
+    for d in [*dialogues, *(d for group in extras.values() for d in group)]:
+        try:
+            ex = layout_dialogue(d, frames, replies, layout, cfg.schedule, cfg.adapter.stack)
+        except ValueError:
+            skipped += 1  # the schedule cannot carry this reply (too long for max_speech_tokens)
+            continue
+        (train_ex if d.split == "train" else held_ex).append(ex)
+    counts = ", ".join(f"{len(group)} {name}" for name, group in extras.items())
+    log(
+        f"{len(train_ex)} training examples ({counts}) and {len(held_ex)} held-out dialogues "
+        f"({skipped} skipped)"
+    )
+    return train_ex, held_ex
+
+
+def _lm_config(opts, vocoder) -> tuple[LMTrainConfig, Callable[[], int | None] | None]:
+    """The LM's training config, and what ``train_lm`` asks for more threads (None: it has
+    the CPU to itself from the start)."""
+    lm_cfg = replace(opts.lm, seed=opts.seed * 10 + _PART_SEEDS["data"])
+    if vocoder is None or torch.cuda.is_available():
+        return lm_cfg, None
+    # The vocoder's process has the other half until it is done; then the LM takes all
+    # (the vocoder ends an hour or more before the LM in the default recipe).
+    lm_cfg.threads = half_threads(opts.lm.threads)
+    full = opts.lm.threads or 2 * lm_cfg.threads
+    return lm_cfg, lambda: None if vocoder.is_alive() else full
 
 
 def _extra_dialogues(opts, training: list[Dialogue]) -> dict[str, list[Dialogue]]:

@@ -184,9 +184,7 @@ def train_lm(
     from tqdm import tqdm
 
     work.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu" and cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    device = _pick_device(cfg)
     torch.manual_seed(cfg.seed)
     model.to(device).train()
     opt = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))
@@ -212,21 +210,12 @@ def train_lm(
             _take_threads(n, device, step, log)
             more_threads = None
         if step % 25 == 0 or step == end or step % cfg.save_every == 0:
-            mean = {k: sum(w.get(k, 0.0) for w in window) / len(window) for k in window[0]}
-            last = {
-                "step": step,
-                "lr": _lr_at(step, cfg),
-                # Training time over every call on this state: a resumed run's total.
-                "elapsed_s": spent_before + time.perf_counter() - t0,
-                **mean,
-            }
+            # Training time over every call on this state: a resumed run's total.
+            last = _mean_row(window, step, cfg, spent_before + time.perf_counter() - t0)
             window = []
             append_rows(metrics_path, last)
         if held_out and (step % cfg.eval_every == 0 or step == cfg.steps):
-            val = {"step": step, **answer_accuracy(model, held_out, device)}
-            append_rows(metrics_path, val)
-            log(f"step {step}: {json.dumps({k: round(v, 4) for k, v in val.items()})}")
-            last.update(val)
+            last.update(_evaluate(model, held_out, device, step, metrics_path, log))
         if step % cfg.save_every == 0 or step == end:
             elapsed = spent_before + time.perf_counter() - t0
             save_state(_state(model, opt, rng, step, elapsed, cfg), state_path)
@@ -234,6 +223,38 @@ def train_lm(
     bar.close()
     model.eval()
     return last
+
+
+def _pick_device(cfg: LMTrainConfig) -> torch.device:
+    """CUDA when there is one, else the CPU with ``cfg.threads`` threads (0: torch's own)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu" and cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    return device
+
+
+def _mean_row(
+    window: list[dict[str, float]], step: int, cfg: LMTrainConfig, elapsed_s: float
+) -> dict[str, float]:
+    """The metrics row at ``step``: each stat averaged over the steps since the last row
+    (one batch's figures are too noisy to read a curve from)."""
+    mean = {k: sum(w.get(k, 0.0) for w in window) / len(window) for k in window[0]}
+    return {"step": step, "lr": _lr_at(step, cfg), "elapsed_s": elapsed_s, **mean}
+
+
+def _evaluate(
+    model: SpokenLMTrainee,
+    held_out: list[Example],
+    device: torch.device,
+    step: int,
+    metrics_path: Path,
+    log: Callable[[str], None],
+) -> dict[str, float]:
+    """The held-out figures at ``step``, appended to the metrics and logged as well."""
+    val = {"step": step, **answer_accuracy(model, held_out, device)}
+    append_rows(metrics_path, val)
+    log(f"step {step}: {json.dumps({k: round(v, 4) for k, v in val.items()})}")
+    return val
 
 
 def _step(

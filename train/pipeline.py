@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import torch
@@ -192,14 +193,7 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
     work = Path(opts.work)
     work.mkdir(parents=True, exist_ok=True)
     cfg: ModelConfig = load_config(opts.preset).model
-    timings: dict[str, float] = {}
-    spent: dict[str, float] = {}  # over every call on this work dir (_add_stage_seconds)
-
-    def stage(name: str, t0: float) -> None:
-        nonlocal spent
-        timings[name] = round(time.perf_counter() - t0, 1)
-        spent = _add_stage_seconds(work / STAGE_SECONDS_FILE, name, timings[name])
-        log(f"[{name}] done in {timings[name]:.0f} s")
+    stage = _StageClock(work / STAGE_SECONDS_FILE, log)
 
     # 1. encoder
     t0 = time.perf_counter()
@@ -234,23 +228,33 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
             vocoder_child.join()
         raise
     if vocoder_child is not None:
-        vocoder_child.join()
-        if vocoder_child.exitcode != 0:
-            raise ConfigError(
-                f"the vocoder's process failed (exit {vocoder_child.exitcode}; its log is "
-                "above); resume it with --stages vocoder, then --stages export"
-            )
+        _join_vocoder_child(vocoder_child)
         vocoder, units, _ = load_codec(_finished_codec(work), None, encoder, cfg.features)
         stage("vocoder", t_codec)
     if "export" not in wanted:
         return work
 
     # 6. checkpoint
-    provenance, sources = _provenance(opts, encoder_dir, corpus, work, spent, last, started)
+    provenance, sources = _provenance(opts, encoder_dir, corpus, work, stage.spent, last, started)
     parts = (whisper, adapter, lm, tokenizer, vocoder, units)
     written = write_trained_checkpoint(Path(opts.out), cfg, *parts, sources, provenance, opts.seed)
     log(f"wrote {written} in {time.perf_counter() - started:.0f} s in all")
     return written
+
+
+@dataclass
+class _StageClock:
+    """Called as each stage ends: logs its time and adds it to the work dir's totals."""
+
+    totals: Path
+    log: Log
+    spent: dict[str, float] = field(default_factory=dict)
+    """Each stage's seconds over every call on this work dir (see :func:`_add_stage_seconds`)."""
+
+    def __call__(self, name: str, t0: float) -> None:
+        seconds = round(time.perf_counter() - t0, 1)
+        self.spent = _add_stage_seconds(self.totals, name, seconds)
+        self.log(f"[{name}] done in {seconds:.0f} s")
 
 
 def _finished_codec(work: Path) -> Path:
@@ -364,6 +368,16 @@ def _start_vocoder_child(opts: TrainOptions, corpus: Path, log: Log):
         torch.set_num_threads(half_threads(opts.lm.threads))
     log(f"vocoder: training in process {proc.pid} while this one trains the LM")
     return proc
+
+
+def _join_vocoder_child(child: BaseProcess) -> None:
+    """Wait for the vocoder's process; a failed one must stop the run before the export."""
+    child.join()
+    if child.exitcode != 0:
+        raise ConfigError(
+            f"the vocoder's process failed (exit {child.exitcode}; its log is "
+            "above); resume it with --stages vocoder, then --stages export"
+        )
 
 
 def _codec_stage(opts, corpus, dialogues, work, cfg, encoder, wanted, log):

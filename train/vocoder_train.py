@@ -91,67 +91,97 @@ def train_vocoder(
 ) -> dict:
     """Train ``vocoder`` in place, resuming from ``work``; stops at the cosine horizon or
     after ``minutes`` of this call. Returns the last metrics."""
-    from tqdm import tqdm
-
     work.mkdir(parents=True, exist_ok=True)
-    ccfg = vocoder.cfg
     sampler, held_sampler = _samplers(vocoder, train, heldout, cfg)
     held_crops = held_sampler.sample(cfg.heldout_crops)
-    loss_fn = SpectralLoss(ccfg.sample_rate, cfg.mel_weight)
+    loss_fn = SpectralLoss(vocoder.cfg.sample_rate, cfg.mel_weight)
     opt = adamw(vocoder, cfg.lr, cfg.weight_decay, betas=(0.8, 0.99))
-    state_path, metrics_path = work / STATE_FILE, work / METRICS_FILE
-    step, total, spent_before = _resume(state_path, vocoder, opt, sampler, cfg, log)
-    drop_rows_after(metrics_path, step)
-
-    def save() -> None:
-        seconds = round(spent_before + time.perf_counter() - started, 1)
-        run = {"step": step, "total": total, "seconds": seconds}
-        save_state(_state(vocoder, opt, sampler, run, cfg), state_path)
-        if metrics_path.is_file():
-            plot_metrics(metrics_path, work / PLOT_FILE)
-
-    def held_loss() -> float:
-        return _held_out_loss(vocoder, loss_fn, held_crops)
-
-    budget = minutes * 60.0
-    started = time.perf_counter()
-    vocoder.train()
-    bar = tqdm(
-        total=total, initial=step, desc="codec", unit="step", disable=not progress, mininterval=5
-    )
-    last: dict = {}
-    while total is None or step < total:
-        now = time.perf_counter() - started
-        if now >= budget:
-            log(f"codec: time budget ({minutes:g} min) reached at step {step}")
-            break
-        if total is None and step >= 30:
-            # The cosine horizon: what the rest of the budget allows at the speed so far.
-            total = step + int((budget - now) / (now / 30))
-            bar.total = total
-            bar.refresh()
-        lr = warmup_cosine(step, total or 10**9, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
-        row = _step(vocoder, opt, loss_fn, sampler.sample(cfg.batch_size), lr, cfg)
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
-        seconds = round(spent_before + time.perf_counter() - started, 1)
-        last = {"step": step, **row, "s": seconds}
-        if step % 10 == 0 or step == 1:
-            append_rows(metrics_path, last)
-        if step % cfg.save_every == 0:
-            last["val_loss"] = held_loss()
-            append_rows(metrics_path, {"step": step, "val_loss": last["val_loss"]})
-            log(
-                f"codec: step {step}/{total} loss {last['loss']:.3f} held-out {last['val_loss']:.3f}"
-            )
-            save()
-    bar.close()
-    last["val_loss"] = held_loss()
-    append_rows(metrics_path, {"step": step, "val_loss": last["val_loss"]})
-    save()
+    step, total, spent_before = _resume(work / STATE_FILE, vocoder, opt, sampler, cfg, log)
+    drop_rows_after(work / METRICS_FILE, step)
+    run = _Run(vocoder, opt, sampler, loss_fn, held_crops, cfg, work, step, total, spent_before)
+    last = run.train(minutes, log, progress)
+    last["val_loss"] = run.held_out_loss()
+    run.save()
     vocoder.eval()
     return last
+
+
+@dataclass
+class _Run:
+    """One call's training run: where it stands, and how it scores and saves itself."""
+
+    vocoder: TokenVocoder
+    opt: torch.optim.Optimizer
+    sampler: CropSampler
+    loss_fn: SpectralLoss
+    held_crops: Crops
+    cfg: CodecTrainConfig
+    work: Path
+    step: int
+    total: int | None
+    spent_before: float
+    """Seconds the earlier calls trained for: a resumed run's time adds up over calls."""
+    started: float = 0.0
+
+    def train(self, minutes: float, log: Log, progress: bool) -> dict:
+        """Step until the horizon or ``minutes`` from now; the last step's metrics."""
+        from tqdm import tqdm
+
+        cfg, metrics_path = self.cfg, self.work / METRICS_FILE
+        budget = minutes * 60.0
+        self.started = time.perf_counter()
+        self.vocoder.train()
+        bar = tqdm(
+            total=self.total, initial=self.step, desc="codec", unit="step",
+            disable=not progress, mininterval=5,
+        )  # fmt: skip
+        last: dict = {}
+        while self.total is None or self.step < self.total:
+            now = time.perf_counter() - self.started
+            if now >= budget:
+                log(f"codec: time budget ({minutes:g} min) reached at step {self.step}")
+                break
+            if self.total is None and self.step >= 30:
+                # The cosine horizon: what the rest of the budget allows at the speed so far.
+                self.total = self.step + int((budget - now) / (now / 30))
+                bar.total = self.total
+                bar.refresh()
+            lr = warmup_cosine(self.step, self.total or 10**9, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
+            batch = self.sampler.sample(cfg.batch_size)
+            row = _step(self.vocoder, self.opt, self.loss_fn, batch, lr, cfg)
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
+            last = {"step": self.step, **row, "s": self.seconds()}
+            if self.step % 10 == 0 or self.step == 1:
+                append_rows(metrics_path, last)
+            if self.step % cfg.save_every == 0:
+                last["val_loss"] = self.held_out_loss()
+                log(
+                    f"codec: step {self.step}/{self.total} loss {last['loss']:.3f} "
+                    f"held-out {last['val_loss']:.3f}"
+                )
+                self.save()
+        bar.close()
+        return last
+
+    def seconds(self) -> float:
+        return round(self.spent_before + time.perf_counter() - self.started, 1)
+
+    def held_out_loss(self) -> float:
+        """The held-out loss now, also appended to the metrics."""
+        value = _held_out_loss(self.vocoder, self.loss_fn, self.held_crops)
+        append_rows(self.work / METRICS_FILE, {"step": self.step, "val_loss": value})
+        return value
+
+    def save(self) -> None:
+        run = {"step": self.step, "total": self.total, "seconds": self.seconds()}
+        save_state(
+            _state(self.vocoder, self.opt, self.sampler, run, self.cfg), self.work / STATE_FILE
+        )
+        metrics_path = self.work / METRICS_FILE
+        if metrics_path.is_file():
+            plot_metrics(metrics_path, self.work / PLOT_FILE)
 
 
 def _samplers(

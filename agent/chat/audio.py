@@ -103,6 +103,10 @@ class ChatEndpoint:
         self.out.drop_newest(n)
         self.session.rewind_output(n)
 
+    def played_silence(self, n: int) -> None:
+        self.out.append(np.zeros(n, dtype=np.float32))
+        self.session.played_silence(n)
+
     @property
     def vad_speech(self) -> bool:
         """The detector's current decision (confirmed or tentative speech)."""

@@ -132,6 +132,14 @@ class Endpointer:
             self._next_ask = sample + self.policy.first_ask
 
     @property
+    def silent_since(self) -> int | None:
+        """Where the silence inside the open turn began, called a stop or not; None while
+        the user speaks (or no turn is open)."""
+        if self.start is None:
+            return None
+        return self.silence_from if self.silence_from is not None else self.closing_from
+
+    @property
     def quiet_from(self) -> int | None:
         """Where the silence that may end the turn began, called a stop or (unless the
         policy waits for the stop) not yet."""

@@ -94,6 +94,9 @@ class FirstAudio(Event):
     reply_id: int
     output_sample: int
     compute_ms: float = 0.0  # LM and vocoder time the reply took to its first audio
+    # A reply started ahead of the turn's end began this long before it: that much of its
+    # compute ran in the user's silence, off the response's path.
+    ahead_ms: float = 0.0
     # Input samples processed when it happened: output runs ahead of input by what the
     # device holds, so figures against user speech are taken on the input timeline.
     input_sample: int | None = None

@@ -104,6 +104,13 @@ class Playout:
         self.output_sample += n
         return out
 
+    def silence(self, n: int) -> None:
+        """The speaker played ``n`` samples of silence it was never handed: the output
+        count and the echo reference move on past them, so what plays next stays where
+        the echo canceller expects it. No reply audio is taken."""
+        self.echo.played(np.zeros(n, dtype=np.float32), self.output_sample)
+        self.output_sample += n
+
     def rewind(self, n: int) -> None:
         """The last ``n`` pulled samples never reached the speaker (a device buffer was
         cleared): the reply's share of them will play again, and the echo reference

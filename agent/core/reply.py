@@ -39,6 +39,7 @@ class Reply:
     generation_done: bool = False
     compute_s: float = 0.0  # LM and vocoder time spent on this reply
     first_audio_compute_s: float | None = None  # compute from the reply's start to first audio
+    ahead_s: float = 0.0  # started this long before the user's turn ended (preemptive)
     space: asyncio.Event = field(default_factory=asyncio.Event)  # playback made room
     idle: asyncio.Event = field(default_factory=asyncio.Event)  # producer waits or is done
     task: asyncio.Task[None] | None = None

@@ -47,6 +47,7 @@ from parley.agent.core.heads import CUT_IN_FROM_MS, Heads
 from parley.agent.core.input import InputStage, SpeechDetector
 from parley.agent.core.model import AgentModel
 from parley.agent.core.playback import Playout
+from parley.agent.core.preemptive import HeldReply, Preemption
 from parley.agent.core.reply import Reply, produce, reply_params_for
 from parley.agent.core.state import Signal, transition
 from parley.agent.core.text import IncrementalDetokenizer, text_of
@@ -100,6 +101,7 @@ class DuplexSession:
             cfg.features, model.checkpoint.encoder, model.checkpoint.adapter
         )
         self.heads = Heads(model, self.input, self.input.turn, self.frontend)
+        self.preemption = Preemption()
         self._apply(self.config)
         self.context = model.engine.open_context()
         self.vocoder = StreamingVocoder(model.checkpoint.vocoder)
@@ -108,6 +110,8 @@ class DuplexSession:
         self._pending_in = np.zeros(0, dtype=np.float32)
         self._turn = self.input.turn
         self._reply: Reply | None = None
+        self._held: HeldReply | None = None  # a reply started ahead of the turn's end
+        self._rolling_back: asyncio.Task[None] | None = None
         self._next_reply_id = 1
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -121,6 +125,8 @@ class DuplexSession:
         self.reply_params = self._fixed_reply_params or reply_params_for(config, rate)
         self.input.reconfigure(config)
         self.heads.configure(config)
+        after = config.preemptive_reply_ms
+        self.preemption.after = None if after is None else after * ms
         semantic = config.turn_detection == "semantic_vad" and self.model.turn_detector
         self.input.turn.policy = (
             semantic_policy(config.eagerness, SAMPLE_RATE, config.endpoint_silence_ms)
@@ -186,6 +192,11 @@ class DuplexSession:
         cleared); the reply's share of them plays again."""
         self.playout.rewind(n)
 
+    def played_silence(self, n: int) -> None:
+        """The speaker played ``n`` samples of silence it never pulled (its buffer ran dry,
+        as after a clear); the output timeline and the echo reference move on by that."""
+        self.playout.silence(n)
+
     @property
     def reply(self) -> Reply | None:
         """The reply in flight, if any."""
@@ -205,6 +216,7 @@ class DuplexSession:
                 reply_id=reply.id,
                 output_sample=output_sample,
                 compute_ms=1000.0 * (reply.first_audio_compute_s or 0.0),
+                ahead_ms=1000.0 * reply.ahead_s,
                 input_sample=self.input_sample,
             )
         )
@@ -237,6 +249,7 @@ class DuplexSession:
                 self._on_speech_start(ev.sample)
             else:
                 self._on_speech_stop(ev.sample)
+        self._check_held()
         self._check_tentative()
         self._check_timers()
 
@@ -259,6 +272,9 @@ class DuplexSession:
 
     def _feed_utterance(self) -> None:
         """The user's speech so far to the model's front end, as it comes."""
+        self._check_held()
+        if self._held is not None:
+            return  # the held reply heard the utterance up to its start; it stays there
         due = self._turn.to_feed(self.input_sample)
         if due is None:
             return
@@ -316,7 +332,9 @@ class DuplexSession:
         if self._barge.asks(self.state, now, speaking):
             self.heads.judge_words(now, self._barge)
         self._make(self._barge.due(self.state, now, speaking))
-        if self.state is AgentState.LISTENING and self._turn_over(now):
+        if self.state is not AgentState.LISTENING or self._rolling_back is not None:
+            return
+        if self._turn_over(now):
             if self._turn.silence_from is None:
                 # Over before the VAD called a stop: it calls it now, so the user's speech
                 # still ends before the turn does.
@@ -325,6 +343,10 @@ class DuplexSession:
                     return  # no silence open after all: the user goes on
                 self._on_speech_stop(stop.sample)
             self._end_user_turn()
+        elif self._held is None and self._reply is None:
+            silence = self.preemption.due(self._turn, now)
+            if silence is not None:
+                self._start_held(silence)
 
     def _turn_over(self, now: int) -> bool:
         return self._turn.ended(now, self.heads.finished(now))
@@ -335,11 +357,16 @@ class DuplexSession:
 
     def _end_user_turn(self) -> None:
         span = self._turn.close()
-        try:
-            embeddings = self.frontend.finish()
-        except UtteranceTooShortError:
-            self.frontend.reset()
-            return  # too short to encode: nothing to answer
+        held, self._held = self._held, None
+        embeddings = None
+        if held is None:
+            try:
+                embeddings = self.frontend.finish()
+            except UtteranceTooShortError:
+                self.frontend.reset()
+                return  # too short to encode: nothing to answer
+        else:
+            self.frontend.reset()  # the held reply has the utterance already
         audio_s = (span.end - span.start) / SAMPLE_RATE
         self.history.append(HistoryItem(role="user", audio_s=audio_s))
         self._emit(
@@ -347,21 +374,28 @@ class DuplexSession:
                 t=self.clock.now(), epoch=self.epoch, input_sample=span.end, audio_s=audio_s
             )
         )
-        self.context.add_user_audio(embeddings)
-        self._start_reply()
+        if embeddings is not None:
+            self.context.add_user_audio(embeddings)
+            self._begin_reply(self._new_reply())
+            return
+        assert held is not None
+        self.preemption.used += 1
+        held.reply.ahead_s = (self.input_sample - held.started) / SAMPLE_RATE
+        self._begin_reply(held.reply)
+        for piece in held.text:
+            self._on_reply_text(held.reply, piece)
+        self._on_reply_audio(held.reply)  # a reply over before the turn, without audio
 
     # ------------------------------------------------------------------ reply
 
-    def _start_reply(self) -> None:
+    def _new_reply(self) -> Reply:
+        """A reply to what the context holds, its producer running; it has no id (and no
+        events) until :meth:`_begin_reply`."""
         reply = Reply(
-            id=self._next_reply_id,
+            id=0,
             epoch=self.epoch,
             detokenizer=IncrementalDetokenizer(self.model.checkpoint.tokenizer),
         )
-        self._next_reply_id += 1
-        self._reply = reply
-        self._signal(Signal.TURN_ENDED, "user turn ended")
-        self._emit(ReplyStarted(t=self.clock.now(), epoch=self.epoch, reply_id=reply.id))
         reply.task = self._spawn(
             produce(
                 reply,
@@ -376,10 +410,60 @@ class DuplexSession:
             )
         )
         reply.task.add_done_callback(lambda task: self._on_producer_done(reply, task))
+        return reply
+
+    def _begin_reply(self, reply: Reply) -> None:
+        """``reply`` answers the turn that just ended: it may play from now on."""
+        reply.id, reply.epoch = self._next_reply_id, self.epoch
+        self._next_reply_id += 1
+        self._reply = reply
+        self._signal(Signal.TURN_ENDED, "user turn ended")
+        self._emit(ReplyStarted(t=self.clock.now(), epoch=self.epoch, reply_id=reply.id))
+
+    def _start_held(self, silence: int) -> None:
+        """Start the reply ahead, on the utterance heard up to the silence's ``now``."""
+        try:
+            embeddings = self.frontend.peek_utterance()
+        except UtteranceTooShortError:
+            return  # nothing to answer yet; the turn's end will say
+        point = self.context.save_point()
+        self.context.add_user_audio(embeddings)
+        self._held = HeldReply(self._new_reply(), point, silence, self.input_sample)
+
+    def _check_held(self) -> None:
+        """Throw the held reply away once the user goes on."""
+        if self._held is not None and self._turn.silent_since is None:
+            self._drop_held()
+
+    def _drop_held(self, recheck: bool = True) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        self.preemption.dropped += 1
+        self._rolling_back = self._spawn(self._roll_back(held, recheck))
+
+    async def _roll_back(self, held: HeldReply, recheck: bool) -> None:
+        try:
+            await held.reply.stop()
+            await self.context.abort()  # no forward of it may still be writing the cache
+            self.vocoder.reset()
+            self.context.roll_back(held.point)
+            self.compute_s += held.reply.compute_s
+        finally:
+            self._rolling_back = None
+        if recheck:
+            self._check_timers()  # turn-taking waited while we rolled back
 
     def _on_producer_done(self, reply: Reply, task: asyncio.Task[None]) -> None:
-        """A reply whose generation failed ends as failed; the conversation goes on."""
-        if task.cancelled() or task.exception() is None or reply is not self._reply:
+        """A reply whose generation failed ends as failed; the conversation goes on. A held
+        one is thrown away: the turn's end will start another."""
+        if task.cancelled() or task.exception() is None:
+            return
+        if self._held is not None and reply is self._held.reply:
+            log.warning("reply started ahead failed: %r", task.exception())
+            self._drop_held()
+            return
+        if reply is not self._reply:
             return
         log.error("reply %d failed: %r", reply.id, task.exception())
         self._reply = None
@@ -394,6 +478,9 @@ class DuplexSession:
         return task
 
     def _on_reply_text(self, reply: Reply, piece: str) -> None:
+        if self._held is not None and reply is self._held.reply:
+            self._held.text.append(piece)  # said only if the turn ends
+            return
         self._emit(TextDelta(t=self.clock.now(), epoch=reply.epoch, reply_id=reply.id, text=piece))
 
     def _on_reply_audio(self, reply: Reply) -> None:
@@ -450,6 +537,19 @@ class DuplexSession:
         self._signal(Signal.TORN_DOWN, "reply torn down")
         self._check_timers()  # the user's turn may have ended while we tore down
 
+    async def rolled_back(self) -> None:
+        """Return once a reply started ahead and thrown away is rolled back (turn-taking
+        waits for that: a caller pushing input faster than real time waits too)."""
+        if self._rolling_back is not None:
+            await self._rolling_back
+
+    async def discard_held(self) -> None:
+        """Throw away a reply started ahead of the turn's end, if one is held, and return
+        once the LM context is rolled back (before the context is changed from outside).
+        The turn's end starts a fresh reply, from the next frame on."""
+        self._drop_held(recheck=False)
+        await self.rolled_back()
+
     async def interrupt(self) -> None:
         """Cut the current reply now (an application's stop button)."""
         if self.state in (AgentState.THINKING, AgentState.SPEAKING, AgentState.PAUSED):
@@ -464,16 +564,18 @@ class DuplexSession:
         is done, and any teardown has finished. The virtual-time runner calls this between
         frames so that results do not depend on how fast this machine computes."""
         while True:
-            reply = self._reply
-            producer = reply.task if reply is not None else None
+            held = self._held.reply if self._held is not None else None
+            replies = [r for r in (self._reply, held) if r is not None]
             me = asyncio.current_task()
-            others = [t for t in self._tasks if not t.done() and t not in (producer, me)]
+            skip = {me, *(r.task for r in replies)}
+            others = [t for t in self._tasks if not t.done() and t not in skip]
             if others:
                 await asyncio.wait(others)
                 continue
-            if reply is None or reply.settled:
+            busy = [r for r in replies if not r.settled]
+            if not busy:
                 return
-            await reply.settle()
+            await busy[0].settle()
 
     async def aclose(self) -> None:
         """Stop everything this session started; the engine request is aborted."""

@@ -37,6 +37,7 @@ DIST_KEYS = (
     "response_latency_ms",
     "response_overhead_ms",
     "response_compute_ms",
+    "response_compute_after_turn_ms",
 )
 COUNT_KEYS = (
     "barge_ins",
@@ -80,10 +81,11 @@ def score(record: RunRecord) -> dict[str, Any]:
     events = record.events
     segments = sorted(record.segments, key=lambda s: (s.onset_sample, s.step))
     stops, unstopped = _barge_in(record.output, segments, sr)
-    latency, compute = _latency(segments, events, sr)
+    latency, compute, after_turn = _latency(segments, events, sr)
     # In virtual time the clock stands still while the model computes, so latency holds
-    # none of it; through real devices it does, and the pipeline's share is what is left.
-    hidden = compute if record.realtime else [0.0] * len(latency)
+    # none of it; through real devices it holds what ran after the turn ended, and the
+    # pipeline's share is what is left.
+    hidden = after_turn if record.realtime else [0.0] * len(latency)
     pause_n, pause_hits = _pause_takeovers(segments, events, sr)
     bc_n, bc_hits = _backchannel_takeovers(segments, events, sr)
     lost, repeated = _resume_exactness(events)
@@ -97,6 +99,7 @@ def score(record: RunRecord) -> dict[str, Any]:
             [v - record.endpoint_silence_ms - c for v, c in zip(latency, hidden, strict=True)]
         ),
         "response_compute_ms": _dist(compute),
+        "response_compute_after_turn_ms": _dist(after_turn),
         "pause_takeover_rate": _rate(pause_hits, pause_n),
         "pause_takeovers": pause_hits,
         "pause_segments": pause_n,
@@ -192,14 +195,20 @@ def _barge_in(output: np.ndarray, segments: list[UserSegment], sr: int) -> tuple
 
 def _latency(
     segments: list[UserSegment], events: list[dict[str, Any]], sr: int
-) -> tuple[list[float], list[float]]:
-    """Response latencies (ms, turn end to first audio) and each reply's compute to it."""
+) -> tuple[list[float], list[float], list[float]]:
+    """Response latencies (ms, turn end to first audio), each reply's compute to it, and
+    the share of that compute left after the turn ended (a reply started ahead did the
+    rest in the user's silence)."""
     firsts = sorted(
-        (int(e["output_sample"]), float(e.get("compute_ms", 0.0)))
+        (
+            int(e["output_sample"]),
+            float(e.get("compute_ms", 0.0)),
+            float(e.get("ahead_ms", 0.0)),
+        )
         for e in events
         if e["type"] == "first_audio"
     )
-    out, compute = [], []
+    out, compute, after_turn = [], [], []
     for i, seg in enumerate(segments):
         if seg.role not in ("turn", "interrupt", "continuation"):
             continue
@@ -207,9 +216,11 @@ def _latency(
             continue  # the user's turn goes on after this pause; it ends with the continuation
         after = [f for f in firsts if f[0] >= seg.offset_sample]
         if after:
-            out.append((after[0][0] - seg.offset_sample) * 1000.0 / sr)
-            compute.append(after[0][1])
-    return out, compute
+            first, ms, ahead = after[0]
+            out.append((first - seg.offset_sample) * 1000.0 / sr)
+            compute.append(ms)
+            after_turn.append(max(0.0, ms - ahead))
+    return out, compute, after_turn
 
 
 def _pause_takeovers(

@@ -119,6 +119,11 @@ def _table(s: dict[str, Any]) -> str:
         ("response latency (ms)", _dist_cell(s["response_latency_ms"]), ""),
         ("model compute to first audio (ms)", _dist_cell(s["response_compute_ms"]), ""),
         (
+            "of it after the user's turn ended (ms)",
+            _dist_cell(s["response_compute_after_turn_ms"]),
+            "",
+        ),
+        (
             "response overhead beyond endpoint and compute (ms)"
             if s.get("realtime")
             else "response overhead beyond endpoint (ms)",

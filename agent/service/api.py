@@ -280,6 +280,8 @@ class AgentSession:
         assert rec is not None
         if rec.running:
             await self.interrupt()  # the reply ends with what played: rec.played is final
+        # A reply started ahead in the user's pause was started on the context this changes.
+        await self.session.discard_held()
         samples = min(audio_end_ms * MODEL_RATE // 1000, rec.played)
         model, context = self.agent.model, self.session.context
         tokens: list[int] = list(context.last_reply_tokens)

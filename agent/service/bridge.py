@@ -236,6 +236,9 @@ class RealtimeBridge:
                     break
                 self._step(silence)
                 self.pacer.took(self.frame)
+                # A reply started ahead in a pause of the clip and thrown away is rolled
+                # back in the background; the turn cannot end before it is.
+                await self.session.session.rolled_back()
             self.out.flush_audio()
         finally:
             self._busy = False

@@ -46,7 +46,18 @@ class ServiceMetrics:
 
     def render(self) -> str:
         """Every metric in Prometheus's text format."""
-        counters: list[tuple[str, str, str, list[tuple[str, float]]]] = [
+        lines: list[str] = []
+        for name, kind, help_, samples in self._counters():
+            lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
+            lines += [f"{name}{labels} {value:g}" for labels, value in samples]
+        for name, help_, h in self._histograms():
+            lines += [f"# HELP {name} {help_}", f"# TYPE {name} histogram"]
+            lines += _histogram_lines(name, h)
+        return "\n".join(lines) + "\n"
+
+    def _counters(self) -> list[tuple[str, str, str, list[tuple[str, float]]]]:
+        """The counters and gauges: name, type, help and samples (label set, value)."""
+        return [
             ("parley_sessions_active", "gauge", "Open sessions.", _one(self.sessions_active)),
             ("parley_sessions_total", "counter", "Sessions opened.", _one(self.sessions_total)),
             (
@@ -92,7 +103,10 @@ class ServiceMetrics:
                 _one(self.throttled_s),
             ),
         ]
-        histograms = [
+
+    def _histograms(self) -> list[tuple[str, str, Histogram]]:
+        """The histograms: name, help and the histogram."""
+        return [
             (
                 "parley_response_latency_seconds",
                 "End of the user's turn to the reply's first audio.",
@@ -104,14 +118,6 @@ class ServiceMetrics:
                 self.barge_in_stop,
             ),
         ]
-        lines: list[str] = []
-        for name, kind, help_, samples in counters:
-            lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
-            lines += [f"{name}{labels} {value:g}" for labels, value in samples]
-        for name, help_, h in histograms:
-            lines += [f"# HELP {name} {help_}", f"# TYPE {name} histogram"]
-            lines += _histogram_lines(name, h)
-        return "\n".join(lines) + "\n"
 
 
 def _one(value: float) -> list[tuple[str, float]]:

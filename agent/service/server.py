@@ -263,14 +263,7 @@ class RealtimeServer:
             # told now, whichever way the connection ends.
             bridge.out.error_log.flush()
             results = await asyncio.gather(*tasks, return_exceptions=True)
-        failures = [
-            (task, exc)
-            for task, exc in zip(tasks, results, strict=True)
-            if isinstance(exc, Exception) and not isinstance(exc, ConnectionClosed)
-        ]
-        for task, exc in failures:
-            slog.error("failed in %s: %r", task.get_name(), exc, exc_info=exc)
-            self.metrics.errors["server_error"] += 1
+        failures = self._failures(tasks, results, slog)
         if failures:
             with contextlib.suppress(ConnectionClosed):
                 await ws.send(json.dumps(_server_error(failures[0][1])))
@@ -285,6 +278,24 @@ class RealtimeServer:
         elif watching.done() and not watching.cancelled():
             await self._expire(ws, watching.result(), outbox.qsize(), slog)
         slog.info("closed (code %s)", ws.close_code)
+
+    def _failures(
+        self,
+        tasks: Sequence[asyncio.Task[Any]],
+        results: Sequence[Any],
+        slog: logging.LoggerAdapter,
+    ) -> list[tuple[asyncio.Task[Any], Exception]]:
+        """The session's tasks that failed, each logged and counted. A closed connection is
+        how a session normally ends, not a failure."""
+        failures = [
+            (task, exc)
+            for task, exc in zip(tasks, results, strict=True)
+            if isinstance(exc, Exception) and not isinstance(exc, ConnectionClosed)
+        ]
+        for task, exc in failures:
+            slog.error("failed in %s: %r", task.get_name(), exc, exc_info=exc)
+            self.metrics.errors["server_error"] += 1
+        return failures
 
     async def _expire(
         self, ws: ServerConnection, why: Expiry, pending: int, slog: logging.LoggerAdapter
