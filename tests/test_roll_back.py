@@ -24,6 +24,13 @@ async def _speculate(ctx, seed: int, steps: int | None) -> None:
     await ctx.abort()
 
 
+async def _speculate_and_roll_back(ctx, steps: int | None) -> None:
+    length, point = ctx.context_length, ctx.save_point()
+    await _speculate(ctx, 13, steps)
+    ctx.roll_back(point)
+    assert ctx.context_length == length
+
+
 @pytest.mark.parametrize("steps", [None, 0, 3])
 @pytest.mark.parametrize("cut_before", [False, True])
 async def test_transformers_roll_back_equals_never_having_heard_it(steps, cut_before):
@@ -36,10 +43,7 @@ async def test_transformers_roll_back_equals_never_having_heard_it(steps, cut_be
         if cut_before:
             ctx.truncate_reply(len(first) // 2)
         if speculate:
-            length, point = ctx.context_length, ctx.save_point()
-            await _speculate(ctx, 13, steps)
-            ctx.roll_back(point)
-            assert ctx.context_length == length
+            await _speculate_and_roll_back(ctx, steps)
         ctx.add_user_audio(audio(3, 12))
         return [d.token_id for d in await collect(ctx)], ctx.context_length
 
@@ -93,10 +97,7 @@ async def test_prompt_context_roll_back_sends_the_same_prompt(steps):
         await collect(ctx)
         ctx.truncate_reply(4)
         if speculate:
-            length, point = ctx.context_length, ctx.save_point()
-            await _speculate(ctx, 13, steps)
-            ctx.roll_back(point)
-            assert ctx.context_length == length
+            await _speculate_and_roll_back(ctx, steps)
         ctx.add_user_audio(audio(3, 12))
         await collect(ctx)
         await ctx.stop_priming()
