@@ -138,6 +138,29 @@ async def test_closing_mid_hold_leaves_nothing_running(tiny_model):
     user = np.zeros(int(1.35 * SR), dtype=np.float32)
     user[int(0.2 * SR) : SR] = speechlike(int(0.8 * SR))
     await drive(session, clock, ArraySource(user), ArraySink(), len(user))
-    assert session._held is not None  # 150 ms into the silence: held, not used
+    assert session.preemption.held is not None  # 150 ms into the silence: held, not used
     await session.aclose()
     assert session.running_tasks == 0
+
+
+def test_a_reply_is_due_once_per_silence_after_the_wait():
+    from parley.agent.core.endpoint import Endpointer
+    from parley.agent.core.preemptive import Preemption
+
+    turn = Endpointer(endpoint=8000, preroll=0)
+    # when to start is all this asks of it: no collaborators needed
+    pre = Preemption(None, None, None, None, None, None)  # type: ignore[arg-type]
+    pre.after = 5120  # 320 ms
+    turn.speech_started(0, 0)
+    assert pre.due(turn, 4000) is None  # the user speaks
+    turn.closing(10_000)
+    assert pre.due(turn, 15_119) is None
+    assert pre.due(turn, 15_120) == 10_000
+    assert pre.due(turn, 16_000) is None  # one try per silence, whatever came of it
+    turn.speech_started(17_000, 0)  # the user goes on: a new silence, a new try
+    turn.speech_stopped(20_000)
+    assert pre.due(turn, 25_120) == 20_000
+    pre.after = None
+    turn.speech_started(26_000, 0)
+    turn.speech_stopped(27_000)
+    assert pre.due(turn, 40_000) is None

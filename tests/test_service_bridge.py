@@ -310,10 +310,10 @@ async def test_truncate_while_a_reply_is_held_in_the_users_pause(agent, tiny_mod
     tokens = context.last_reply_tokens
     await rig.stream(speechlike(0.7))
     await rig.idle(0.3)  # 5.9 s
-    assert rig.session.session._held is not None
+    assert rig.session.session.preemption.held is not None
     await rig.send(type="conversation.item.truncate", item_id=item, audio_end_ms=500)
     assert rig.errors() == []
-    assert rig.session.session._held is None
+    assert rig.session.session.preemption.held is None
     classes = [tiny_model.checkpoint.manifest.vocab.classify(t) for t in tokens]
     keep = heard_prefix(classes, math.ceil(500 * SR // 1000 / tiny_model.samples_per_token))
     assert context.last_reply_tokens == tokens[:keep]

@@ -13,10 +13,19 @@ the KV cache, and the user's words go on into the same utterance as if it had ne
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from parley.agent.core.endpoint import Endpointer
 from parley.agent.core.reply import Reply
+from parley.llm.engine import LMContext
+from parley.llm.frontend import StreamingFrontEnd, UtteranceTooShortError
+from parley.tokenizers.vocoder import StreamingVocoder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,13 +40,36 @@ class HeldReply:
 
 
 class Preemption:
-    """When to start a reply ahead, and what became of those started."""
+    """The session's reply started ahead, if any: when to start one, holding it, and
+    throwing it away. The session owns the turn-taking; this part owns the held reply
+    and the roll back of the LM context it needs."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        frontend: StreamingFrontEnd,
+        context: LMContext,
+        vocoder: StreamingVocoder,
+        new_reply: Callable[[], Reply],
+        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
+        recheck: Callable[[], None],
+    ) -> None:
+        self.frontend, self.context, self.vocoder = frontend, context, vocoder
+        self._new_reply, self._spawn, self._recheck = new_reply, spawn, recheck
         self.after: int | None = None  # samples of silence; None: never
         self.used = 0  # held replies that became the reply
         self.dropped = 0  # held replies thrown away
+        self.compute_s = 0.0  # LM and vocoder time the thrown-away ones took
+        self.held: HeldReply | None = None
+        self._rolling_back: asyncio.Task[None] | None = None
         self._tried: int | None = None  # the silence a reply was last started (or tried) in
+
+    @property
+    def rolling_back(self) -> bool:
+        """A thrown-away reply is still being rolled back (turn-taking waits for it)."""
+        return self._rolling_back is not None
+
+    def holds(self, reply: Reply) -> bool:
+        return self.held is not None and reply is self.held.reply
 
     def due(self, turn: Endpointer, now: int) -> int | None:
         """The silence (its first sample) a reply should start ahead in now, or None."""
@@ -48,3 +80,74 @@ class Preemption:
             return None
         self._tried = since  # one try per silence, whatever comes of it
         return since
+
+    def start(self, silence: int, now: int) -> None:
+        """Start a reply on the utterance heard up to ``now``, held."""
+        try:
+            embeddings = self.frontend.peek_utterance()
+        except UtteranceTooShortError:
+            return  # nothing to answer yet; the turn's end will say
+        point = self.context.save_point()
+        self.context.add_user_audio(embeddings)
+        self.held = HeldReply(self._new_reply(), point, silence, now)
+
+    def keep_text(self, reply: Reply, piece: str) -> bool:
+        """Keep ``piece`` back if ``reply`` is held (it is said only if the turn ends)."""
+        if not self.holds(reply):
+            return False
+        assert self.held is not None
+        self.held.text.append(piece)
+        return True
+
+    def take(self) -> HeldReply | None:
+        """The held reply, now the turn's reply (None when none is held)."""
+        held, self.held = self.held, None
+        if held is not None:
+            self.used += 1
+        return held
+
+    def check(self, turn: Endpointer) -> None:
+        """Throw the held reply away once the user goes on."""
+        if self.held is not None and turn.silent_since is None:
+            self.drop()
+
+    def failed(self, reply: Reply, error: BaseException) -> bool:
+        """A held reply whose generation failed is thrown away (the turn's end will start
+        another); False when ``reply`` is not held."""
+        if not self.holds(reply):
+            return False
+        log.warning("reply started ahead failed: %r", error)
+        self.drop()
+        return True
+
+    def drop(self, recheck: bool = True) -> None:
+        """Throw the held reply away; the roll back runs in the background, after which
+        turn-taking is looked at again (``recheck``)."""
+        held, self.held = self.held, None
+        if held is None:
+            return
+        self.dropped += 1
+        self._rolling_back = self._spawn(self._roll_back(held, recheck))
+
+    async def _roll_back(self, held: HeldReply, recheck: bool) -> None:
+        try:
+            await held.reply.stop()
+            await self.context.abort()  # no forward of it may still be writing the cache
+            self.vocoder.reset()
+            self.context.roll_back(held.point)
+            self.compute_s += held.reply.compute_s
+        finally:
+            self._rolling_back = None
+        if recheck:
+            self._recheck()  # turn-taking waited while we rolled back
+
+    async def rolled_back(self) -> None:
+        """Return once a thrown-away reply is rolled back."""
+        if self._rolling_back is not None:
+            await self._rolling_back
+
+    async def discard(self) -> None:
+        """Throw the held reply away, if any, and return once it is rolled back; the
+        turn-taking looks again from the next frame on."""
+        self.drop(recheck=False)
+        await self.rolled_back()

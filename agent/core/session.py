@@ -47,7 +47,7 @@ from parley.agent.core.heads import CUT_IN_FROM_MS, Heads
 from parley.agent.core.input import InputStage, SpeechDetector
 from parley.agent.core.model import AgentModel
 from parley.agent.core.playback import Playout
-from parley.agent.core.preemptive import HeldReply, Preemption
+from parley.agent.core.preemptive import Preemption
 from parley.agent.core.reply import Reply, produce, reply_params_for
 from parley.agent.core.state import Signal, transition
 from parley.agent.core.text import IncrementalDetokenizer, text_of
@@ -88,7 +88,7 @@ class DuplexSession:
         self._bus = EventBus()
         self._emit = self._bus.emit
         self.history: list[HistoryItem] = []
-        self.compute_s = 0.0  # LM and vocoder time spent on replies so far
+        self._compute_s = 0.0  # LM and vocoder time spent on replies that ended
 
         self._frame = self.config.frame_ms * SAMPLE_RATE // 1000
         # Silero confirms an onset well within the hold of a tentative pause.
@@ -101,17 +101,18 @@ class DuplexSession:
             cfg.features, model.checkpoint.encoder, model.checkpoint.adapter
         )
         self.heads = Heads(model, self.input, self.input.turn, self.frontend)
-        self.preemption = Preemption()
-        self._apply(self.config)
         self.context = model.engine.open_context()
         self.vocoder = StreamingVocoder(model.checkpoint.vocoder)
+        self.preemption = Preemption(
+            self.frontend, self.context, self.vocoder, self._new_reply, self._spawn,
+            self._check_timers,
+        )  # fmt: skip
+        self._apply(self.config)
 
         self.input_sample = 0
         self._pending_in = np.zeros(0, dtype=np.float32)
         self._turn = self.input.turn
         self._reply: Reply | None = None
-        self._held: HeldReply | None = None  # a reply started ahead of the turn's end
-        self._rolling_back: asyncio.Task[None] | None = None
         self._next_reply_id = 1
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -150,6 +151,11 @@ class DuplexSession:
     def events(self) -> AsyncIterator[Event]:
         """Every event from now on, until the session closes."""
         return self._bus.events()
+
+    @property
+    def compute_s(self) -> float:
+        """LM and vocoder time spent on replies so far (those thrown away included)."""
+        return self._compute_s + self.preemption.compute_s
 
     @property
     def turn_detection(self) -> str:
@@ -249,7 +255,7 @@ class DuplexSession:
                 self._on_speech_start(ev.sample)
             else:
                 self._on_speech_stop(ev.sample)
-        self._check_held()
+        self.preemption.check(self._turn)
         self._check_tentative()
         self._check_timers()
 
@@ -272,8 +278,8 @@ class DuplexSession:
 
     def _feed_utterance(self) -> None:
         """The user's speech so far to the model's front end, as it comes."""
-        self._check_held()
-        if self._held is not None:
+        self.preemption.check(self._turn)
+        if self.preemption.held is not None:
             return  # the held reply heard the utterance up to its start; it stays there
         due = self._turn.to_feed(self.input_sample)
         if due is None:
@@ -332,7 +338,7 @@ class DuplexSession:
         if self._barge.asks(self.state, now, speaking):
             self.heads.judge_words(now, self._barge)
         self._make(self._barge.due(self.state, now, speaking))
-        if self.state is not AgentState.LISTENING or self._rolling_back is not None:
+        if self.state is not AgentState.LISTENING or self.preemption.rolling_back:
             return
         if self._turn_over(now):
             if self._turn.silence_from is None:
@@ -343,10 +349,10 @@ class DuplexSession:
                     return  # no silence open after all: the user goes on
                 self._on_speech_stop(stop.sample)
             self._end_user_turn()
-        elif self._held is None and self._reply is None:
+        elif self.preemption.held is None and self._reply is None:
             silence = self.preemption.due(self._turn, now)
             if silence is not None:
-                self._start_held(silence)
+                self.preemption.start(silence, now)
 
     def _turn_over(self, now: int) -> bool:
         return self._turn.ended(now, self.heads.finished(now))
@@ -357,7 +363,7 @@ class DuplexSession:
 
     def _end_user_turn(self) -> None:
         span = self._turn.close()
-        held, self._held = self._held, None
+        held = self.preemption.take()
         embeddings = None
         if held is None:
             try:
@@ -379,7 +385,6 @@ class DuplexSession:
             self._begin_reply(self._new_reply())
             return
         assert held is not None
-        self.preemption.used += 1
         held.reply.ahead_s = (self.input_sample - held.started) / SAMPLE_RATE
         self._begin_reply(held.reply)
         for piece in held.text:
@@ -420,50 +425,11 @@ class DuplexSession:
         self._signal(Signal.TURN_ENDED, "user turn ended")
         self._emit(ReplyStarted(t=self.clock.now(), epoch=self.epoch, reply_id=reply.id))
 
-    def _start_held(self, silence: int) -> None:
-        """Start the reply ahead, on the utterance heard up to the silence's ``now``."""
-        try:
-            embeddings = self.frontend.peek_utterance()
-        except UtteranceTooShortError:
-            return  # nothing to answer yet; the turn's end will say
-        point = self.context.save_point()
-        self.context.add_user_audio(embeddings)
-        self._held = HeldReply(self._new_reply(), point, silence, self.input_sample)
-
-    def _check_held(self) -> None:
-        """Throw the held reply away once the user goes on."""
-        if self._held is not None and self._turn.silent_since is None:
-            self._drop_held()
-
-    def _drop_held(self, recheck: bool = True) -> None:
-        held, self._held = self._held, None
-        if held is None:
-            return
-        self.preemption.dropped += 1
-        self._rolling_back = self._spawn(self._roll_back(held, recheck))
-
-    async def _roll_back(self, held: HeldReply, recheck: bool) -> None:
-        try:
-            await held.reply.stop()
-            await self.context.abort()  # no forward of it may still be writing the cache
-            self.vocoder.reset()
-            self.context.roll_back(held.point)
-            self.compute_s += held.reply.compute_s
-        finally:
-            self._rolling_back = None
-        if recheck:
-            self._check_timers()  # turn-taking waited while we rolled back
-
     def _on_producer_done(self, reply: Reply, task: asyncio.Task[None]) -> None:
         """A reply whose generation failed ends as failed; the conversation goes on. A held
         one is thrown away: the turn's end will start another."""
-        if task.cancelled() or task.exception() is None:
-            return
-        if self._held is not None and reply is self._held.reply:
-            log.warning("reply started ahead failed: %r", task.exception())
-            self._drop_held()
-            return
-        if reply is not self._reply:
+        error = None if task.cancelled() else task.exception()
+        if error is None or self.preemption.failed(reply, error) or reply is not self._reply:
             return
         log.error("reply %d failed: %r", reply.id, task.exception())
         self._reply = None
@@ -478,8 +444,7 @@ class DuplexSession:
         return task
 
     def _on_reply_text(self, reply: Reply, piece: str) -> None:
-        if self._held is not None and reply is self._held.reply:
-            self._held.text.append(piece)  # said only if the turn ends
+        if self.preemption.keep_text(reply, piece):
             return
         self._emit(TextDelta(t=self.clock.now(), epoch=reply.epoch, reply_id=reply.id, text=piece))
 
@@ -494,7 +459,7 @@ class DuplexSession:
 
     def _end_reply(self, reply: Reply, status: str, text: str) -> None:
         """Account a reply that is over, remember what of it stays, and say so."""
-        self.compute_s += reply.compute_s
+        self._compute_s += reply.compute_s
         self.history.append(HistoryItem(role="assistant", text=text, status=status))
         self._emit(
             ReplyEnded(
@@ -540,15 +505,13 @@ class DuplexSession:
     async def rolled_back(self) -> None:
         """Return once a reply started ahead and thrown away is rolled back (turn-taking
         waits for that: a caller pushing input faster than real time waits too)."""
-        if self._rolling_back is not None:
-            await self._rolling_back
+        await self.preemption.rolled_back()
 
     async def discard_held(self) -> None:
         """Throw away a reply started ahead of the turn's end, if one is held, and return
         once the LM context is rolled back (before the context is changed from outside).
         The turn's end starts a fresh reply, from the next frame on."""
-        self._drop_held(recheck=False)
-        await self.rolled_back()
+        await self.preemption.discard()
 
     async def interrupt(self) -> None:
         """Cut the current reply now (an application's stop button)."""
@@ -564,7 +527,7 @@ class DuplexSession:
         is done, and any teardown has finished. The virtual-time runner calls this between
         frames so that results do not depend on how fast this machine computes."""
         while True:
-            held = self._held.reply if self._held is not None else None
+            held = self.preemption.held.reply if self.preemption.held is not None else None
             replies = [r for r in (self._reply, held) if r is not None]
             me = asyncio.current_task()
             skip = {me, *(r.task for r in replies)}
