@@ -311,3 +311,19 @@ def test_device_figures_are_taken_on_the_input_timeline():
     conv.apply(Interrupted(reply_id=1, played=9000, heard_text="", output_sample=52800, **kw))
     reply = conv.turns[-1]
     assert reply.latency_ms == 540.0 and reply.stop_ms == 90.0
+
+
+def test_the_device_scope_passes_on_everything_the_pump_calls() -> None:
+    # It wraps the chat's endpoint for DeviceTransport (duck-typed, so mypy cannot tell):
+    # a member of AudioEndpoint it did not pass on stopped the audio in the middle of a chat.
+    from types import SimpleNamespace
+
+    from parley.agent.chat.audio import _Scoped
+    from parley.speech_io.block_pump import AudioEndpoint
+
+    members = [n for n in vars(AudioEndpoint) if not n.startswith("_")]
+    members += list(AudioEndpoint.__annotations__)
+    assert "played_silence" in members
+    endpoint = SimpleNamespace(**{n: object() for n in members}, subscribe=lambda f: None)
+    scope = _Scoped(endpoint)  # type: ignore[arg-type]
+    assert [n for n in members if getattr(scope, n, None) is not getattr(endpoint, n)] == []

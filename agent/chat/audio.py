@@ -144,6 +144,7 @@ class _Scoped:
         self.push_input = endpoint.push_input
         self.pull_output = endpoint.pull_output
         self.rewind_output = endpoint.rewind_output
+        self.played_silence = endpoint.played_silence
         self.closed = False
 
     def subscribe(self, listener: Callable[[Any], None]) -> None:
