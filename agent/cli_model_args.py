@@ -162,7 +162,13 @@ def _add_train_command(sub: Subcommands) -> None:
     train.add_argument(
         "--init-from", type=Path, default=None, metavar="CHECKPOINT",
         help="start the adapter + LM from this trained checkpoint (same preset) instead of "
-        "random weights; speech rows are remapped if its units differ (default: random)",
+        "random weights, with its text tokenizer; speech rows are remapped if its units "
+        "differ (default: random)",
+    )  # fmt: skip
+    train.add_argument(
+        "--codec-from", type=Path, default=None, metavar="CHECKPOINT",
+        help="take this trained checkpoint's codec (speech units and vocoder, made on the same "
+        "encoder) instead of training one: no units or vocoder stage (default: train one)",
     )  # fmt: skip
     _add_train_data_args(train)
     _add_train_codec_args(train)
@@ -210,6 +216,15 @@ def _add_train_data_args(train: argparse.ArgumentParser) -> None:
         help="extra LM examples that ask a new question right after a whole dialogue, the "
         "reply as its text alone: they teach that a new question owes the answer before it "
         "nothing, as a share of the training dialogues (default: 0)",
+    )
+    train.add_argument(
+        "--noisy-copies",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="extra LM examples: training dialogues again with their questions under fresh "
+        "white, brown or babble noise at 5-15 dB SNR, as a share of the training dialogues "
+        "(default: 0)",
     )
     train.add_argument(
         "--dialogues",

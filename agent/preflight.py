@@ -117,6 +117,8 @@ def _train(args: argparse.Namespace, log: Log) -> None:
         existing_dir(args.encoder_from, "--encoder-from")
     if args.init_from is not None:
         existing_dir(args.init_from, "--init-from", what="checkpoint directory")
+    if args.codec_from is not None:
+        existing_dir(args.codec_from, "--codec-from", what="checkpoint directory")
     writable_dir(args.out, "--out")
     writable_dir(args.work, "--work")
 

@@ -22,7 +22,8 @@ import pytest
 import webrtcvad
 
 from parley.speech_io.audio import load_audio
-from parley.speech_io.echo import EchoCanceller, NearEndGate
+from parley.speech_io.echo import EchoCanceller
+from parley.speech_io.echo_gate import NearEndGate
 from parley.speech_io.echo_path import EchoPath
 
 RATE = 16000

@@ -13,7 +13,8 @@ import pytest
 from parley.agent.core.echo_evidence import HOLD_FRAMES, EchoEvidence
 from parley.agent.core.input import InputStage
 from parley.config import AgentConfig
-from parley.speech_io.echo import EchoCanceller, NearEndGate
+from parley.speech_io.echo import EchoCanceller
+from parley.speech_io.echo_gate import NearEndGate
 from parley.speech_io.echo_path import EchoPath
 from tests.test_echo import FAR_TEXT, NEAR_TEXT, _espeak
 

@@ -5,20 +5,22 @@ it came from. The real run is the same code with bigger numbers (docs/training.m
 import asyncio
 import json
 import re
-import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from parley.agent.cli import main
 from parley.agent.core.speak import SpeakPipeline
 from parley.config import load_config
+from parley.errors import ConfigError
 from parley.llm.checkpoint import load_checkpoint
 from parley.llm.engines import create_engine
 from parley.speech_io.audio import load_audio
 from parley.train.corpus import answer_path
 from parley.train.lm_stage import REPLIES_FILE
-from parley.train.pipeline import TrainOptions, reproduce_command
+from parley.train.noisy_copies import is_noisy
+from parley.train.pipeline import TrainOptions, reproduce_command, run_training
 from parley.train.voices import agent_voice, available_voices, missing_engines
 
 
@@ -58,6 +60,7 @@ def test_train_runs_every_stage_on_a_tiny_slice(tmp_path, capsys):
     assert said is not None and int(said.group(2)) > 0, said
     manifest = [json.loads(r) for r in (corpus / "manifest.jsonl").read_text().splitlines()]
     recorded = {t["answer"] for d in manifest for t in d["turns"]}
+    recorded_audio = {t["audio"] for d in manifest for t in d["turns"]}
     new = set(json.loads((work / "lm" / REPLIES_FILE).read_text())) - recorded
     assert new and all((work / "lm" / answer_path(a)).is_file() for a in new)
 
@@ -84,17 +87,36 @@ def test_train_runs_every_stage_on_a_tiny_slice(tmp_path, capsys):
     assert again["stage_seconds"]["corpus"] >= prov["stage_seconds"]["corpus"]
     assert again["this_call_seconds"] < prov["this_call_seconds"]
 
-    # A run started from this checkpoint begins where it ended, not from random weights.
-    warm = tmp_path / "warm"
-    (warm / "codec").mkdir(parents=True)
-    (warm / "codec" / "run").symlink_to(work / "codec" / "run")
-    shutil.copytree(work / "lm" / "tokenizer", warm / "lm" / "tokenizer")
-    again_args = [a if a != str(work) else str(warm) for a in train]
+    # A run started from this checkpoint begins where it ended, not from random weights,
+    # on its text tokenizer (its ids are what the weights know) and, with --codec-from, its
+    # codec: nothing of the first run's work dir is needed.
+    warm, warm_out = tmp_path / "warm", tmp_path / "warm-ckpt"
+    swap = {str(work): str(warm), str(out): str(warm_out)}
+    again_args = [swap.get(a, a) for a in train]
     again_args[again_args.index("--steps") + 1] = "2"
-    assert main([*again_args, "--init-from", str(out), "--stages", "lm"]) == 0
+    more = ["--init-from", str(out), "--codec-from", str(out), "--stages", "lm,export"]
+    capsys.readouterr()
+    assert main([*again_args, *more, "--noisy-copies", "1"]) == 0
+    # Noisy copies: each training dialogue again, its questions' frames made under noise.
+    assert re.search(r" (\d+) noisy copies", capsys.readouterr().err).group(1) != "0"
+    noisy = [k for k in torch.load(warm / "lm" / "frames.pt") if is_noisy(k)]
+    assert noisy and all(k.split("#")[0] in recorded_audio for k in noisy)
     warm_rows = [json.loads(r) for r in (warm / "lm" / "metrics.jsonl").read_text().splitlines()]
     warm_losses = [r["loss"] for r in warm_rows if "loss" in r]
     assert warm_losses[0] < 0.8 * losses[0], (warm_losses, losses)
+    assert not (warm / "codec").exists()
+    tokens = json.loads((warm / "lm" / "tokenizer" / "tokenizer.json").read_text())
+    assert (
+        tokens["model"]["vocab"]
+        == json.loads((out / "lm" / "tokenizer.json").read_text())["model"]["vocab"]
+    )
+    warm_prov = json.loads((warm_out / "parley.json").read_text())["provenance"]
+    assert f"--init-from {out} --codec-from {out}" in warm_prov["reproduce"]
+    assert warm_prov["codec_training"] == {**prov["codec_training"], "from": str(out)}
+    for name in ("vocoder/vocoder.safetensors", "vocoder/speech_tokenizer.safetensors"):
+        assert warm_prov["files_sha256"][name] == prov["files_sha256"][name]
+    with pytest.raises(ConfigError, match="codec-from"):
+        run_training(TrainOptions(out=warm_out, codec_from=out, stages=("vocoder",)))
 
     # The export round-trips: the same codec and the same LM come back, and it serves a turn.
     question = load_audio(corpus / manifest[0]["turns"][0]["audio"], 16000)

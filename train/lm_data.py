@@ -199,12 +199,15 @@ def cache_user_frames(
     encoder: BlockCausalEncoder,
     cache: Path,
     progress: Callable[[Iterable], Iterable] = lambda it: it,
+    load: Callable[[str], np.ndarray] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Encoder frames of every user utterance, computed once and kept in ``cache``."""
+    """Encoder frames of every user utterance, computed once and kept in ``cache``;
+    ``load`` gives an utterance's audio by its key (default: the corpus file of that name)."""
     frames: dict[str, torch.Tensor] = torch.load(cache) if cache.is_file() else {}
     todo = sorted({t.audio for d in dialogues for t in d.turns} - set(frames))
     for i, name in enumerate(progress(todo)):
-        audio = pad_like_the_session(load_audio(Path(corpus) / name), name)
+        raw = load(name) if load is not None else load_audio(Path(corpus) / name)
+        audio = pad_like_the_session(raw, name)
         frames[name] = encode_utterance(audio, features, encoder).to(torch.float16)
         if (i + 1) % 2000 == 0:
             torch.save(frames, cache)

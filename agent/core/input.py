@@ -126,7 +126,8 @@ class InputStage:
         """Switch echo handling; switched on again it starts learning the path afresh."""
         if on and self.echo is None:
             from parley.agent.core.echo_evidence import EchoEvidence
-            from parley.speech_io.echo import EchoCanceller, NearEndGate
+            from parley.speech_io.echo import EchoCanceller
+            from parley.speech_io.echo_gate import NearEndGate
 
             self.echo = EchoCanceller()
             self.gate = NearEndGate(self.echo)

@@ -24,7 +24,7 @@ from parley.tokenizers.vocab import TokenClass, VocabLayout
 from parley.tokenizers.vocoder import StreamingVocoder
 
 
-@dataclass
+@dataclass(eq=False)  # a handle: one reply is itself, never equal to another
 class Reply:
     """A reply's state, shared by its producer task and the session's playback."""
 
@@ -43,6 +43,8 @@ class Reply:
     space: asyncio.Event = field(default_factory=asyncio.Event)  # playback made room
     idle: asyncio.Event = field(default_factory=asyncio.Event)  # producer waits or is done
     task: asyncio.Task[None] | None = None
+    status: str | None = None  # once over: completed, interrupted, failed (or closed)
+    over: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def buffered(self) -> int:
@@ -75,6 +77,13 @@ class Reply:
             await asyncio.wait([self.task, waiter], return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
+
+    async def wait_for_playout(self) -> str:
+        """Wait until the reply is over, played to the end or not; returns how it ended
+        (its ``status``). A reply thrown away before it answered a turn never ends."""
+        await self.over.wait()
+        assert self.status is not None
+        return self.status
 
     async def stop(self) -> None:
         """Cancel the producer, if it still runs, and wait until it has stopped."""

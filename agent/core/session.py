@@ -10,14 +10,17 @@ that lasts ``min_interruption`` interrupts (abort the LM request, drop queued au
 vocoder state, bump the epoch, keep in the history only what was heard), shorter speech
 resumes playback from the exact sample where it paused. Control never waits behind audio:
 these decisions are taken synchronously inside ``push_input``.
+
+The session coordinates parts that each hold one concern: the listener (:class:`InputStage`:
+echo, VAD, the endpointer), the barge-in rules, the detector heads, the replies
+(:class:`Replies`, with the one started ahead) and the playout. It keeps the state machine
+and decides when a user's turn is over; the parts never change the state themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import math
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -32,13 +35,9 @@ from parley.agent.core.events import (
     Event,
     FirstAudio,
     HistoryItem,
-    Interrupted,
     PlaybackPaused,
     PlaybackResumed,
-    ReplyEnded,
-    ReplyStarted,
     StateChanged,
-    TextDelta,
     UserSpeechEnded,
     UserSpeechStarted,
     UserTurnEnded,
@@ -47,19 +46,16 @@ from parley.agent.core.heads import CUT_IN_FROM_MS, Heads
 from parley.agent.core.input import InputStage, SpeechDetector
 from parley.agent.core.model import AgentModel
 from parley.agent.core.playback import Playout
-from parley.agent.core.preemptive import Preemption
-from parley.agent.core.reply import Reply, produce, reply_params_for
+from parley.agent.core.replies import Replies
+from parley.agent.core.reply import Reply, reply_params_for
 from parley.agent.core.state import Signal, transition
-from parley.agent.core.text import IncrementalDetokenizer, text_of
 from parley.config import AgentConfig
 from parley.llm.engine import ReplyParams
 from parley.llm.frontend import StreamingFrontEnd, UtteranceTooShortError
-from parley.llm.schedule import heard_prefix
 from parley.speech_io.audio import SAMPLE_RATE
 from parley.tokenizers.vocoder import StreamingVocoder
 
 TENTATIVE_HOLD_MS = 100
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -88,7 +84,6 @@ class DuplexSession:
         self._bus = EventBus()
         self._emit = self._bus.emit
         self.history: list[HistoryItem] = []
-        self._compute_s = 0.0  # LM and vocoder time spent on replies that ended
 
         self._frame = self.config.frame_ms * SAMPLE_RATE // 1000
         # Silero confirms an onset well within the hold of a tentative pause.
@@ -103,27 +98,27 @@ class DuplexSession:
         self.heads = Heads(model, self.input, self.input.turn, self.frontend)
         self.context = model.engine.open_context()
         self.vocoder = StreamingVocoder(model.checkpoint.vocoder)
-        self.preemption = Preemption(
-            self.frontend, self.context, self.vocoder, self._new_reply, self._spawn,
-            self._check_timers,
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.replies = Replies(
+            self, model, self.frontend, self.context, self.vocoder, self._bus, self.clock,
+            self._barge, self.history, self._spawn,
         )  # fmt: skip
+        self.preemption = self.replies.preemption
         self._apply(self.config)
 
         self.input_sample = 0
         self._pending_in = np.zeros(0, dtype=np.float32)
         self._turn = self.input.turn
-        self._reply: Reply | None = None
-        self._next_reply_id = 1
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
 
     def _apply(self, config: AgentConfig) -> None:
         ms = SAMPLE_RATE // 1000
         self.config = config
         self._barge.min_interruption = config.min_interruption_ms * ms
-        self._max_ahead = self.playout.max_ahead = config.max_ahead_ms * ms
+        self.replies.max_ahead = self.playout.max_ahead = config.max_ahead_ms * ms
         rate = self.model.checkpoint.manifest.model.codec.token_rate_hz
-        self.reply_params = self._fixed_reply_params or reply_params_for(config, rate)
+        self.replies.params = self._fixed_reply_params or reply_params_for(config, rate)
+        self.replies.chunk_tokens = config.vocoder_chunk_tokens
         self.input.reconfigure(config)
         self.heads.configure(config)
         after = config.preemptive_reply_ms
@@ -155,7 +150,12 @@ class DuplexSession:
     @property
     def compute_s(self) -> float:
         """LM and vocoder time spent on replies so far (those thrown away included)."""
-        return self._compute_s + self.preemption.compute_s
+        return self.replies.compute_s
+
+    @property
+    def reply_params(self) -> ReplyParams | None:
+        """The bounds the next reply is generated with (set by :meth:`reconfigure`)."""
+        return self.replies.params
 
     @property
     def turn_detection(self) -> str:
@@ -173,8 +173,10 @@ class DuplexSession:
         """Events of a cut reply stopped at the epoch fence."""
         return self._bus.stale_dropped
 
-    def _signal(self, signal: Signal, reason: str) -> None:
-        started = self._reply is not None and self._reply.audio_started
+    def signal(self, signal: Signal, reason: str) -> None:
+        """Move the state machine on (and say so when the state changes)."""
+        reply = self.replies.current
+        started = reply is not None and reply.audio_started
         new = transition(self.state, signal, audio_started=started)
         if new is not self.state:
             old, self.state = self.state, new
@@ -206,7 +208,7 @@ class DuplexSession:
     @property
     def reply(self) -> Reply | None:
         """The reply in flight, if any."""
-        return self._reply
+        return self.replies.current
 
     @property
     def playing(self) -> bool:
@@ -214,7 +216,7 @@ class DuplexSession:
         return self.state in (AgentState.THINKING, AgentState.SPEAKING)
 
     def audio_started(self, reply: Reply, output_sample: int) -> None:
-        self._signal(Signal.AUDIO_STARTED, "first reply audio")
+        self.signal(Signal.AUDIO_STARTED, "first reply audio")
         self._emit(
             FirstAudio(
                 t=self.clock.now(),
@@ -228,7 +230,7 @@ class DuplexSession:
         )
 
     def played_out(self, reply: Reply) -> None:
-        self._finish_reply(reply)
+        self.replies.finish(reply)
 
     # ------------------------------------------------------------------ input
 
@@ -257,7 +259,7 @@ class DuplexSession:
                 self._on_speech_stop(ev.sample)
         self.preemption.check(self._turn)
         self._check_tentative()
-        self._check_timers()
+        self.recheck()
 
     def _check_tentative(self) -> None:
         """Pause at possible user speech over the reply; resume if it is never confirmed."""
@@ -274,7 +276,7 @@ class DuplexSession:
             case Action.RESUME:
                 self._resume(move.reason)
             case Action.INTERRUPT:
-                self._interrupt(move.reason)
+                self.replies.cut(move.reason)
 
     def _feed_utterance(self) -> None:
         """The user's speech so far to the model's front end, as it comes."""
@@ -290,15 +292,15 @@ class DuplexSession:
 
     def _pause(self, onset: int, reason: str) -> None:
         self.heads.new_onset()
-        self._signal(Signal.USER_ONSET, reason)
+        self.signal(Signal.USER_ONSET, reason)
         self._playback_event(PlaybackPaused, onset_sample=onset, input_sample=self.input_sample)
 
     def _resume(self, reason: str) -> None:
-        self._signal(Signal.USER_YIELDED, reason)
+        self.signal(Signal.USER_YIELDED, reason)
         self._playback_event(PlaybackResumed)
 
     def _playback_event(self, kind: type[PlaybackPaused | PlaybackResumed], **extra: Any) -> None:
-        reply = self._reply
+        reply = self.replies.current
         if reply is not None and reply.audio_started:
             self._emit(
                 kind(
@@ -332,7 +334,9 @@ class DuplexSession:
         self._make(move)  # short words that take the turn: they are the user's turn
         self._turn.speech_stopped(sample)
 
-    def _check_timers(self) -> None:
+    def recheck(self) -> None:
+        """Carry out what is due at the current input sample: barge-in timers, the turn's
+        end, a reply started ahead."""
         now = self.input_sample
         speaking = self.input.speaking
         if self._barge.asks(self.state, now, speaking):
@@ -349,7 +353,7 @@ class DuplexSession:
                     return  # no silence open after all: the user goes on
                 self._on_speech_stop(stop.sample)
             self._end_user_turn()
-        elif self.preemption.held is None and self._reply is None:
+        elif self.preemption.held is None and self.replies.current is None:
             silence = self.preemption.due(self._turn, now)
             if silence is not None:
                 self.preemption.start(silence, now)
@@ -382,125 +386,18 @@ class DuplexSession:
         )
         if embeddings is not None:
             self.context.add_user_audio(embeddings)
-            self._begin_reply(self._new_reply())
-            return
-        assert held is not None
-        held.reply.ahead_s = (self.input_sample - held.started) / SAMPLE_RATE
-        self._begin_reply(held.reply)
-        for piece in held.text:
-            self._on_reply_text(held.reply, piece)
-        self._on_reply_audio(held.reply)  # a reply over before the turn, without audio
+            self.replies.begin(self.replies.new())
+        else:
+            assert held is not None
+            self.replies.begin_held(held, self.input_sample)
 
     # ------------------------------------------------------------------ reply
-
-    def _new_reply(self) -> Reply:
-        """A reply to what the context holds, its producer running; it has no id (and no
-        events) until :meth:`_begin_reply`."""
-        reply = Reply(
-            id=0,
-            epoch=self.epoch,
-            detokenizer=IncrementalDetokenizer(self.model.checkpoint.tokenizer),
-        )
-        reply.task = self._spawn(
-            produce(
-                reply,
-                self.context,
-                self.vocoder,
-                self.model.checkpoint.manifest.vocab,
-                self.reply_params,
-                self.config.vocoder_chunk_tokens,
-                self._max_ahead,
-                self._on_reply_text,
-                self._on_reply_audio,
-            )
-        )
-        reply.task.add_done_callback(lambda task: self._on_producer_done(reply, task))
-        return reply
-
-    def _begin_reply(self, reply: Reply) -> None:
-        """``reply`` answers the turn that just ended: it may play from now on."""
-        reply.id, reply.epoch = self._next_reply_id, self.epoch
-        self._next_reply_id += 1
-        self._reply = reply
-        self._signal(Signal.TURN_ENDED, "user turn ended")
-        self._emit(ReplyStarted(t=self.clock.now(), epoch=self.epoch, reply_id=reply.id))
-
-    def _on_producer_done(self, reply: Reply, task: asyncio.Task[None]) -> None:
-        """A reply whose generation failed ends as failed; the conversation goes on. A held
-        one is thrown away: the turn's end will start another."""
-        error = None if task.cancelled() else task.exception()
-        if error is None or self.preemption.failed(reply, error) or reply is not self._reply:
-            return
-        log.error("reply %d failed: %r", reply.id, task.exception())
-        self._reply = None
-        self._barge.forget()
-        self._end_reply(reply, "failed", "")
-        self._signal(Signal.REPLY_FAILED, "reply failed")
 
     def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-    def _on_reply_text(self, reply: Reply, piece: str) -> None:
-        if self.preemption.keep_text(reply, piece):
-            return
-        self._emit(TextDelta(t=self.clock.now(), epoch=reply.epoch, reply_id=reply.id, text=piece))
-
-    def _on_reply_audio(self, reply: Reply) -> None:
-        if reply is self._reply and reply.finished_playing and self.state is AgentState.THINKING:
-            self._finish_reply(reply)  # a reply without a single sample of audio
-
-    def _finish_reply(self, reply: Reply) -> None:
-        self._reply = None
-        self._end_reply(reply, "completed", reply.detokenizer.text)
-        self._signal(Signal.REPLY_FINISHED, "reply played to the end")
-
-    def _end_reply(self, reply: Reply, status: str, text: str) -> None:
-        """Account a reply that is over, remember what of it stays, and say so."""
-        self._compute_s += reply.compute_s
-        self.history.append(HistoryItem(role="assistant", text=text, status=status))
-        self._emit(
-            ReplyEnded(
-                t=self.clock.now(),
-                epoch=self.epoch,
-                reply_id=reply.id,
-                status=status,
-                played=reply.position,
-                text=text,
-            )
-        )
-
-    def _interrupt(self, reason: str) -> None:
-        reply = self._reply
-        if reply is None:
-            return
-        spt = self.model.samples_per_token
-        keep = heard_prefix(reply.classes, math.ceil(reply.position / spt))
-        heard = text_of(self.model.checkpoint.tokenizer, reply.tokens[:keep], reply.classes[:keep])
-        self._emit(
-            Interrupted(
-                t=self.clock.now(),
-                epoch=self.epoch,
-                reply_id=reply.id,
-                played=reply.position,
-                heard_text=heard,
-                output_sample=self.output_sample,
-            )
-        )
-        self._bus.fence()
-        self._reply = None
-        self._signal(Signal.INTERRUPT, reason)
-        self._spawn(self._tear_down(reply, keep, heard))
-
-    async def _tear_down(self, reply: Reply, keep: int, heard: str) -> None:
-        await reply.stop()
-        self.vocoder.reset()
-        self.context.truncate_reply(min(keep, len(reply.tokens)))
-        self._end_reply(reply, "interrupted", heard)
-        self._signal(Signal.TORN_DOWN, "reply torn down")
-        self._check_timers()  # the user's turn may have ended while we tore down
 
     async def rolled_back(self) -> None:
         """Return once a reply started ahead and thrown away is rolled back (turn-taking
@@ -517,7 +414,7 @@ class DuplexSession:
         """Cut the current reply now (an application's stop button)."""
         if self.state in (AgentState.THINKING, AgentState.SPEAKING, AgentState.PAUSED):
             self._barge.forget()
-            self._interrupt("interrupted by the application")
+            self.replies.cut("interrupted by the application")
         await self.settle()
 
     # ------------------------------------------------------------------ lifecycle
@@ -528,7 +425,7 @@ class DuplexSession:
         frames so that results do not depend on how fast this machine computes."""
         while True:
             held = self.preemption.held.reply if self.preemption.held is not None else None
-            replies = [r for r in (self._reply, held) if r is not None]
+            replies = [r for r in (self.replies.current, held) if r is not None]
             me = asyncio.current_task()
             skip = {me, *(r.task for r in replies)}
             others = [t for t in self._tasks if not t.done() and t not in skip]
@@ -550,6 +447,7 @@ class DuplexSession:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.replies.close()
         await self.context.aclose()
         self._bus.close()
 
