@@ -11,7 +11,7 @@ from parley.config import AgentConfig
 from parley.llm.engine import ReplyParams
 from parley.speech_io.sources import ArraySink, ArraySource
 from tests.scripted import ScriptedDetector
-from tests.test_session import SR, speechlike
+from tests.test_session import SR, engine_failing_at, speechlike
 
 # Short replies keep each conversation quick; the scripted VAD calls a stop 200 ms into the
 # silence, so a reply started 250 ms in hears exactly what one started at the turn's end does.
@@ -105,20 +105,8 @@ async def test_second_turn_after_a_dropped_reply_answers_as_without_it(tiny_mode
 
 
 async def test_a_failing_held_reply_is_dropped_and_the_turn_still_answered(tiny_model):
-    engine = tiny_model.engine
-    real, calls = engine.forward, [0]
-
-    def flaky(emb, cache):
-        calls[0] += 1
-        if calls[0] == 1:
-            raise RuntimeError("engine hiccup")
-        return real(emb, cache)
-
-    engine.forward = flaky
-    try:
+    with engine_failing_at(tiny_model.engine, 1):
         on, events = await converse(tiny_model, [(0.2, 1.2)], 5.0, 250)
-    finally:
-        engine.forward = real
     assert (on.preemption.used, on.preemption.dropped) == (0, 1)
     ends = [e for e in events if e.type == "reply_ended"]
     assert [e.status for e in ends] == ["completed"]

@@ -1,3 +1,5 @@
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -186,24 +188,30 @@ async def test_explicit_interrupt_and_close(tiny_model):
     assert session.running_tasks == 0
 
 
-async def test_a_failing_engine_ends_the_reply_and_the_conversation_goes_on(tiny_model):
-    engine = tiny_model.engine
+@contextlib.contextmanager
+def engine_failing_at(engine, call: int):
+    """The engine's ``call``-th forward raises; the others run as usual."""
     real, calls = engine.forward, [0]
 
     def flaky(emb, cache):
         calls[0] += 1
-        if calls[0] == 5:
+        if calls[0] == call:
             raise RuntimeError("device lost")
         return real(emb, cache)
 
     engine.forward = flaky
     try:
+        yield
+    finally:
+        engine.forward = real
+
+
+async def test_a_failing_engine_ends_the_reply_and_the_conversation_goes_on(tiny_model):
+    with engine_failing_at(tiny_model.engine, 5):
         # A reply that fails while it plays (test_preemptive has one that fails held).
         session, events, out = await run(
             tiny_model, [(0.2, 1.0), (4.0, 5.0)], 14.0, preemptive_reply_ms=None
         )
-    finally:
-        engine.forward = real
     ended = [e for e in events if e.type == "reply_ended"]
     assert [e.status for e in ended] == ["failed", "completed"]
     assert states(events)[:2] == [(L, T), (T, L)]  # ended, not interrupted: nothing was cut
