@@ -122,6 +122,23 @@ def test_words_that_acknowledge_may_run_past_min_interruption():
     assert b.speech_stopped(S.PAUSED, takes=0.1).action is Action.RESUME  # then it resumes
 
 
+def test_the_latest_words_decide_whether_they_only_acknowledge():
+    # "exactly" (flite rms, over a reply): unsure a syllable in, sure it acknowledges once
+    # the word is out. The median of all six (0.267) would take the turn.
+    b = words_rules()
+    b.speech_started(S.SPEAKING, 1000)
+    for p in (0.695, 0.441, 0.267, 0.067, 0.058, 0.131):
+        b.judged(p)
+    assert b.due(S.PAUSED, 1000 + 9600, speaking=True) is None
+    # ... and words that end unsure are still taken by their length.
+    b.speech_started(S.SPEAKING, 30000)
+    for p in (0.05, 0.02, 0.1, 0.4, 0.5):
+        b.judged(p)
+    assert b.due(S.PAUSED, 30000 + 9600, speaking=True) == Move(
+        Action.INTERRUPT, "user kept speaking"
+    )
+
+
 class _Words:
     """A cut-in detector with one answer, that counts the questions."""
 

@@ -80,7 +80,15 @@ def test_word_starts_snap_to_where_the_channel_turns_audible():
     snapped = snap_to_sound(loose, out, SR)
     assert snapped[0].start == 2.0
     assert snapped[1].start == 2.7  # not pulled back into the word before
-    assert snap_to_sound([Word("x", 0.5, 0.8)], out, SR)[0].start == 0.5  # no sound: kept
+    # No sound anywhere in its span: a word said elsewhere ("times" of a cut reply, put
+    # by the recognizer into the silence after the cut), left out rather than timed there.
+    cut = np.zeros(4 * SR, np.float32)
+    cut[int(1.0 * SR) : int(1.5 * SR)] = 0.1  # the reply, cut at 1.5 s
+    cut[int(3.0 * SR) : int(3.5 * SR)] = 0.1  # the next one
+    stretched = [Word("seven", 1.0, 1.5), Word("times", 1.5, 2.4), Word("hello", 3.0, 3.4)]
+    kept = snap_to_sound(stretched, cut, SR)
+    assert [(w.text, w.start) for w in kept] == [("seven", 1.0), ("hello", 3.0)]
+    assert snap_to_sound([Word("x", 0.5, 0.8)], out, SR) == []
 
 
 def test_the_shipped_scenario_set_loads():

@@ -4,6 +4,7 @@ reply the domain gives it, and replies the corpus never recorded are recorded li
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -91,6 +92,21 @@ def test_recombined_followups_pair_any_answer_with_a_recorded_followup():
     after_days = [Dialogue(d.id, d.split, [days[0].turns[0], d.turns[1]], d.meta) for d in arith]
     with pytest.raises(ValueError, match="do not fit"):
         recombine_followups(after_days, share=1.0, seed=0)
+
+
+def test_drills_deal_every_pair_the_dialogues_allow_evenly():
+    # Drawn by dialogue, the small results the corpus asks most took the draws and most
+    # (result, move) pairs were never drilled; dealt by pair, each comes round once a round.
+    dialogues = _as_lm_dialogues(300, seed=1)
+    values = {result_of(d.turns[0].answer) for d in dialogues} - {None}
+    moves = {move_of(d.turns[1].answer) for d in dialogues if len(d.turns) == 2}
+    allowed = {domain.followup_answer(v, m) for v in values for m in moves} - {None}
+    assert len(allowed) > 3 * len(dialogues)
+    for rounds in (1, 2):
+        share = rounds * len(allowed) / len(dialogues)
+        drills = recombine_followups(dialogues, share=share, seed=0, text_only=True)
+        counts = Counter(d.turns[1].answer for d in drills)
+        assert set(counts) == allowed and set(counts.values()) == {rounds}
 
 
 def test_a_reply_the_corpus_lacks_is_recorded_as_the_corpus_records_it(tmp_path):

@@ -9,7 +9,7 @@ Where the checkpoint has a cut-in detector, the words decide as well (its probab
 that the speech takes the turn, judged every few tens of ms while the user speaks and once
 when they stop): "wait", "stop" or a new question cut the reply once the detector is sure
 twice in a row, or at the end of speech shorter than ``min_interruption``; words it
-mostly judged to acknowledge (the median of its judgments; one may jump as a word ends)
+mostly judged to acknowledge (the median of its latest judgments; one may jump as a word ends)
 may run on past it, up to ``longest_backchannel``, and still resume the reply
 ("yeah yeah right").
 
@@ -42,7 +42,9 @@ class Move:
 TAKES = 0.9
 """The cut-in detector's probability above which the words take the turn."""
 ACKNOWLEDGES = 0.25
-"""... and at or below which (the median of its judgments) they only acknowledge it."""
+"""... and at or below which (the median of its latest judgments) they only acknowledge it."""
+ACKNOWLEDGED_OVER = 3
+"""How many of the latest judgments that median is of."""
 
 
 class BargeIn:
@@ -119,8 +121,11 @@ class BargeIn:
         return len(last) == 2 and all(holds(p) for p in last)
 
     def _acknowledging(self) -> bool:
-        said = sorted(self.judgments)
-        # The upper median: with two judgments as likely as not, the speech takes the turn.
+        # The latest judgments, which heard the most of the words: the first come a syllable
+        # in ("exactly" starts out as likely to take the turn as not, 0.7 then 0.44, and
+        # ends at 0.06-0.13). The upper median of three: one may jump as a word ends, and
+        # with two judgments as likely as not, the speech takes the turn.
+        said = sorted(self.judgments[-ACKNOWLEDGED_OVER:])
         return len(said) >= 2 and said[len(said) // 2] <= ACKNOWLEDGES
 
     @property

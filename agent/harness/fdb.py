@@ -56,7 +56,10 @@ def snap_to_sound(
     hundred ms before the sound does), and here they decide both which window a word
     falls in and the latency. The agent's channel is silent between its words, so the
     first audible sample at or after ``reach_s`` before a word's start (and after the
-    word before) is where it begins."""
+    word before) is where it begins. A word whose span holds no sound at all was said
+    somewhere else (the recognizer stretches a cut reply's last words over the silence
+    after it), and no time of it can be trusted: it is left out, so it counts for no
+    task."""
     loud = np.abs(np.asarray(output, dtype=np.float64)) > silent
     out: list[Word] = []
     floor = 0
@@ -64,7 +67,9 @@ def snap_to_sound(
         lo = max(floor, int((w.start - reach_s) * sr))
         hi = max(lo, int(w.end * sr))
         hits = np.flatnonzero(loud[lo:hi])
-        start = (lo + int(hits[0])) / sr if hits.size else w.start
+        if not hits.size:
+            continue
+        start = (lo + int(hits[0])) / sr
         out.append(Word(w.text, min(start, w.end), w.end))
         floor = max(floor, int(w.end * sr))
     return out
