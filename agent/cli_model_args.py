@@ -227,6 +227,23 @@ def _add_train_data_args(train: argparse.ArgumentParser) -> None:
         "(default: 0)",
     )
     train.add_argument(
+        "--tune-encoder",
+        type=int,
+        default=0,
+        metavar="N",
+        help="train copies of the encoder's top N layers with the LM, for its path alone "
+        "(the turn heads and the speech units keep Whisper's own); they learn at a quarter "
+        "of --lr (default: 0, the encoder frozen)",
+    )
+    train.add_argument(
+        "--tuned-rank",
+        type=int,
+        default=96,
+        metavar="R",
+        help="the checkpoint stores each tuned matrix as its difference from Whisper's at "
+        "rank R, which keeps the shipped model small (0: whole; default: 96)",
+    )
+    train.add_argument(
         "--dialogues",
         type=int,
         default=12000,

@@ -382,6 +382,8 @@ def train(args: argparse.Namespace, log: Log) -> int:
             followup_drills=args.followup_drills,
             question_drills=args.question_drills,
             noisy_copies=args.noisy_copies,
+            tune_encoder=args.tune_encoder,
+            tuned_rank=args.tuned_rank,
             refusals=args.refusals,
             dialogues=args.dialogues,
             codec_minutes=args.codec_minutes,

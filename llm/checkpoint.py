@@ -38,9 +38,10 @@ from parley.llm.lm_build import embedding_table
 from parley.tokenizers.codec_io import AnyTokenizer, load_codec
 from parley.tokenizers.vocab import VocabLayout
 from parley.tokenizers.vocoder import TokenVocoder
-from parley.weights import load_file_into, read_input_embeddings
+from parley.weights import load_file_into, read_input_embeddings, read_tensors
 
 ROOT_CONFIG = "parley.json"
+TUNED_ENCODER_FILE = "encoder_tuned.safetensors"
 REQUIRED_FILES = (
     ROOT_CONFIG,
     "encoder/config.json",
@@ -164,7 +165,14 @@ def _load_encoder_part(path: Path, cfg: ModelConfig) -> BlockCausalEncoder:
             f"d_model={wcfg.d_model}; {ROOT_CONFIG} says n_mels={cfg.features.n_mels}, "
             f"d_model={cfg.encoder.d_model}"
         )
-    return BlockCausalEncoder(whisper, cfg.encoder.block_frames, cfg.encoder.context_blocks)
+    encoder = BlockCausalEncoder(whisper, cfg.encoder.block_frames, cfg.encoder.context_blocks)
+    if cfg.encoder.tuned_layers:
+        from parley.llm.tuned_layers import load_tuned
+
+        encoder.add_tuned_copy(cfg.encoder.tuned_layers)
+        tuned = path / TUNED_ENCODER_FILE
+        load_tuned(encoder, read_tensors(tuned), str(tuned))
+    return encoder
 
 
 def _load_lm_part(

@@ -25,6 +25,11 @@ forever. Config validation guarantees ``block_frames * context_blocks <= max_sou
 so the frames of one attention window all have distinct positions; the wrap shows up only as a
 jump inside some windows, which a model fine-tuned for streaming learns to read.
 
+Tuned top layers: the LM's path may read its own copies of the top ``k`` layers and the final
+norm (:meth:`BlockCausalEncoder.add_tuned_copy`), trained with the LM to hear through noise,
+while the original layers stay Whisper's: the turn heads and the speech units were fitted on
+those. Both paths share everything below the branch, and the stream computes them together.
+
 Lookahead: encoder frame ``i`` needs ``conv1`` outputs up to ``2i + 1``, which need mel frames up
 to ``2i + 2``. A block's last frame therefore needs one mel frame (10 ms) past the block's own
 ``2 * block_frames`` mel frames; the stream holds the block back until that frame arrives.
@@ -32,6 +37,7 @@ to ``2i + 2``. A block's last frame therefore needs one mel frame (10 ms) past t
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -129,6 +135,29 @@ class BlockCausalEncoder(nn.Module):
         self.whisper = whisper.float().eval()
         self.block_frames = block_frames
         self.context_blocks = context_blocks
+        self.tuned = nn.ModuleList()
+        self.tuned_norm: nn.LayerNorm | None = None
+
+    def add_tuned_copy(self, layers: int) -> None:
+        """Give the LM's path its own copies of the top ``layers`` layers and the final norm
+        (equal to the originals until they are trained)."""
+        total = len(self.whisper.layers)
+        if not 1 <= layers <= total:
+            raise ConfigError(f"tuned layers must be 1..{total}, got {layers}")
+        self.tuned = nn.ModuleList(copy.deepcopy(layer) for layer in self.whisper.layers[-layers:])
+        self.tuned_norm = copy.deepcopy(self.whisper.layer_norm)
+
+    def tuned_module(self) -> nn.ModuleDict:
+        """The tuned layers and norm as one module (sharing their parameters): what a
+        checkpoint stores in ``encoder_tuned.safetensors``."""
+        if self.tuned_norm is None:
+            raise RuntimeError("this encoder has no tuned layers")
+        return nn.ModuleDict({"layers": self.tuned, "norm": self.tuned_norm})
+
+    @property
+    def branch_at(self) -> int:
+        """Index of the first layer the LM's path has a tuned copy of (all layers: none)."""
+        return len(self.whisper.layers) - len(self.tuned)
 
     @classmethod
     def from_config(cls, enc: EncoderConfig, n_mels: int, seed: int = 0) -> BlockCausalEncoder:
@@ -161,17 +190,37 @@ class BlockCausalEncoder(nn.Module):
 
     def forward(self, mel: Tensor) -> Tensor:
         """Encode a whole ``(n_mels, T)`` log-mel to ``(ceil(T / 2), d_model)`` frames."""
+        return self.forward_both(mel)[0]
+
+    def forward_both(self, mel: Tensor) -> tuple[Tensor, Tensor]:
+        """The frozen frames and the LM's (the same tensor without tuned layers)."""
+        shared = self.below_branch(mel)
+        frozen = self.run_layers(shared, self.whisper.layers[self.branch_at :])
+        frozen = self.whisper.layer_norm(frozen)
+        return frozen, (self.tuned_frames(shared) if len(self.tuned) else frozen)
+
+    def below_branch(self, mel: Tensor) -> Tensor:
+        """The residual stream entering the first tuned layer (what training caches)."""
         if mel.dim() != 2 or mel.shape[0] != self.n_mels or mel.shape[1] == 0:
             raise ValueError(
                 f"expected mel of shape ({self.n_mels}, T >= 1), got {tuple(mel.shape)}"
             )
-        w = self.whisper
         x = self.front(mel)
         x = x + self.positions(0, x.shape[0])
-        for layer in w.layers:
+        return self.run_layers(x, self.whisper.layers[: self.branch_at])
+
+    def tuned_frames(self, shared: Tensor) -> Tensor:
+        """The LM's frames from :meth:`below_branch`'s output, through the tuned copies."""
+        if self.tuned_norm is None:
+            raise RuntimeError("this encoder has no tuned layers")
+        return self.tuned_norm(self.run_layers(shared, self.tuned))
+
+    def run_layers(self, x: Tensor, layers) -> Tensor:
+        """``layers`` over ``(T, d_model)`` with block-causal attention (no final norm)."""
+        for layer in layers:
             x = x + self._offline_attention(layer, x)
             x = _ffn(layer, x)
-        return w.layer_norm(x)
+        return x
 
     def front(self, mel: Tensor) -> Tensor:
         """The convolutional front end alone: ``(n_mels, T)`` to ``(ceil(T / 2), d_model)``
@@ -270,7 +319,7 @@ class StreamingEncoder(Streaming):
         attn = m.whisper.layers[0].self_attn
         window = m.block_frames * m.context_blocks
         kv_shape = (attn.num_heads, window, attn.head_dim)
-        n_layers = len(m.whisper.layers)
+        n_layers = len(m.whisper.layers) + len(m.tuned)
         return EncoderStreamState(
             mel_tail=p.new_zeros(m.n_mels, 1),
             conv1_tail=p.new_zeros(m.d_model, 1),
@@ -289,9 +338,17 @@ class StreamingEncoder(Streaming):
         """Forget the stream; the next push starts a new one."""
         self.state = self._new_state()
 
-    @torch.no_grad()
     def push(self, mel_frames: Tensor) -> Tensor:
         """Add ``(n_mels, k)`` mel frames; return ``(m, d_model)`` frames of completed blocks."""
+        return self.push_both(mel_frames)[0]
+
+    def flush(self) -> Tensor:
+        """End the stream: pad with zeros as the offline convs do and emit the partial block."""
+        return self.flush_both()[0]
+
+    @torch.no_grad()
+    def push_both(self, mel_frames: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`push`, returning the frozen frames and the LM's (see ``forward_both``)."""
         st = self.state
         if st.flushed:
             raise RuntimeError("stream already flushed; call reset() to start a new one")
@@ -303,16 +360,17 @@ class StreamingEncoder(Streaming):
         return self._advance(final=False)
 
     @torch.no_grad()
-    def flush(self) -> Tensor:
-        """End the stream: pad with zeros as the offline convs do and emit the partial block."""
+    def flush_both(self) -> tuple[Tensor, Tensor]:
+        """:meth:`flush`, returning the frozen frames and the LM's."""
         st = self.state
         if st.flushed:
-            return st.pending.new_zeros(0, self.model.d_model)
+            empty = st.pending.new_zeros(0, self.model.d_model)
+            return empty, empty
         out = self._advance(final=True)
         st.flushed = True
         return out
 
-    def _advance(self, final: bool) -> Tensor:
+    def _advance(self, final: bool) -> tuple[Tensor, Tensor]:
         st, w = self.state, self.model.whisper
         if final:  # the right padding of conv1
             st.mel_tail = F.pad(st.mel_tail, (0, 1))
@@ -335,13 +393,16 @@ class StreamingEncoder(Streaming):
             block, st.pending = st.pending[:bf], st.pending[bf:]
             outs.append(self._block(block))
         if not outs:
-            return st.pending.new_zeros(0, self.model.d_model)
-        out = torch.cat(outs)
-        st.frames_emitted += out.shape[0]
-        return out
+            empty = st.pending.new_zeros(0, self.model.d_model)
+            return empty, empty
+        frozen = torch.cat([o[0] for o in outs])
+        tuned = frozen if not len(self.model.tuned) else torch.cat([o[1] for o in outs])
+        st.frames_emitted += frozen.shape[0]
+        return frozen, tuned
 
-    def _block(self, x: Tensor) -> Tensor:
-        """Run one (possibly partial, last) block through the layers, updating the K/V ring."""
+    def _block(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Run one (possibly partial, last) block through the layers, updating the K/V ring;
+        the frozen frames and the LM's."""
         st, m = self.state, self.model
         bf, n = m.block_frames, x.shape[0]
         lo = (st.blocks_done % m.context_blocks) * bf
@@ -354,7 +415,21 @@ class StreamingEncoder(Streaming):
             # The slot's tail still holds a block that fell out of the window.
             bias = x.new_zeros(m.block_frames * m.context_blocks) if bias is None else bias.clone()
             bias[lo + n : lo + bf] = -math.inf
-        for i, layer in enumerate(m.whisper.layers):
+        frozen = list(m.whisper.layers)
+        shared = self._layers(x, frozen[: m.branch_at], 0, lo, bias)
+        out = m.whisper.layer_norm(
+            self._layers(shared, frozen[m.branch_at :], m.branch_at, lo, bias)
+        )
+        tuned = out
+        if m.tuned_norm is not None:
+            tuned = m.tuned_norm(self._layers(shared, m.tuned, len(frozen), lo, bias))
+        st.blocks_done += 1
+        return out, tuned
+
+    def _layers(self, x: Tensor, layers, ring: int, lo: int, bias: Tensor | None) -> Tensor:
+        """``layers`` over one block; their K/V rings start at ring index ``ring``."""
+        st, n = self.state, x.shape[0]
+        for i, layer in enumerate(layers, start=ring):
             attn = layer.self_attn
             h = layer.self_attn_layer_norm(x)
             q = _heads(attn, h, attn.q_proj, attn.scaling)
@@ -364,5 +439,4 @@ class StreamingEncoder(Streaming):
             st.values[i][:, lo : lo + n] = _heads(attn, h, attn.v_proj)
             x = x + attn.out_proj(_attend(q, st.keys[i], st.values[i], bias))
             x = _ffn(layer, x)
-        st.blocks_done += 1
-        return m.whisper.layer_norm(x)
+        return x

@@ -53,9 +53,9 @@ class StreamingFrontEnd(Streaming):
         mel = self.mel.push(pcm)
         if mel.shape[1]:
             with torch.inference_mode():
-                frames = self.encoder.push(torch.from_numpy(mel))
+                frames, heard = self.encoder.push_both(torch.from_numpy(mel))
                 self._keep_recent(frames)
-                self._collect(self.adapter.push(frames))
+                self._collect(self.adapter.push(heard))
 
     def peek(self, pcm: np.ndarray, keep: int = RECENT_FRAMES) -> torch.Tensor:
         """The last ``keep`` encoder frames of the utterance as if it ended after ``pcm``
@@ -94,8 +94,8 @@ class StreamingFrontEnd(Streaming):
         with torch.inference_mode():
             m = mel.flush()
             if m.shape[1]:
-                tail.append(adapter.push(encoder.push(torch.from_numpy(m))))
-            tail += [adapter.push(encoder.flush()), adapter.flush()]
+                tail.append(adapter.push(encoder.push_both(torch.from_numpy(m))[1]))
+            tail += [adapter.push(encoder.flush_both()[1]), adapter.flush()]
         parts = [e for e in [*self._embeddings, *tail] if e.shape[0]]
         if not parts:
             raise UtteranceTooShortError("the utterance is too short to encode")

@@ -65,9 +65,22 @@ class EncoderConfig(_Section):
         le=1024,
         description="Blocks a frame attends to: its own and this many minus one earlier ones.",
     )
+    tuned_layers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description=(
+            "Top layers the LM's path reads tuned copies of (encoder_tuned.safetensors); "
+            "the turn heads and the speech units keep reading Whisper's own. 0: none."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check(self) -> EncoderConfig:
+        if self.tuned_layers > self.layers:
+            raise ValueError(
+                f"tuned_layers ({self.tuned_layers}) exceeds the encoder's {self.layers} layers"
+            )
         if self.d_model % self.heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
         if self.block_frames * self.context_blocks > self.max_source_positions:

@@ -227,3 +227,57 @@ def test_window_must_fit_position_table() -> None:
     cfg = whisper_config_from(WRAP, 80)
     with pytest.raises(ConfigError):
         BlockCausalEncoder(WhisperEncoder(cfg), block_frames=8, context_blocks=9)
+
+
+def _tuned_twin(layers: int) -> BlockCausalEncoder:
+    """The tiny encoder with tuned copies of its top ``layers``, moved off the originals."""
+    enc = BlockCausalEncoder.from_config(TINY.encoder, 80, seed=1)
+    enc.add_tuned_copy(layers)
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        for p in enc.tuned_module().parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return enc
+
+
+def test_tuned_copies_start_equal_and_leave_the_frozen_frames_alone() -> None:
+    plain, _ = _models_for("tiny", 80)
+    enc = BlockCausalEncoder.from_config(TINY.encoder, 80, seed=1)
+    enc.add_tuned_copy(1)
+    mel = torch.randn(80, 300, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        frozen, heard = enc.forward_both(mel)
+        torch.testing.assert_close(frozen, plain(mel), **TOL)
+        torch.testing.assert_close(heard, frozen, **TOL)
+        moved = _tuned_twin(1)
+        frozen2, heard2 = moved.forward_both(mel)
+    torch.testing.assert_close(frozen2, frozen, **TOL)
+    assert (heard2 - frozen2).abs().max() > 1e-2  # the LM's path reads the tuned layers
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("chunking", ["7", "random"])
+def test_streaming_tuned_frames_equal_offline(layers: int, chunking: str) -> None:
+    enc = _tuned_twin(layers)
+    mel = torch.randn(80, 611, generator=torch.Generator().manual_seed(layers))
+    stream, start, frozen, heard = StreamingEncoder(enc), 0, [], []
+    for size in _chunk_sizes(chunking, mel.shape[1], seed=layers):
+        f, h = stream.push_both(mel[:, start : start + size])
+        start += size
+        frozen.append(f)
+        heard.append(h)
+    f, h = stream.flush_both()
+    with torch.no_grad():
+        ref_frozen, ref_heard = enc.forward_both(mel)
+        # What training runs on: the cached stream below the branch, then the tuned layers.
+        torch.testing.assert_close(enc.tuned_frames(enc.below_branch(mel)), ref_heard, **TOL)
+    torch.testing.assert_close(torch.cat([*frozen, f]), ref_frozen, **TOL)
+    torch.testing.assert_close(torch.cat([*heard, h]), ref_heard, **TOL)
+
+
+def test_tuned_layers_are_bounded_by_the_encoder() -> None:
+    enc = BlockCausalEncoder.from_config(TINY.encoder, 80, seed=1)
+    with pytest.raises(ConfigError, match="tuned layers"):
+        enc.add_tuned_copy(TINY.encoder.layers + 1)
+    with pytest.raises(ValueError, match="tuned_layers"):
+        EncoderConfig(**{**TINY.encoder.model_dump(), "tuned_layers": TINY.encoder.layers + 1})

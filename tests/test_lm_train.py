@@ -180,6 +180,8 @@ def test_train_refuses_a_chained_share_out_of_range(tmp_path, capsys):
     args = ["train", "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w")]
     assert main([*args, "--chained", "-0.5"]) == 2
     assert "--chained -0.5" in capsys.readouterr().err
+    assert main([*args, "--tune-encoder", "-1"]) == 2
+    assert "--tune-encoder and --tuned-rank take 0 or more" in capsys.readouterr().err
 
 
 def test_a_reply_keeps_its_lead_before_the_first_sound():

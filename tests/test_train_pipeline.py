@@ -96,10 +96,11 @@ def test_train_runs_every_stage_on_a_tiny_slice(tmp_path, capsys):
     again_args[again_args.index("--steps") + 1] = "2"
     more = ["--init-from", str(out), "--codec-from", str(out), "--stages", "lm,export"]
     capsys.readouterr()
-    assert main([*again_args, *more, "--noisy-copies", "1"]) == 0
-    # Noisy copies: each training dialogue again, its questions' frames made under noise.
+    assert main([*again_args, *more, "--noisy-copies", "1", "--tune-encoder", "1"]) == 0
+    # Noisy copies: each training dialogue again, its questions' frames made under noise
+    # (cached below the tuned layer, which trains with the LM).
     assert re.search(r" (\d+) noisy copies", capsys.readouterr().err).group(1) != "0"
-    noisy = [k for k in torch.load(warm / "lm" / "frames.pt") if is_noisy(k)]
+    noisy = [k for k in torch.load(warm / "lm" / "frames-shared1.pt") if is_noisy(k)]
     assert noisy and all(k.split("#")[0] in recorded_audio for k in noisy)
     warm_rows = [json.loads(r) for r in (warm / "lm" / "metrics.jsonl").read_text().splitlines()]
     warm_losses = [r["loss"] for r in warm_rows if "loss" in r]
@@ -112,19 +113,29 @@ def test_train_runs_every_stage_on_a_tiny_slice(tmp_path, capsys):
     )
     warm_prov = json.loads((warm_out / "parley.json").read_text())["provenance"]
     assert f"--init-from {out} --codec-from {out}" in warm_prov["reproduce"]
+    assert "--tune-encoder 1" in warm_prov["reproduce"]
+    # The tuned layer is the LM's alone: Whisper's own (and so the units) are unchanged.
+    tuned = load_checkpoint(warm_out)
+    assert tuned.manifest.model.encoder.tuned_layers == 1
+    assert (
+        warm_prov["files_sha256"]["encoder/model.safetensors"]
+        == prov["files_sha256"]["encoder/model.safetensors"]
+    )
+    top, copy = tuned.encoder.whisper.layers[-1], tuned.encoder.tuned[0]
+    assert not torch.equal(top.fc1.weight, copy.fc1.weight)
     assert warm_prov["codec_training"] == {**prov["codec_training"], "from": str(out)}
     for name in ("vocoder/vocoder.safetensors", "vocoder/speech_tokenizer.safetensors"):
         assert warm_prov["files_sha256"][name] == prov["files_sha256"][name]
     with pytest.raises(ConfigError, match="codec-from"):
         run_training(TrainOptions(out=warm_out, codec_from=out, stages=("vocoder",)))
 
-    # The export round-trips: the same codec and the same LM come back, and it serves a turn.
+    # The export round-trips and serves a turn (the tuned one: its LM hears the tuned layer).
     question = load_audio(corpus / manifest[0]["turns"][0]["audio"], 16000)
     cfg = load_config("tiny")  # runtime settings only; the model is the checkpoint's
-    engine = create_engine(ckpt, cfg.engine)
+    engine = create_engine(tuned, cfg.engine)
 
     async def turn():
-        pipeline = SpeakPipeline(ckpt, engine, cfg.agent)
+        pipeline = SpeakPipeline(tuned, engine, cfg.agent)
         try:
             return await pipeline.run_turn(question)
         finally:

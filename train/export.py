@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from parley.config import ModelConfig
 from parley.llm.adapter import Adapter
-from parley.llm.checkpoint import ROOT_CONFIG, Manifest
+from parley.llm.checkpoint import ROOT_CONFIG, TUNED_ENCODER_FILE, Manifest
+from parley.llm.encoder import BlockCausalEncoder
 from parley.llm.encoder_io import save_encoder
 from parley.llm.lm_build import layout_of
+from parley.llm.tuned_layers import tuned_tensors
 from parley.tokenizers.codec_io import save_codec
 from parley.weights import save_state
 
@@ -46,7 +49,7 @@ def sha256_of(path: Path) -> str:
 def write_trained_checkpoint(
     out: Path,
     cfg: ModelConfig,
-    whisper,
+    encoder: BlockCausalEncoder,
     adapter: Adapter,
     lm,
     tokenizer,
@@ -56,15 +59,29 @@ def write_trained_checkpoint(
     provenance: dict,
     seed: int,
     half: bool = True,
+    tuned_rank: int = 0,
 ) -> Path:
-    """Write every part to ``out`` (built aside, then moved in) and return it."""
+    """Write every part to ``out`` (built aside, then moved in) and return it; the
+    encoder's tuned layers too when it has them (``cfg`` is made to say how many), their
+    matrices as differences from Whisper's at ``tuned_rank`` (0: whole; see
+    :mod:`parley.llm.tuned_layers`)."""
     out = Path(out)
+    tuned = len(encoder.tuned)
+    cfg = cfg.model_copy(update={"encoder": cfg.encoder.model_copy(update={"tuned_layers": tuned})})
     layout = layout_of(lm, tokenizer, cfg.codec.codebook_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     cast = _half if half else _as_is
     try:
-        save_encoder(cast(whisper), tmp / "encoder")
+        save_encoder(cast(encoder.whisper), tmp / "encoder")
+        if tuned:
+            stored = tuned_tensors(encoder, tuned_rank)
+            dtype = torch.float16 if half else torch.float32
+            save_file(
+                {k: v.to(dtype).contiguous() for k, v in sorted(stored.items())},
+                str(tmp / TUNED_ENCODER_FILE),
+                metadata={"format": "pt"},
+            )
         save_state(cast(adapter), tmp / "adapter.safetensors")
         cast(lm).save_pretrained(tmp / "lm")
         tokenizer.save_pretrained(tmp / "lm")

@@ -61,11 +61,14 @@ def pad_like_the_session(audio: np.ndarray, name: str) -> np.ndarray:
 
 
 @torch.inference_mode()
-def encode_utterance(audio: np.ndarray, features: FeatureConfig, encoder: BlockCausalEncoder):
+def encode_utterance(
+    audio: np.ndarray, features: FeatureConfig, encoder: BlockCausalEncoder, shared: bool = False
+):
     """Frozen encoder frames ``(T, d_model)`` of one utterance, exactly as the streaming
-    front end computes them (offline twin of the same block-causal pass)."""
+    front end computes them (offline twin of the same block-causal pass); ``shared``: the
+    residual stream below the encoder's tuned layers instead, which training runs on."""
     mel = torch.from_numpy(log_mel(audio, features))
-    return encoder(mel)
+    return encoder.below_branch(mel) if shared else encoder(mel)
 
 
 # Silence kept before a reply's first sound in the units the LM learns. With 40 ms the
@@ -200,15 +203,17 @@ def cache_user_frames(
     cache: Path,
     progress: Callable[[Iterable], Iterable] = lambda it: it,
     load: Callable[[str], np.ndarray] | None = None,
+    shared: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Encoder frames of every user utterance, computed once and kept in ``cache``;
-    ``load`` gives an utterance's audio by its key (default: the corpus file of that name)."""
+    ``load`` gives an utterance's audio by its key (default: the corpus file of that name);
+    ``shared``: what enters the tuned layers (see :func:`encode_utterance`)."""
     frames: dict[str, torch.Tensor] = torch.load(cache) if cache.is_file() else {}
     todo = sorted({t.audio for d in dialogues for t in d.turns} - set(frames))
     for i, name in enumerate(progress(todo)):
         raw = load(name) if load is not None else load_audio(Path(corpus) / name)
         audio = pad_like_the_session(raw, name)
-        frames[name] = encode_utterance(audio, features, encoder).to(torch.float16)
+        frames[name] = encode_utterance(audio, features, encoder, shared).to(torch.float16)
         if (i + 1) % 2000 == 0:
             torch.save(frames, cache)
     if todo:

@@ -65,14 +65,17 @@ def adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder, 
     )
     bar = _progress_factory(opts.progress)
     extras = _extra_dialogues(opts, [d for d in dialogues if d.split == "train"])
+    tuned = len(encoder.tuned)
     frames = cache_user_frames(
         corpus,
         [*dialogues, *extras["noisy copies"]],
         cfg.features,
         encoder,
-        lm_work / "frames.pt",
+        # With tuned layers the cache holds the stream below them, which training runs on.
+        lm_work / (f"frames-shared{tuned}.pt" if tuned else "frames.pt"),
         bar("encode user audio"),
         load=lambda key: noisy_audio(corpus, key) if is_noisy(key) else load_audio(corpus / key),
+        shared=bool(tuned),
     )
     replies = _replies(corpus, dialogues, extras, tokenizer, units, lm_work, bar)
     train_ex, held_ex = _examples(cfg, dialogues, extras, frames, replies, layout, log)
@@ -93,7 +96,7 @@ def adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder, 
 
     # 5. adapter + LM (an export-only call finds it trained and only loads it)
     t0 = time.perf_counter()
-    model = SpokenLMTrainee(adapter, lm)
+    model = SpokenLMTrainee(adapter, lm, encoder)
     lm_cfg, more_threads = _lm_config(opts, vocoder)
     last = train_lm(
         model,

@@ -1,4 +1,5 @@
-"""Training the adapter and the LM on laid-out dialogues (the encoder stays frozen).
+"""Training the adapter and the LM on laid-out dialogues (the encoder stays frozen, but
+for the tuned copies of its top layers when the run asks for them).
 
 Seeded, resumable (the whole training state is saved every ``save_every`` steps and picked
 up again), CPU by default and CUDA when present, bfloat16 autocast where the device has
@@ -22,6 +23,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from parley.llm.adapter import Adapter
+from parley.llm.encoder import BlockCausalEncoder
 from parley.tokenizers.vocab import TokenClass
 from parley.train.lm_data import AUDIO, Example
 from parley.train.optim import adamw, warmup_cosine
@@ -41,6 +43,8 @@ class LMTrainConfig:
     warmup: int = 150
     weight_decay: float = 0.01
     grad_clip: float = 1.0
+    encoder_lr_scale: float = 0.25
+    """The tuned encoder layers learn at this share of ``lr``: they start pretrained."""
     text_weight: float = 2.0
     frame_dropout: float = 0.1
     save_every: int = 250
@@ -51,18 +55,37 @@ class LMTrainConfig:
 
 
 class SpokenLMTrainee(nn.Module):
-    """Adapter + LM as one module, so one optimizer and one state dict hold both."""
+    """Adapter + LM (and the encoder's tuned layers, if it has them) as one module, so one
+    optimizer and one state dict hold them all.
 
-    def __init__(self, adapter: Adapter, lm: PreTrainedModel) -> None:
+    With tuned layers the batch's audio is the encoder's stream below them
+    (``BlockCausalEncoder.below_branch``), otherwise its frames."""
+
+    def __init__(
+        self, adapter: Adapter, lm: PreTrainedModel, encoder: BlockCausalEncoder | None = None
+    ) -> None:
         super().__init__()
         self.adapter = adapter
         self.lm = lm
+        self._frames: Callable[[torch.Tensor], torch.Tensor] = lambda f: f
+        if encoder is not None and len(encoder.tuned):
+            # Only the tuned parts are registered: the frozen encoder is no part of the state.
+            self.encoder_tuned = encoder.tuned_module()
+            self._frames = encoder.tuned_frames
+
+    def tuned_parts(self) -> nn.Module | None:
+        """The encoder's tuned layers and norm as one module (None without them)."""
+        tuned = getattr(self, "encoder_tuned", None)
+        return tuned if isinstance(tuned, nn.Module) else None
 
     def forward(self, batch: dict[str, torch.Tensor], frame_dropout: float = 0.0):
         embed = self.lm.get_input_embeddings()
         ids = batch["ids"]
         x = embed(ids.clamp_min(0))
-        rows = [self.adapter(F.dropout(f, frame_dropout, self.training)) for f in batch["audio"]]
+        rows = [
+            self.adapter(F.dropout(self._frames(f), frame_dropout, self.training))
+            for f in batch["audio"]
+        ]
         if rows:
             mask = (ids == AUDIO)[..., None]
             x = x.masked_scatter(mask, torch.cat(rows).to(x.dtype))
@@ -187,7 +210,9 @@ def train_lm(
     device = _pick_device(cfg)
     torch.manual_seed(cfg.seed)
     model.to(device).train()
-    opt = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))
+    tuned = model.tuned_parts()
+    scaled = None if tuned is None else (tuned, cfg.encoder_lr_scale)
+    opt = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98), scaled=scaled)
     rng = random.Random(cfg.seed)
     state_path = work / STATE_FILE
     step, spent_before = _resume(state_path, model, opt, rng, device, log)
@@ -267,7 +292,7 @@ def _step(
 ) -> dict[str, float]:
     """One optimiser step on ``batch`` at ``lr``; the batch's loss and accuracies."""
     for group in opt.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     with torch.autocast(batch["ids"].device.type, dtype=torch.bfloat16, enabled=use_bf16):
         logits = model(batch, cfg.frame_dropout)
     loss, stats = loss_and_stats(logits, batch, cfg.text_weight)

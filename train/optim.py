@@ -8,17 +8,31 @@ import torch
 from torch import nn
 
 
-def adamw(module: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]):
-    """AdamW with weight decay on matrices and kernels only (not on norms, biases, scales)."""
-    params = list(module.parameters())
-    return torch.optim.AdamW(
-        [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0},
-        ],
-        lr=lr,
-        betas=betas,
-    )
+def adamw(
+    module: nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    scaled: tuple[nn.Module, float] | None = None,
+):
+    """AdamW with weight decay on matrices and kernels only (not on norms, biases, scales).
+    ``scaled``: a submodule whose groups carry ``lr_scale`` (the step multiplies its rate)."""
+    special = {id(p) for p in scaled[0].parameters()} if scaled else set()
+    params = [p for p in module.parameters() if id(p) not in special]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0},
+    ]
+    if scaled:
+        sub, scale = scaled
+        own = list(sub.parameters())
+        groups += [
+            {"params": [p for p in own if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in own if p.dim() < 2], "weight_decay": 0},
+        ]
+        for g in groups[2:]:
+            g["lr_scale"] = scale
+    return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
 
 def warmup_cosine(step: int, total: int, peak: float, warmup: int, min_ratio: float) -> float:

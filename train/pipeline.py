@@ -92,6 +92,12 @@ class TrainOptions:
     """Training dialogues again with their questions under fresh white, brown or babble
     noise at 5-15 dB SNR (see :mod:`parley.train.noisy_copies`), as a share of the training
     dialogues; 0: none."""
+    tune_encoder: int = 0
+    """Train copies of the encoder's top layers with the LM, for its path alone (see
+    :meth:`~parley.llm.encoder.BlockCausalEncoder.add_tuned_copy`); 0: frozen."""
+    tuned_rank: int = 96
+    """The rank the checkpoint stores the tuned matrices' difference from Whisper's at
+    (:mod:`parley.llm.tuned_layers`); 0: whole."""
     init_from: Path | None = None
     """Start the adapter + LM from this checkpoint's (same preset) instead of random
     weights; its speech rows are remapped when its units differ. A saved LM state in
@@ -148,6 +154,8 @@ def _check_options(opts: TrainOptions) -> set[str]:
         if not 0.0 <= share <= 10.0:
             name = flag.replace("_", "-")
             raise ConfigError(f"--{name} {share:g}: a share from 0 to 10")
+    if opts.tune_encoder < 0 or opts.tuned_rank < 0:
+        raise ConfigError("--tune-encoder and --tuned-rank take 0 or more")
     if opts.followups and "lm" in (opts.stages or STAGES):
         # Its new replies are recorded in the agent's voice: say so now, not an hour in.
         from parley.train.voices import agent_voice, require_voices
@@ -174,7 +182,33 @@ def _frozen_encoder(
     )
     encoder = BlockCausalEncoder(whisper, cfg.encoder.block_frames, cfg.encoder.context_blocks)
     encoder.eval().requires_grad_(False)
+    if opts.tune_encoder:
+        _tuned_layers(opts, encoder)
+        cfg = cfg.model_copy(
+            update={"encoder": cfg.encoder.model_copy(update={"tuned_layers": opts.tune_encoder})}
+        )
     return encoder_dir, whisper, cfg, encoder
+
+
+def _tuned_layers(opts: TrainOptions, encoder: BlockCausalEncoder) -> None:
+    """Give ``encoder`` its trainable copies of the top layers: ``--init-from``'s when that
+    checkpoint has as many, else Whisper's own."""
+    encoder.add_tuned_copy(opts.tune_encoder)
+    if opts.init_from is not None:
+        from parley.llm.checkpoint import TUNED_ENCODER_FILE, read_manifest
+        from parley.llm.tuned_layers import load_tuned
+        from parley.weights import read_tensors
+
+        theirs = read_manifest(Path(opts.init_from)).model.encoder.tuned_layers
+        if theirs and theirs != opts.tune_encoder:
+            raise ConfigError(
+                f"--tune-encoder {opts.tune_encoder}: --init-from {opts.init_from} tuned "
+                f"{theirs} layers; tune as many or start another model"
+            )
+        if theirs:
+            stored = Path(opts.init_from) / TUNED_ENCODER_FILE
+            load_tuned(encoder, read_tensors(stored), str(stored))
+    encoder.tuned_module().requires_grad_(True)
 
 
 def _corpus(opts: TrainOptions, work: Path, log: Log) -> tuple[Path, list[Dialogue]]:
@@ -251,8 +285,10 @@ def run_training(opts: TrainOptions, log: Log = print) -> Path:
 
     # 6. checkpoint
     provenance, sources = _provenance(opts, encoder_dir, corpus, work, stage.spent, last, started)
-    parts = (whisper, adapter, lm, tokenizer, vocoder, units)
-    written = write_trained_checkpoint(Path(opts.out), cfg, *parts, sources, provenance, opts.seed)
+    parts = (encoder, adapter, lm, tokenizer, vocoder, units)
+    written = write_trained_checkpoint(
+        Path(opts.out), cfg, *parts, sources, provenance, opts.seed, tuned_rank=opts.tuned_rank
+    )
     log(f"wrote {written} in {time.perf_counter() - started:.0f} s in all")
     return written
 
@@ -318,6 +354,10 @@ def _provenance(
         if opts.codec_from is None
         else f"the codec of {opts.codec_from} (Piper joe)",
     }
+    if opts.tune_encoder:
+        sources["encoder_tuned"] = (
+            f"trained: parley train (copies of the encoder's top {opts.tune_encoder} layers)"
+        )
     provenance = {
         "reproduce": reproduce_command(opts),
         "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "run_training()",
@@ -462,6 +502,11 @@ def reproduce_command(opts: TrainOptions) -> str:
         *([f"--followup-drills {opts.followup_drills:g}"] if opts.followup_drills else []),
         *([f"--question-drills {opts.question_drills:g}"] if opts.question_drills else []),
         *([f"--noisy-copies {opts.noisy_copies:g}"] if opts.noisy_copies else []),
+        *(
+            [f"--tune-encoder {opts.tune_encoder} --tuned-rank {opts.tuned_rank}"]
+            if opts.tune_encoder
+            else []
+        ),
         *([f"--refusals {opts.refusals:g}"] if opts.refusals else []),
         *([f"--init-from {opts.init_from}"] if opts.init_from else []),
         *([f"--codec-from {opts.codec_from}"] if opts.codec_from else []),
