@@ -182,6 +182,9 @@ def test_train_refuses_a_chained_share_out_of_range(tmp_path, capsys):
     assert "--chained -0.5" in capsys.readouterr().err
     assert main([*args, "--tune-encoder", "-1"]) == 2
     assert "--tune-encoder and --tuned-rank take 0 or more" in capsys.readouterr().err
+    # The shipped model's LM hears two tuned layers: going on from it needs them.
+    assert main([*args, "--init-from", "configs/model", "--tune-encoder", "1"]) == 2
+    assert "pass --tune-encoder 2 to go on from it" in capsys.readouterr().err
 
 
 def test_a_reply_keeps_its_lead_before_the_first_sound():

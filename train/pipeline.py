@@ -156,6 +156,17 @@ def _check_options(opts: TrainOptions) -> set[str]:
             raise ConfigError(f"--{name} {share:g}: a share from 0 to 10")
     if opts.tune_encoder < 0 or opts.tuned_rank < 0:
         raise ConfigError("--tune-encoder and --tuned-rank take 0 or more")
+    if opts.init_from is not None:
+        from parley.llm.checkpoint import read_manifest
+
+        # Its LM learnt to hear its tuned layers: without them (or with other ones) it
+        # would go on from frames it never heard.
+        theirs = read_manifest(Path(opts.init_from)).model.encoder.tuned_layers
+        if theirs and theirs != opts.tune_encoder:
+            raise ConfigError(
+                f"--init-from {opts.init_from} hears tuned copies of the encoder's top "
+                f"{theirs} layers: pass --tune-encoder {theirs} to go on from it"
+            )
     if opts.followups and "lm" in (opts.stages or STAGES):
         # Its new replies are recorded in the agent's voice: say so now, not an hour in.
         from parley.train.voices import agent_voice, require_voices
@@ -199,13 +210,8 @@ def _tuned_layers(opts: TrainOptions, encoder: BlockCausalEncoder) -> None:
         from parley.llm.tuned_layers import load_tuned
         from parley.weights import read_tensors
 
-        theirs = read_manifest(Path(opts.init_from)).model.encoder.tuned_layers
-        if theirs and theirs != opts.tune_encoder:
-            raise ConfigError(
-                f"--tune-encoder {opts.tune_encoder}: --init-from {opts.init_from} tuned "
-                f"{theirs} layers; tune as many or start another model"
-            )
-        if theirs:
+        # _check_options has refused a checkpoint with another count.
+        if read_manifest(Path(opts.init_from)).model.encoder.tuned_layers:
             stored = Path(opts.init_from) / TUNED_ENCODER_FILE
             load_tuned(encoder, read_tensors(stored), str(stored))
     encoder.tuned_module().requires_grad_(True)
