@@ -74,13 +74,15 @@ class Page {
     this.reset();
     // Each session has its own connection and audio; whatever either reports after it
     // was replaced (a late event, a late worklet message) is dropped.
+    // A state can last less than the 50 ms between renders (a reply ready at the turn's
+    // end thinks for a few ms): the badge follows each event and player message as well.
     const conn = new RealtimeConnection(
-      (event) => conn === this.conn && this.receive(event),
+      (event) => conn === this.conn && (this.receive(event), this.render()),
       (code, reason) => this.lost(conn, code, reason),
     );
     const audio = new AudioIO(RATE);
     audio.onCapture = (pcm, frame) => audio === this.audio && this.captured(pcm, frame);
-    audio.onPlayer = (msg) => audio === this.audio && this.fromPlayer(msg);
+    audio.onPlayer = (msg) => audio === this.audio && (this.fromPlayer(msg), this.render());
     let opened = false;
     try {
       const token = checkedToken($("token").value);
