@@ -8,6 +8,13 @@ import torch
 from torch import nn
 
 
+def _groups(params: list[nn.Parameter], weight_decay: float, **extra) -> list[dict]:
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay, **extra},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0, **extra},
+    ]
+
+
 def adamw(
     module: nn.Module,
     lr: float,
@@ -18,20 +25,9 @@ def adamw(
     """AdamW with weight decay on matrices and kernels only (not on norms, biases, scales).
     ``scaled``: a submodule whose groups carry ``lr_scale`` (the step multiplies its rate)."""
     special = {id(p) for p in scaled[0].parameters()} if scaled else set()
-    params = [p for p in module.parameters() if id(p) not in special]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0},
-    ]
+    groups = _groups([p for p in module.parameters() if id(p) not in special], weight_decay)
     if scaled:
-        sub, scale = scaled
-        own = list(sub.parameters())
-        groups += [
-            {"params": [p for p in own if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in own if p.dim() < 2], "weight_decay": 0},
-        ]
-        for g in groups[2:]:
-            g["lr_scale"] = scale
+        groups += _groups(list(scaled[0].parameters()), weight_decay, lr_scale=scaled[1])
     return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
 
