@@ -45,11 +45,15 @@ class BridgeRig:
     """A bridge whose audio clock is virtual; the user's speech is scripted in seconds on
     the session's timeline (which starts with the first audio)."""
 
-    def __init__(self, agent: Agent, spans=(), limits: ServiceLimits | None = None) -> None:
+    def __init__(
+        self, agent: Agent, spans=(), limits: ServiceLimits | None = None, tentative=()
+    ) -> None:
         self.clock = VirtualClock()
         scripted = [(int(a * SR), int(b * SR)) for a, b in spans]
+        unsure = [(int(a * SR), int(b * SR)) for a, b in tentative]
         self.session = agent.open_session(
-            clock=self.clock, detector_factory=lambda cfg, settings: ScriptedDetector(scripted)
+            clock=self.clock,
+            detector_factory=lambda cfg, settings: ScriptedDetector(scripted, unsure),
         )
         self.sent: list[dict] = []
         self.bridge = RealtimeBridge(self.session, self.sent.append, limits, clock=self.clock)

@@ -12,6 +12,7 @@ from parley.agent.service.limits import ServiceLimits
 from parley.llm.schedule import heard_prefix
 from tests.service_support import (
     SR,
+    TICK,
     WIRE_SR,
     BridgeRig,
     b64,
@@ -108,6 +109,39 @@ async def test_barge_in_stops_audio_and_truncates_to_what_was_sent(agent):
     assert 0 < rig.bridge.metrics.barge_in_stop.sum <= 0.1
     # The interrupting utterance is a turn of its own and gets its answer.
     assert len(rig.of("response.created")) == 2
+    await rig.session.aclose()
+
+
+async def test_no_reply_audio_leaves_after_the_tick_it_paused_in(agent):
+    # The user's onset at 2.6 s pauses the reply at once (possible speech); the detector
+    # confirms it 30 ms later. Everything the client hears of the reply leaves by the end
+    # of the tick of the pause: a sample sent later plays after the client went quiet.
+    rig = BridgeRig(agent, spans=[(0.2, 1.2), (2.6, 3.6)], tentative=[(2.6, 2.64)])
+    events = []
+    rig.session.subscribe(events.append)
+    await rig.stream(speechlike(1.4))
+    sent_at_pause = None
+    for _ in range(round(3.0 / TICK)):
+        await rig.tick()
+        if sent_at_pause is None and any(e.type == "playback_paused" for e in events):
+            sent_at_pause = len(rig.sent)
+    assert sent_at_pause is not None
+    pause = next(e for e in events if e.type == "playback_paused")
+    assert pause.onset_sample == int(2.6 * SR)
+    first = rig.of("response.created")[0]["response"]["id"]
+    later = [
+        e
+        for e in rig.sent[sent_at_pause:]
+        if e["type"] == "response.output_audio.delta" and e["response_id"] == first
+    ]
+    assert later == []
+    # Each sample that played went out once, the filter's tail with the last of them.
+    played = sum(
+        e.end - e.start
+        for e in events
+        if e.type == "audio_played" and e.output_sample < pause.output_sample
+    )
+    assert audio_ms(rig, first) == pytest.approx(played * 1000 / SR, abs=1)
     await rig.session.aclose()
 
 

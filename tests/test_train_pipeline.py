@@ -20,7 +20,9 @@ from parley.speech_io.audio import load_audio
 from parley.train.corpus import answer_path
 from parley.train.lm_stage import REPLIES_FILE
 from parley.train.noisy_copies import is_noisy
-from parley.train.pipeline import TrainOptions, reproduce_command, run_training
+from parley.train.options import TrainOptions
+from parley.train.pipeline import run_training
+from parley.train.provenance import reproduce_command
 from parley.train.voices import agent_voice, available_voices, missing_engines
 
 

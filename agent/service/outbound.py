@@ -87,6 +87,7 @@ class Outbound:
         self._item_ids = itertools.count(1)
         self._played_in_pull = 0
         self._in_pull = False
+        self._tail_due = False  # the reply paused inside the current pull
         self._ended: ReplyEnded | None = None
         self._turn_end_t: float | None = None
         # Speech over a reply not yet told to the client: [start sample, end sample or None].
@@ -115,9 +116,20 @@ class Outbound:
         k, self._played_in_pull = self._played_in_pull, 0
         if k and self.response is not None:
             self.response.pending.append(out[:k])
+        if self._tail_due:
+            self._tail_due = False
+            self._send_tail()
         if self._ended is not None:
             ended, self._ended = self._ended, None
             self._finish(ended)
+
+    def _send_tail(self) -> None:
+        """The reply stopped sounding here: what played before, the filter's tail included,
+        goes out now, and a fresh filter takes whatever resumes."""
+        resp = self.response
+        if resp is not None:
+            self.flush_audio(last=True)
+            resp.resampler = Resampler(MODEL_RATE, self.wire.output_rate, OUTPUT_QUALITY)
 
     def flush_audio(self, last: bool = False) -> None:
         """Send the reply audio gathered since the last flush as one delta."""
@@ -177,6 +189,13 @@ class Outbound:
                 # Input and output share one sample timeline, so onset to pause is exact.
                 stop_s = (ev.output_sample - ev.onset_sample) / MODEL_RATE
                 self.metrics.barge_in_stop.observe(stop_s)
+                # The filter's tail goes out with the audio before the pause: held until
+                # the speech is confirmed, it reached the client a beat after its playback
+                # had gone quiet, as a click.
+                if self._in_pull:
+                    self._tail_due = True
+                else:
+                    self._send_tail()
             case ReplyEnded():
                 if self._in_pull:
                     self._ended = ev  # the pull that ended it still holds its last audio
@@ -184,12 +203,10 @@ class Outbound:
                     self._finish(ev)
 
     def _user_speech_started(self, ev: UserSpeechStarted, vad: bool) -> None:
-        # Audio that played before the onset, the filter's tail included, goes out now; no
-        # reply audio follows until playback resumes (with a fresh filter).
+        # Audio that played before the onset goes out now; no reply audio follows until
+        # playback resumes.
         resp = self.response
-        if resp is not None:
-            self.flush_audio(last=True)
-            resp.resampler = Resampler(MODEL_RATE, self.wire.output_rate, OUTPUT_QUALITY)
+        self._send_tail()
         if vad and resp is not None:
             # Over a reply the session pauses and decides later. A Realtime client cuts its
             # playback and the reply on speech_started, so it hears of this speech only once
