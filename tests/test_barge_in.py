@@ -215,3 +215,42 @@ def test_heads_judge_the_words_every_50_ms_and_only_when_asked_to():
     heads.words = True
     heads.judge_words(7010, barge)  # a new onset is judged at once
     assert len(barge.judgments) == 4
+
+
+def test_only_short_words_that_took_the_turn_said_all():
+    b = words_rules()
+    # Cut at the stop by a sure judgment, 400 ms of speech: a whole turn.
+    b.speech_started(S.SPEAKING, 1000)
+    assert b.speech_stopped(S.PAUSED, takes=0.95).action is Action.INTERRUPT
+    assert b.said_all(1000 + 6400) and not b.said_all(1000 + 6400)  # asked once
+    # Cut while speaking by the words, and the speech went on past min_interruption: the
+    # start of a longer turn ("wait, what is seven ... times eight").
+    b.speech_started(S.SPEAKING, 30000)
+    b.judged(0.95)
+    b.judged(0.97)
+    assert b.due(S.PAUSED, 30000 + 5600, speaking=True).reason == "the words take the turn"
+    assert not b.said_all(30000 + 16000)
+    # ... and the same cut with the speech over soon after: a whole turn.
+    b.speech_started(S.SPEAKING, 60000)
+    b.judged(0.95)
+    b.judged(0.97)
+    assert b.due(S.PAUSED, 60000 + 5600, speaking=True) is not None
+    assert b.said_all(60000 + 7000)
+    # Cut by its length: never.
+    b.speech_started(S.SPEAKING, 90000)
+    assert b.due(S.PAUSED, 90000 + 9600, speaking=True).reason == "user kept speaking"
+    assert not b.said_all(90000 + 9700)
+
+
+async def test_a_command_over_the_reply_is_a_whole_turn(tiny_model):
+    # "stop" cut the reply by its words: its turn ends as the VAD calls the stop, where a
+    # turn of a question waits out the endpoint's silence after it.
+    events, _ = await _over_a_reply(tiny_model, 0.95, (3.0, 3.4))
+    stops = [e.t for e in events if e.type == "user_speech_ended"]
+    ends = [e.t for e in events if e.type == "user_turn_ended"]
+    assert len(stops) == len(ends) == 2
+    assert ends[0] - stops[0] >= 0.29  # the endpoint's silence
+    assert ends[1] - stops[1] == pytest.approx(0.0, abs=0.011)
+    # Words that only acknowledge it start no turn at all.
+    events, _ = await _over_a_reply(tiny_model, 0.05, (3.0, 3.4))
+    assert len([e for e in events if e.type == "user_turn_ended"]) == 1

@@ -51,3 +51,23 @@ def test_retuning_takes_effect_on_the_open_turn():
     assert not turn.ended(5000)
     turn.retune(endpoint=3200, preroll=0)
     assert turn.ended(5000)
+
+
+@pytest.mark.parametrize("eagerness", [None, "medium"])
+def test_words_that_were_a_whole_turn_end_it_at_their_stop(eagerness):
+    from parley.agent.core.endpoint import semantic_policy
+
+    turn = Endpointer(endpoint=8000, preroll=0)
+    if eagerness:
+        turn.policy = semantic_policy(eagerness, 16000, 500)
+    turn.speech_started(1000, oldest=0)
+    turn.speech_stopped(7000, said_all=True)  # "stop", over a reply, which it cut
+    assert turn.ended(7000 + 5120)  # the VAD calls the stop 320 ms in: no more wait
+    assert turn.close() == TurnSpan(1000, 7000)
+    # Speech again before the turn was closed: what follows is the turn too, and it
+    # waits as any other.
+    turn.speech_started(20000, oldest=0)
+    turn.speech_stopped(26000, said_all=True)
+    turn.speech_started(30000, oldest=0)
+    turn.speech_stopped(36000)
+    assert not turn.ended(36000 + 5120)

@@ -59,6 +59,7 @@ class BargeIn:
         self.onset: int | None = None  # user sound over the reply began here
         self.tentative_since: int | None = None  # paused on possible speech, at this sample
         self.judgments: list[float] = []  # the detector's, on the speech since the onset
+        self.words_took: int | None = None  # the onset of speech whose words cut the reply
 
     def frame(
         self, state: AgentState, now: int, tentative_onset: int | None, starting: bool
@@ -97,8 +98,9 @@ class BargeIn:
         length, unless its words take it."""
         self.tentative_since = None
         if state is AgentState.PAUSED and self.onset is not None:
-            self.onset = None
+            onset, self.onset = self.onset, None
             if takes is not None and takes >= TAKES:
+                self.words_took = onset
                 return Move(Action.INTERRUPT, "short words that take the turn")
             return Move(Action.RESUME, "short user sound: backchannel or noise")
         return None
@@ -139,7 +141,7 @@ class BargeIn:
             return None
         spoken = now - self.onset
         if spoken >= self.words_from and self._sure(lambda p: p >= TAKES):
-            self.onset = None
+            self.words_took, self.onset = self.onset, None
             return Move(Action.INTERRUPT, "the words take the turn")
         if spoken < self.min_interruption:
             return None
@@ -148,6 +150,13 @@ class BargeIn:
         self.onset = None
         return Move(Action.INTERRUPT, "user kept speaking")
 
+    def said_all(self, stop: int) -> bool:
+        """Whether the speech that stopped at ``stop`` was short words that took the turn:
+        a whole turn ("stop", "wait what"), not the start of a longer one, which a pause
+        may split. Asked once per stop."""
+        onset, self.words_took = self.words_took, None
+        return onset is not None and stop - onset < self.min_interruption
+
     def forget(self) -> None:
         """The reply is gone by other means (failed, cut by the application)."""
-        self.onset = None
+        self.onset = self.words_took = None

@@ -14,6 +14,10 @@ a yes at ``threshold`` ends the turn then; a leaning yes (its last answer at lea
 ``unsure_threshold``) ends it after ``unsure_wait``; and ``longest`` of silence ends it
 whatever it said.
 
+Short words over a reply that took the turn ("stop", "wait what", judged by the cut-in
+detector, ``barge_in.py``) are a whole turn: it ends at the VAD's stop, with neither
+policy's wait.
+
 All positions are input samples; nothing here reads a clock.
 """
 
@@ -91,6 +95,10 @@ class Endpointer:
         self.policy: SemanticPolicy | None = None  # None: the silence timer alone
         self._next_ask = 0
         self.last_p: float | None = None  # the detector's latest answer in this silence
+        # The words ended a whole turn: short words over a reply that took it ("stop",
+        # "wait what"). Neither the timer nor the end-of-turn detector, which learnt the
+        # domain's questions and doubts a bare command, is waited for then.
+        self.said_all = False
 
     def retune(self, endpoint: int, preroll: int) -> None:
         """New settings, from the next frame on (an open turn keeps its start)."""
@@ -109,14 +117,17 @@ class Endpointer:
         """Speech confirmed from ``sample``; ``oldest`` is the first input sample still held.
         True when this opens a new turn (the model's front end starts afresh)."""
         self.silence_from = self.closing_from = self.last_p = None
+        self.said_all = False  # the user goes on: the turn is what follows too
         if self.start is not None:
             return False
         self.start = self.fed = max(0, sample - self.preroll, oldest)
         return True
 
-    def speech_stopped(self, sample: int) -> None:
-        """Silence from ``sample``: the turn ends if it lasts the endpoint."""
+    def speech_stopped(self, sample: int, said_all: bool = False) -> None:
+        """Silence from ``sample``: the turn ends if it lasts the endpoint, or at once when
+        ``said_all`` (the words were a whole turn)."""
         if self.start is not None:
+            self.said_all = said_all
             if sample != self.closing_from:  # else the asking began with the closing silence
                 self._next_ask = sample + (self.policy.first_ask if self.policy else 0)
                 self.last_p = None
@@ -167,10 +178,13 @@ class Endpointer:
         return True
 
     def ended(self, now: int, finished: float | None = None) -> bool:
-        """Whether the turn is over at input sample ``now``: the endpoint's silence has
-        passed; or, with semantic detection, the detector says ``finished`` (a
+        """Whether the turn is over at input sample ``now``: its words were a whole turn
+        and the VAD has called their stop; the endpoint's silence has passed; or, with
+        semantic detection, the detector says ``finished`` (a
         probability) surely enough, or the longest wait has passed."""
         p, quiet = self.policy, self.quiet_from
+        if self.said_all and self.silence_from is not None:
+            return True
         if quiet is None:
             return False
         if p is None:
@@ -195,3 +209,4 @@ class Endpointer:
     def drop(self) -> None:
         """Forget the open turn (a short sound that was no turn at all)."""
         self.start = self.silence_from = self.closing_from = self.last_p = None
+        self.said_all = False

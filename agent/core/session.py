@@ -332,7 +332,7 @@ class DuplexSession:
             self._make(move)
             return
         self._make(move)  # short words that take the turn: they are the user's turn
-        self._turn.speech_stopped(sample)
+        self._turn.speech_stopped(sample, said_all=self._barge.said_all(sample))
 
     def recheck(self) -> None:
         """Carry out what is due at the current input sample: barge-in timers, the turn's
