@@ -38,6 +38,7 @@ from parley.speech_io.soundcard import (
     TransportStats,
     _negotiate,
     _pick,
+    abandon_streams,
     find_device,
     list_devices,
     load_sounddevice,
@@ -414,6 +415,9 @@ class DeviceTransport:
         except TimeoutError:
             err = AudioDeviceError(f"audio streams did not close within {self._close_timeout} s")
             self._error = self._error or err
+            sd = getattr(self, "_sd", None)
+            if sd is not None:
+                abandon_streams(sd, f"a stream did not close within {self._close_timeout} s")
         self._stop_native()
         if err is not None:
             log.warning("closing audio streams: %s", err)

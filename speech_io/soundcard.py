@@ -7,13 +7,19 @@ module works on a machine without PortAudio; everything else that needs it calls
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
+import logging
+import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from parley.errors import ParleyError
 
 Kind = Literal["input", "output"]
+log = logging.getLogger(__name__)
 
 
 class AudioDeviceError(ParleyError):
@@ -71,12 +77,63 @@ def load_sounddevice() -> Any:
     return sounddevice
 
 
-def refresh_devices() -> None:
+# PortAudio instances (the sounddevice module, or a test's stand-in) holding a stream that
+# would not close, and why. PortAudio's ALSA thread can spin for good on a stream whose sound
+# server died as it started; Pa_Terminate then joins that thread forever.
+_stuck: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_pinned: dict[str, ctypes.CDLL] = {}
+
+
+def abandon_streams(sd: Any, why: str) -> None:
+    """Record that PortAudio ``sd`` holds streams that would not close: it is never
+    terminated again in this process. sounddevice terminates PortAudio at exit, which would
+    then hang the program's exit, so its exit handler is dropped (the OS frees the device)."""
+    _stuck[sd] = why
+    handler = getattr(sd, "_exit_handler", None)
+    if handler is not None:
+        atexit.unregister(handler)
+    libname = getattr(sd, "_libname", None)
+    if isinstance(libname, str) and libname not in _pinned:
+        # The stuck thread runs PortAudio's code until the process ends; when the interpreter
+        # shuts down, cffi closes the library, and the thread would crash the exit unless
+        # someone still holds it open (ctypes never closes what it opened).
+        try:
+            _pinned[libname] = ctypes.CDLL(libname)
+        except OSError as exc:
+            log.warning("cannot hold %s open; the program may crash as it exits: %s", libname, exc)
+
+
+def refresh_devices(timeout: float = 10.0) -> None:
     """Re-initialise PortAudio so it sees devices or ALSA/PulseAudio settings changed since
-    the first scan (hot-plug, ``ALSA_CONFIG_PATH``, ``PULSE_SERVER``). No stream may be open."""
+    the first scan (hot-plug, ``ALSA_CONFIG_PATH``, ``PULSE_SERVER``). No stream may be open.
+
+    Raises :class:`AudioDeviceError` instead of waiting for good when PortAudio holds a
+    stream that would not close, or does not come back within ``timeout`` seconds."""
     sd = load_sounddevice()
-    sd._terminate()
-    sd._initialize()
+    why = _stuck.get(sd)
+    if why is not None:
+        raise AudioDeviceError(
+            f"cannot re-scan sound devices: {why}; restart the program to use them again"
+        )
+    failed: list[Exception] = []
+
+    def rescan() -> None:
+        try:
+            sd._terminate()
+            sd._initialize()
+        except Exception as exc:  # handed to the caller below
+            failed.append(exc)
+
+    # A daemon thread: if PortAudio never returns, neither the caller nor the exit waits.
+    worker = threading.Thread(target=rescan, name="parley-portaudio-rescan", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        why = f"PortAudio did not re-initialise within {timeout:g} s"
+        abandon_streams(sd, why)
+        raise AudioDeviceError(f"cannot re-scan sound devices: {why}")
+    if failed:
+        raise AudioDeviceError(f"cannot re-scan sound devices: {failed[0]}") from failed[0]
 
 
 def list_devices() -> list[DeviceInfo]:

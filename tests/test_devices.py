@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes.util
 import sys
+import threading
 from typing import Any
 
 import numpy as np
 import pytest
 
 from parley.speech_io import pulse as pulse_helper
+from parley.speech_io import soundcard
 from parley.speech_io.block_pump import StallWatch
 from parley.speech_io.devices import (
     AudioDeviceError,
@@ -17,6 +20,7 @@ from parley.speech_io.devices import (
     _pick,
     find_device,
     list_devices,
+    refresh_devices,
 )
 from parley.speech_io.pulse import pulse_null_sinks
 from parley.speech_io.ring import SampleFifo
@@ -247,6 +251,63 @@ async def test_stalled_device_and_failing_callback(fake_sd: _FakeSD) -> None:
     with pytest.raises(AudioDeviceError, match="callback error: IndexError"):
         await asyncio.wait_for(t.wait(), 2.0)
     await t.aclose()
+
+
+async def test_a_stream_that_never_closes_leaves_portaudio_alone(
+    fake_sd: _FakeSD, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a sound server that dies as the stream starts does to PortAudio's ALSA thread:
+    # it spins, and closing the stream (or terminating PortAudio) waits for it for good.
+    release = threading.Event()
+    calls: list[str] = []
+    fake_sd._terminate = lambda: calls.append("terminate")  # type: ignore[attr-defined]
+    fake_sd._initialize = lambda: calls.append("initialize")  # type: ignore[attr-defined]
+    fake_sd._exit_handler = lambda: calls.append("exit")  # type: ignore[attr-defined]
+    fake_sd._libname = ctypes.util.find_library("c")  # type: ignore[attr-defined]
+    dropped: list[Any] = []
+    monkeypatch.setattr(soundcard.atexit, "unregister", dropped.append)
+    refresh_devices()
+    assert calls == ["terminate", "initialize"] and not dropped
+    t = DeviceTransport(_Endpoint(np.zeros(0, np.float32)), close_timeout=0.2)
+    await t.start()
+    monkeypatch.setattr(fake_sd.streams[0], "abort", lambda: release.wait(10))
+    fake_sd.streams[1].finished()
+    try:
+        with pytest.raises(AudioDeviceError, match="stopped by itself"):
+            await asyncio.wait_for(t.wait(), 2.0)
+        await asyncio.wait_for(t.aclose(), 2.0)
+        # sounddevice's exit handler would terminate PortAudio, and hang the program's exit
+        assert dropped == [fake_sd._exit_handler]  # type: ignore[attr-defined]
+        # and its thread still runs the library's code: the library stays loaded to the end
+        assert fake_sd._libname in soundcard._pinned  # type: ignore[attr-defined]
+        with pytest.raises(AudioDeviceError, match="did not close within 0.2 s.*restart"):
+            refresh_devices()
+        assert calls == ["terminate", "initialize"]
+    finally:
+        release.set()
+
+
+def test_a_rescan_that_never_returns_is_an_error_not_a_hang(fake_sd: _FakeSD) -> None:
+    release = threading.Event()
+    fake_sd._terminate = lambda: release.wait(10)  # type: ignore[attr-defined]
+    fake_sd._initialize = lambda: None  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(AudioDeviceError, match="did not re-initialise within 0.2 s"):
+            refresh_devices(timeout=0.2)
+        fake_sd._terminate = lambda: None  # type: ignore[attr-defined]
+        with pytest.raises(AudioDeviceError, match="restart the program"):
+            refresh_devices()
+    finally:
+        release.set()
+
+
+def test_a_failed_rescan_says_so(fake_sd: _FakeSD) -> None:
+    def fail() -> None:
+        raise fake_sd.PortAudioError("Error initializing PortAudio")
+
+    fake_sd._terminate, fake_sd._initialize = (lambda: None), fail  # type: ignore[attr-defined]
+    with pytest.raises(AudioDeviceError, match="cannot re-scan sound devices: Error init"):
+        refresh_devices()
 
 
 async def test_endpoint_error_stops_transport(fake_sd: _FakeSD) -> None:

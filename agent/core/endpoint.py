@@ -180,8 +180,8 @@ class Endpointer:
     def ended(self, now: int, finished: float | None = None) -> bool:
         """Whether the turn is over at input sample ``now``: its words were a whole turn
         and the VAD has called their stop; the endpoint's silence has passed; or, with
-        semantic detection, the detector says ``finished`` (a
-        probability) surely enough, or the longest wait has passed."""
+        semantic detection, the detector says ``finished`` (a probability) surely enough,
+        or the longest wait has passed."""
         p, quiet = self.policy, self.quiet_from
         if self.said_all and self.silence_from is not None:
             return True
