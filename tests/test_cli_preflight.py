@@ -135,7 +135,7 @@ def test_missing_input_is_fast_and_imports_no_torch():
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
     )
     assert res.stdout.split() == ["2", "False", "False"], res.stderr
     assert res.stderr.strip() == "error: /nonexistent.wav: file not found"

@@ -69,6 +69,7 @@ def _make_corpus(root):
             subprocess.run(
                 ["espeak-ng", "-v", voice.removeprefix("espeak-"), "-w", str(root / wav), question],
                 check=True,
+                timeout=60,
             )
             records.append(
                 {"intent": intent, "question": question, "answer": answer, "key": key}

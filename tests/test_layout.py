@@ -10,8 +10,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run(code: str, cwd: Path) -> str:
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=True
-    )
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=True,
+        timeout=300,
+    )  # fmt: skip
     return out.stdout.strip()
 
 

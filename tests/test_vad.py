@@ -34,7 +34,7 @@ def voice(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     clips = {}
     for name, text in PHRASES.items():
         path = folder / f"{name}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(path), text], check=True)
+        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(path), text], check=True, timeout=60)
         audio, rate = sf.read(path, dtype="float32")
         audio = soxr.resample(audio, rate, RATE).astype(np.float32)
         loud = np.flatnonzero(np.abs(audio) > ONSET_LEVEL)
@@ -268,7 +268,9 @@ def test_fricative_onset_is_tentative_before_it_is_confirmed(tmp_path):
     # "s" holds silero under the confirmation bar until the vowel; the tentative stage
     # says "possibly speech" earlier, so a speaking agent can pause sooner.
     path = tmp_path / "s.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(path), "stop please"], check=True)
+    subprocess.run(
+        ["espeak-ng", "-v", "en-us", "-w", str(path), "stop please"], check=True, timeout=60
+    )
     audio, rate = sf.read(path, dtype="float32")
     clip = soxr.resample(audio, rate, RATE).astype(np.float32)
     earlier = []

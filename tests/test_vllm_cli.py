@@ -75,5 +75,7 @@ def test_a_server_client_builds_its_schedule_without_importing_vllm():
         "args = PromptEngine.schedule_args(types.SimpleNamespace(layout=layout), ScheduleConfig())\n"
         "print(sorted(args), 'vllm' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
     assert out.stdout.strip() == "['parley_schedule'] False"
