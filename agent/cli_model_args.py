@@ -200,6 +200,15 @@ def _add_train_data_args(train: argparse.ArgumentParser) -> None:
         "of the training dialogues (default: 0)",
     )
     train.add_argument(
+        "--spoken-refusals",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="extra refusals of out-of-domain requests the corpus never asks "
+        "(train/ood_more.txt), spoken here in its training voices, as a share of the "
+        "training dialogues (default: 0)",
+    )
+    train.add_argument(
         "--followup-drills",
         type=float,
         default=0.0,
@@ -240,7 +249,7 @@ def _add_train_data_args(train: argparse.ArgumentParser) -> None:
         type=int,
         default=96,
         metavar="R",
-        help="the checkpoint stores each tuned matrix as its difference from Whisper's at "
+        help="each tuned matrix trains and is stored as Whisper's plus a difference of "
         "rank R, which keeps the shipped model small (0: whole; default: 96)",
     )
     train.add_argument(

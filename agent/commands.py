@@ -385,6 +385,7 @@ def train(args: argparse.Namespace, log: Log) -> int:
             tune_encoder=args.tune_encoder,
             tuned_rank=args.tuned_rank,
             refusals=args.refusals,
+            spoken_refusals=args.spoken_refusals,
             dialogues=args.dialogues,
             codec_minutes=args.codec_minutes,
             codec_steps=args.codec_steps or None,

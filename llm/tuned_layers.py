@@ -15,10 +15,10 @@ from torch import Tensor, nn
 from parley.errors import CheckpointError
 from parley.llm.encoder import BlockCausalEncoder
 
-__all__ = ["load_tuned", "tuned_tensors"]
+__all__ = ["load_tuned", "tuned_tensors", "whisper_originals"]
 
 
-def _originals(encoder: BlockCausalEncoder) -> nn.ModuleDict:
+def whisper_originals(encoder: BlockCausalEncoder) -> nn.ModuleDict:
     """Whisper's own layers and norm that the tuned module copies, keyed as it is."""
     return nn.ModuleDict(
         {
@@ -32,7 +32,7 @@ def _originals(encoder: BlockCausalEncoder) -> nn.ModuleDict:
 def tuned_tensors(encoder: BlockCausalEncoder, rank: int) -> dict[str, Tensor]:
     """The tensors to store for ``encoder``'s tuned layers: each matrix's difference from
     Whisper's at ``rank`` (0: the matrices whole), every vector whole."""
-    base = dict(_originals(encoder).named_parameters())
+    base = dict(whisper_originals(encoder).named_parameters())
     out: dict[str, Tensor] = {}
     for name, p in encoder.tuned_module().named_parameters():
         if p.dim() != 2 or not 0 < rank < min(p.shape):
@@ -47,7 +47,7 @@ def tuned_tensors(encoder: BlockCausalEncoder, rank: int) -> dict[str, Tensor]:
 @torch.no_grad()
 def load_tuned(encoder: BlockCausalEncoder, tensors: dict[str, Tensor], source: str) -> None:
     """Set ``encoder``'s tuned copies (already added) from :func:`tuned_tensors`' output."""
-    base = dict(_originals(encoder).named_parameters())
+    base = dict(whisper_originals(encoder).named_parameters())
     params = dict(encoder.tuned_module().named_parameters())
     wanted, problems = set(tensors), []
     for name, p in params.items():

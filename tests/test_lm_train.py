@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from parley.config import AdapterConfig, EngineConfig, LMConfig, ScheduleConfig
+from parley.errors import ConfigError
 from parley.llm.adapter import Adapter
 from parley.llm.lm_build import layout_of, random_lm
 from parley.llm.transformers_engine import TransformersSpokenLM
@@ -114,6 +115,17 @@ def test_training_resumes_where_it_stopped(tmp_path):
     train_lm(c, ex, [], LMTrainConfig(steps=8, **cfg), tmp_path / "b", progress=False)
     for k, v in a.state_dict().items():
         torch.testing.assert_close(c.state_dict()[k], v, msg=k)
+
+
+def test_a_state_saved_for_another_model_is_refused_by_name(tmp_path):
+    cfg = LMTrainConfig(steps=2, batch_size=2, warmup=1, eval_every=1000, threads=1, bf16=False)
+    a, *_, ex = setup()
+    train_lm(a, ex, [], cfg, tmp_path, progress=False)
+    other = SpokenLMTrainee(
+        Adapter.from_config(AdapterConfig(stack=2, hidden=16), D_MODEL, LM.hidden, 1), a.lm
+    )
+    with pytest.raises(ConfigError, match=r"train_state.pt was saved by a run with another"):
+        train_lm(other, ex, [], LMTrainConfig(**{**cfg.__dict__, "steps": 4}), tmp_path)
 
 
 def test_threads_grow_once_the_cpu_is_shared_no_more(tmp_path):

@@ -14,7 +14,7 @@ from parley.agent.cli import main
 from parley.agent.core.speak import SpeakPipeline
 from parley.config import load_config
 from parley.errors import ConfigError
-from parley.llm.checkpoint import load_checkpoint
+from parley.llm.checkpoint import TUNED_ENCODER_FILE, load_checkpoint
 from parley.llm.engines import create_engine
 from parley.speech_io.audio import load_audio
 from parley.train.corpus import answer_path
@@ -23,7 +23,9 @@ from parley.train.noisy_copies import is_noisy
 from parley.train.options import TrainOptions
 from parley.train.pipeline import run_training
 from parley.train.provenance import reproduce_command
+from parley.train.spoken_refusals import is_spoken_refusal
 from parley.train.voices import agent_voice, available_voices, missing_engines
+from parley.weights import read_tensors
 
 
 def _voices() -> list[str]:
@@ -98,12 +100,22 @@ def test_train_runs_every_stage_on_a_tiny_slice(tmp_path, capsys):
     again_args[again_args.index("--steps") + 1] = "2"
     more = ["--init-from", str(out), "--codec-from", str(out), "--stages", "lm,export"]
     capsys.readouterr()
-    assert main([*again_args, *more, "--noisy-copies", "1", "--tune-encoder", "1"]) == 0
+    tuned_args = ["--noisy-copies", "1", "--tune-encoder", "1", "--tuned-rank", "4"]
+    assert main([*again_args, *more, *tuned_args, "--spoken-refusals", "0.5"]) == 0
     # Noisy copies: each training dialogue again, its questions' frames made under noise
     # (cached below the tuned layer, which trains with the LM).
-    assert re.search(r" (\d+) noisy copies", capsys.readouterr().err).group(1) != "0"
-    noisy = [k for k in torch.load(warm / "lm" / "frames-shared1.pt") if is_noisy(k)]
+    err = capsys.readouterr().err
+    assert re.search(r" (\d+) noisy copies", err).group(1) != "0"
+    cached = torch.load(warm / "lm" / "frames-shared1.pt")
+    noisy = [k for k in cached if is_noisy(k)]
     assert noisy and all(k.split("#")[0] in recorded_audio for k in noisy)
+    # Spoken refusals: new requests, spoken into the work dir and encoded with the rest.
+    spoken = int(re.search(r" (\d+) spoken refusals", err).group(1))
+    assert spoken > 0 and len([k for k in cached if is_spoken_refusal(k)]) == spoken
+    assert (
+        "--spoken-refusals 0.5"
+        in json.loads((warm_out / "parley.json").read_text())["provenance"]["reproduce"]
+    )
     warm_rows = [json.loads(r) for r in (warm / "lm" / "metrics.jsonl").read_text().splitlines()]
     warm_losses = [r["loss"] for r in warm_rows if "loss" in r]
     assert warm_losses[0] < 0.8 * losses[0], (warm_losses, losses)
@@ -125,6 +137,13 @@ def test_train_runs_every_stage_on_a_tiny_slice(tmp_path, capsys):
     )
     top, copy = tuned.encoder.whisper.layers[-1], tuned.encoder.tuned[0]
     assert not torch.equal(top.fc1.weight, copy.fc1.weight)
+    # Trained as rank-4 differences, stored as such: the copy is Whisper's plus rank 4.
+    stored = read_tensors(warm_out / TUNED_ENCODER_FILE)
+    assert stored["layers.0.fc1.weight.up"].shape[1] == 4
+    delta = (copy.fc1.weight - top.fc1.weight).double()
+    assert torch.linalg.matrix_rank(delta, rtol=1e-4) <= 4
+    state = torch.load(warm / "lm" / "train_state.pt", weights_only=False)["model"]
+    assert "encoder_tuned.layers.0.fc1.parametrizations.weight.0.up" in state
     assert warm_prov["codec_training"] == {**prov["codec_training"], "from": str(out)}
     for name in ("vocoder/vocoder.safetensors", "vocoder/speech_tokenizer.safetensors"):
         assert warm_prov["files_sha256"][name] == prov["files_sha256"][name]

@@ -47,7 +47,14 @@ from parley.errors import ConfigError
 from parley.speech_io.audio import SAMPLE_RATE
 from parley.train.augment import NOISE_KINDS, apply_augment, normalize, plan_augment
 from parley.train.domain import Dialogue, make_dialogue, ood_sentences
-from parley.train.voices import VOICES, Voice, agent_voice, require_voices, voice
+from parley.train.voices import (
+    VOICES,
+    Voice,
+    agent_voice,
+    available_voices,
+    require_voices,
+    voice,
+)
 
 EVAL_SNR_DB = 10.0
 PAD_RANGE_S = (0.1, 0.3)
@@ -251,7 +258,7 @@ def _speaker(name: str) -> Voice:
     return agent_voice() if name == agent_voice().name else voice(name)
 
 
-def render(job: _Job, root: str) -> tuple[str, str, float]:
+def render(job: _Job, root: str, babble_from: Path | None = None) -> tuple[str, str, float]:
     """Make one file; return (path, engine, seconds spent in the TTS engine)."""
     v = _speaker(job.voice)
     aug = job.augment or {}
@@ -265,11 +272,39 @@ def render(job: _Job, root: str) -> tuple[str, str, float]:
         if job.kind == "babble":
             out = audio
         else:
-            pool = _babble_pool(root, job.babble or "train")
+            pool = _babble_pool(str(babble_from or root), job.babble or "train")
             pad = tuple(aug.get("pad_s", (0.0, 0.0)))
             out = apply_augment(audio, aug, pool, pad_s=(pad[0], pad[1]))
     _write_wav(Path(root, job.path), out)
     return job.path, v.engine, tts_s
+
+
+def training_utterance(
+    rng: random.Random, voices: list[str] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """A training voice (of ``voices``, else of those installed) and an augmentation for
+    one more user utterance, drawn as the corpus draws its training ones."""
+    pool = [voice(name) for name in voices] if voices else available_voices()
+    train_voices = [v for v in pool if v.split == "train"]
+    if not train_voices:
+        raise ConfigError("no training voice is installed (see docs/training.md)")
+    v = _pick_train_voice(rng, train_voices)
+    return v.name, _turn_augment(rng, v, train=True)
+
+
+def render_question(
+    voice: str,
+    text: str,
+    root: Path,
+    path: str,
+    plan: dict | None,
+    babble_from: Path | None = None,
+) -> Path:
+    """``voice`` saying ``text`` as a corpus's user audio (trimmed, levelled, then ``plan``
+    applied: see :func:`~parley.train.augment.apply_augment`), at ``root/path``; babble
+    noise is made from ``babble_from``'s training talkers (default: ``root``'s)."""
+    render(_Job("user", voice, text, path, plan), str(root), babble_from)
+    return Path(root) / path
 
 
 def record_answer(answer: str, root: Path) -> Path:

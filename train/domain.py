@@ -156,6 +156,14 @@ def ood_sentences(heldout: bool) -> list[str]:
     return [s for i, s in enumerate(sentences) if (i in held) == heldout]
 
 
+def refusal_turn(sentence: str) -> Turn:
+    """The turn an out-of-domain ``sentence`` of ``ood_sentences.txt`` makes, asked plainly."""
+    sentences, _ = _ood_sentences()
+    if sentence not in sentences:
+        raise ValueError(f"not an out-of-domain sentence of the domain: {sentence!r}")
+    return Turn("refuse", sentence, REFUSAL, _REFUSAL_KEY, sentences.index(sentence))
+
+
 def _n_train(name: str) -> int:
     if name == "followup":
         return len(PHRASINGS["followup_arith"][0]) + len(PHRASINGS["followup_seq"][0])

@@ -33,7 +33,14 @@ from parley.train.lm_data import (
 )
 from parley.train.lm_train import METRICS_FILE, LMTrainConfig, SpokenLMTrainee, train_lm
 from parley.train.lm_train import STATE_FILE as LM_STATE_FILE
+from parley.train.low_rank import factor_tuned, merge_tuned
 from parley.train.noisy_copies import is_noisy, noisy_audio, noisy_copies
+from parley.train.spoken_refusals import (
+    is_spoken_refusal,
+    refusal_audio,
+    render_refusals,
+    spoken_refusals,
+)
 
 # Each part draws from its own seed, as in make-checkpoint; the data order from one more.
 _PART_SEEDS = {**PART_SEEDS, "data": 5}
@@ -65,16 +72,17 @@ def adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder, 
     )
     bar = _progress_factory(opts.progress)
     extras = _extra_dialogues(opts, [d for d in dialogues if d.split == "train"])
+    render_refusals(extras["spoken refusals"], lm_work, corpus, bar("speak more refusals"))
     tuned = len(encoder.tuned)
     frames = cache_user_frames(
         corpus,
-        [*dialogues, *extras["noisy copies"]],
+        [*dialogues, *extras["noisy copies"], *extras["spoken refusals"]],
         cfg.features,
         encoder,
         # With tuned layers the cache holds the stream below them, which training runs on.
         lm_work / (f"frames-shared{tuned}.pt" if tuned else "frames.pt"),
         bar("encode user audio"),
-        load=lambda key: noisy_audio(corpus, key) if is_noisy(key) else load_audio(corpus / key),
+        load=lambda key: _user_audio(corpus, lm_work, key),
         shared=bool(tuned),
     )
     replies = _replies(corpus, dialogues, extras, tokenizer, units, lm_work, bar)
@@ -96,6 +104,9 @@ def adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder, 
 
     # 5. adapter + LM (an export-only call finds it trained and only loads it)
     t0 = time.perf_counter()
+    if tuned and opts.tuned_rank:
+        # Trained as the difference the checkpoint stores, so export loses nothing.
+        factor_tuned(encoder, opts.tuned_rank, opts.seed)
     model = SpokenLMTrainee(adapter, lm, encoder)
     lm_cfg, more_threads = _lm_config(opts, vocoder)
     last = train_lm(
@@ -108,6 +119,8 @@ def adapter_and_lm(opts, cfg, work, corpus, dialogues, encoder, units, vocoder, 
         opts.progress,
         more_threads=more_threads,
     )
+    if tuned:
+        merge_tuned(encoder)
     # An export-only call trains nothing: its figures are the log's last.
     last = last or _last_metrics(lm_work / METRICS_FILE)
     stage("lm", t0)
@@ -188,14 +201,31 @@ def _extra_dialogues(opts, training: list[Dialogue]) -> dict[str, list[Dialogue]
         "more refusals": extra_refusals(training, opts.refusals, opts.seed),
         "question drills": question_drills(training, opts.question_drills, opts.seed),
         "noisy copies": noisy_copies(training, opts.noisy_copies, opts.seed),
+        "spoken refusals": spoken_refusals(
+            training,
+            opts.spoken_refusals,
+            opts.seed,
+            sorted({str(d.meta["voice"]) for d in training if d.meta.get("voice")}),
+        ),
     }
+
+
+def _user_audio(corpus: Path, lm_work: Path, key: str):
+    """The user utterance a frame-cache key names: a corpus file, a noisy copy of one, or
+    a request spoken for ``--spoken-refusals``."""
+    if is_noisy(key):
+        return noisy_audio(corpus, key)
+    if is_spoken_refusal(key):
+        return refusal_audio(lm_work, key)
+    return load_audio(corpus / key)
 
 
 def _replies(corpus, dialogues, extras, tokenizer, units, lm_work: Path, bar):
     """Every reply's text tokens and speech units, by its text: the corpus's recordings,
     new recordings for recombined follow-ups, and text alone for a drill."""
     recorded = {t.answer for d in dialogues for t in d.turns}
-    answers = recorded | {t.answer for d in extras["recombined follow-ups"] for t in d.turns}
+    spoken = [*extras["recombined follow-ups"], *extras["spoken refusals"]]
+    answers = recorded | {t.answer for d in spoken for t in d.turns}
     # Replies the corpus never recorded, in the agent's voice, kept beside the LM's data.
     for answer in bar("record new replies")(sorted(answers - recorded)):
         record_answer(answer, lm_work)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
+from parley.errors import ConfigError
 from parley.llm.adapter import Adapter
 from parley.llm.encoder import BlockCausalEncoder
 from parley.tokenizers.vocab import TokenClass
@@ -336,7 +337,15 @@ def _resume(
     if not state_path.is_file():
         return 0, 0.0
     state = torch.load(state_path, map_location=device, weights_only=False)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        # e.g. tuned layers saved whole, resumed as low-rank differences (--tuned-rank)
+        raise ConfigError(
+            f"{state_path} was saved by a run with another model shape or tuned-layer "
+            f"options; go on with that run's options or train in a fresh --work "
+            f"({str(exc).splitlines()[0]})"
+        ) from None
     opt.load_state_dict(state["optimizer"])
     rng.setstate(state["rng"])
     torch.set_rng_state(state["torch_rng"])

@@ -47,6 +47,10 @@ class TrainOptions:
     refusals: float = 0.0
     """Extra copies of the training refusals (out-of-domain questions), as a share of the
     training dialogues (see :func:`~parley.train.lm_data.extra_refusals`); 0: none."""
+    spoken_refusals: float = 0.0
+    """Extra refusal dialogues asking requests the corpus never asks, spoken here in its
+    training voices (see :mod:`parley.train.spoken_refusals`), as a share of the training
+    dialogues; 0: none."""
     followup_drills: float = 0.0
     """Recombined follow-ups as above whose reply is laid out as its text alone (no
     recording needed): drills of the arithmetic a follow-up asks, as a share of the
@@ -63,7 +67,8 @@ class TrainOptions:
     """Train copies of the encoder's top layers with the LM, for its path alone (see
     :meth:`~parley.llm.encoder.BlockCausalEncoder.add_tuned_copy`); 0: frozen."""
     tuned_rank: int = 96
-    """The rank the checkpoint stores the tuned matrices' difference from Whisper's at
+    """The rank of the tuned matrices' difference from Whisper's, as they train
+    (:mod:`parley.train.low_rank`) and as the checkpoint stores them
     (:mod:`parley.llm.tuned_layers`); 0: whole."""
     init_from: Path | None = None
     """Start the adapter + LM from this checkpoint's (same preset) instead of random
@@ -92,7 +97,8 @@ def check_options(opts: TrainOptions) -> set[str]:
         if not (Path(opts.codec_from) / CHECKPOINT_CODEC_DIR).is_dir():
             raise ConfigError(f"--codec-from {opts.codec_from}: no codec ({CHECKPOINT_CODEC_DIR}/)")
         wanted -= {"units", "vocoder"}
-    shares = ("chained", "followups", "refusals", "followup_drills", "question_drills")
+    shares: tuple[str, ...] = ("chained", "followups", "refusals", "spoken_refusals")
+    shares += ("followup_drills", "question_drills")
     for flag in (*shares, "noisy_copies"):
         share = getattr(opts, flag)
         if not 0.0 <= share <= 10.0:

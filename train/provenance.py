@@ -175,6 +175,7 @@ def reproduce_command(opts: TrainOptions) -> str:
             else []
         ),
         *([f"--refusals {opts.refusals:g}"] if opts.refusals else []),
+        *([f"--spoken-refusals {opts.spoken_refusals:g}"] if opts.spoken_refusals else []),
         *([f"--init-from {opts.init_from}"] if opts.init_from else []),
         *([f"--codec-from {opts.codec_from}"] if opts.codec_from else []),
         f"--seed {opts.seed}",
