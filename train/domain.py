@@ -144,10 +144,14 @@ def _seq_reply(kind: str, direction: str, item: str, result: str) -> tuple[str, 
 @cache
 def _ood_sentences() -> tuple[tuple[str, ...], frozenset[int]]:
     """The out-of-domain sentences and the indices held out of training (every fifth)."""
-    path = Path(__file__).with_name("ood_sentences.txt")
-    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
-    sentences = tuple(s for s in lines if s and not s.startswith("#"))
+    sentences = sentence_list(Path(__file__).with_name("ood_sentences.txt"))
     return sentences, frozenset(range(4, len(sentences), 5))
+
+
+def sentence_list(path: Path) -> tuple[str, ...]:
+    """The sentences of a list file: one per line, ``#`` lines and blank lines skipped."""
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return tuple(s for s in lines if s and not s.startswith("#"))
 
 
 def ood_sentences(heldout: bool) -> list[str]:

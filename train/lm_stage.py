@@ -37,7 +37,6 @@ from parley.train.low_rank import factor_tuned, merge_tuned
 from parley.train.noisy_copies import is_noisy, noisy_audio, noisy_copies
 from parley.train.spoken_refusals import (
     is_spoken_refusal,
-    refusal_audio,
     render_refusals,
     spoken_refusals,
 )
@@ -216,7 +215,7 @@ def _user_audio(corpus: Path, lm_work: Path, key: str):
     if is_noisy(key):
         return noisy_audio(corpus, key)
     if is_spoken_refusal(key):
-        return refusal_audio(lm_work, key)
+        return load_audio(lm_work / key)
     return load_audio(corpus / key)
 
 

@@ -17,8 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 from pathlib import Path
 
-from parley.speech_io.audio import load_audio
-from parley.train.domain import REFUSAL
+from parley.train.domain import REFUSAL, sentence_list
 from parley.train.lm_data import Dialogue, Turn
 
 AUDIO_DIR = "ood-user"
@@ -27,9 +26,7 @@ AUDIO_DIR = "ood-user"
 
 @cache
 def more_ood_sentences() -> tuple[str, ...]:
-    path = Path(__file__).with_name("ood_more.txt")
-    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
-    return tuple(s for s in lines if s and not s.startswith("#"))
+    return sentence_list(Path(__file__).with_name("ood_more.txt"))
 
 
 def spoken_refusals(
@@ -84,7 +81,3 @@ def render_refusals(
 def is_spoken_refusal(key: str) -> bool:
     """Whether a frame-cache key names one of these requests (not a corpus file)."""
     return key.startswith(f"{AUDIO_DIR}/")
-
-
-def refusal_audio(work: Path, key: str):
-    return load_audio(Path(work) / key)
