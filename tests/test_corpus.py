@@ -20,11 +20,13 @@ from parley.train.domain import (
     DEFAULT_MIX,
     INTENTS,
     MONTHS,
+    PHRASINGS,
     REFUSAL,
     all_answers,
     is_heldout_phrasing,
     make_dialogue,
     number_words,
+    ood_sentences,
     question_templates,
 )
 from parley.train.voices import VOICES, agent_voice, available_voices, missing_engines
@@ -146,6 +148,13 @@ def test_heldout_phrasings_never_in_training_mode():
     assert {strip(q) for q in train_q}.isdisjoint({strip(q) for q in held_q})
     phrasings = {(t.intent, t.phrasing) for d in held for t in d.turns if t.intent != "refuse"}
     assert len(phrasings) >= 2 * 15  # two held-out phrasings for every intent, all used
+
+
+def test_no_out_of_domain_sentence_is_also_a_question_of_the_domain():
+    # "are you a robot" was both a "who" phrasing and a refusal: one question, two answers.
+    asked = {p for train, held in PHRASINGS.values() for p in (*train, *held)}
+    ood = [*ood_sentences(heldout=False), *ood_sentences(heldout=True)]
+    assert len(ood) == len(set(ood)) and asked.isdisjoint(ood)
 
 
 @pytest.mark.parametrize(

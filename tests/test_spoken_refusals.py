@@ -33,6 +33,25 @@ def test_the_requests_are_new_and_none_is_held_out():
     assert all(s == s.lower() and not any(c.isdigit() for c in s) for s in sentences)
 
 
+def _word_edits(a: str, b: str) -> int:
+    """Words inserted, deleted or swapped to turn ``a`` into ``b``."""
+    x, y = a.split(), b.split()
+    row = list(range(len(y) + 1))
+    for i, word in enumerate(x, 1):
+        prev, row = row, [i] + [0] * len(y)
+        for j, other in enumerate(y, 1):
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (word != other))
+    return row[-1]
+
+
+def test_no_request_is_one_word_from_a_held_out_one():
+    # "what is a verb" beside a held-out "what is a noun" would teach the probe's answer.
+    held = domain.ood_sentences(heldout=True)
+    close = [(s, h) for s in more_ood_sentences() for h in held if _word_edits(s, h) <= 1]
+    assert close == []
+    assert _word_edits("what is a verb", "what is a noun") == 1
+
+
 def test_every_request_is_dealt_before_any_comes_again():
     n = len(more_ood_sentences())
     made = spoken_refusals(_dialogues(n), 2.0, seed=1, voices=TRAIN_VOICES)

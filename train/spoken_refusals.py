@@ -4,7 +4,7 @@ The corpus's training refusals draw from 149 out-of-domain sentences, and copies
 (``--refusals``) teach the LM those sentences, not the rule: 81% of the 74 held-out
 out-of-domain questions of ``evaluation/refusal_probe.py`` were refused by the session-13
 model, the misses taken for small talk ("what is my name" → the "who" reply) or for a sum.
-These examples ask 300 other requests, each sentence dealt in turn, in a training voice
+These examples ask 384 other requests, each sentence dealt in turn, in a training voice
 and augmentation drawn as the corpus draws them; their audio lives in the work dir
 (``WORK/lm/ood-user/``), made once.
 """
