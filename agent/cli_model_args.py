@@ -40,6 +40,11 @@ def _add_train_turns_command(sub: Subcommands) -> None:
         "--questions", type=int, default=2000, metavar="N",
         help="training questions, each spoken whole and cut (default: 2000)",
     )  # fmt: skip
+    turns.add_argument(
+        "--beyond-share", type=float, default=0.0, metavar="SHARE",
+        help="also speak this share of requests beyond the domain, whole and cut: the "
+        "spoken refusals' list in training, the refusal probe's held out (default: 0)",
+    )  # fmt: skip
     turns.add_argument("--epochs", type=int, default=5, metavar="N", help="(default: 5)")
     turns.add_argument(
         "--frames", type=int, default=50, metavar="N",

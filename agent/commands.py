@@ -217,13 +217,19 @@ def _turn_rule(detection: str, agent) -> str:
     if detection == "semantic_vad":
         from parley.agent.core.endpoint import semantic_policy
         from parley.speech_io.audio import SAMPLE_RATE
+        from parley.speech_io.vad import VADOptions
 
         policy = semantic_policy(agent.eagerness, SAMPLE_RATE, agent.endpoint_silence_ms)
         ms = SAMPLE_RATE // 1000
+        first = (
+            f"{VADOptions.stop_frames * VADOptions.frame_ms} ms (the VAD's stop)"
+            if policy.after_stop
+            else f"{policy.first_ask // ms} ms"
+        )
         return (
-            f"a turn ends {policy.first_ask // ms} ms into the silence after a question the "
-            f"end-of-turn detector is sure is finished, else after up to "
-            f"{policy.longest // ms} ms of silence"
+            f"a turn ends {first} into the silence after a question the end-of-turn "
+            f"detector is sure is finished, else after up to {policy.longest // ms} ms of "
+            "silence"
         )
     return f"a turn ends after {agent.endpoint_silence_ms} ms of silence"
 
@@ -416,6 +422,7 @@ def train_turns(args: argparse.Namespace, log: Log) -> int:
             corpus=args.corpus,
             work=args.work,
             questions=args.questions,
+            beyond_share=args.beyond_share,
             epochs=args.epochs,
             frames=args.frames,
             seed=args.seed,

@@ -60,7 +60,7 @@ def main() -> None:
     print(
         f"barge-in stop: p50 {b['p50']:.1f} ms, p95 {b['p95']:.1f} ms, max {b['max']:.1f} ms (n={len(b['values'])})"
     )
-    print(f"response overhead beyond endpoint: p50 {r['p50']:.1f} ms, p95 {r['p95']:.1f} ms")
+    print(f"response overhead beyond the turn wait: p50 {r['p50']:.1f} ms, p95 {r['p95']:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Where the time goes over the wire: barge-in and response latency, stage by stage.
 
     python benchmarks/bench_wire_stages.py [--checkpoint DIR] [--repeats 3] [--scenario NAME ...]
+        [--turn-detection server_vad|semantic_vad]
 
 One server in this process (the default model) and one Realtime client (``bench --url``'s,
 ``agent/harness/wire.py``) playing the shipped scenarios against it in real time. The
@@ -9,10 +10,10 @@ runs. Client and server count the same samples: the server's timeline is the cli
 microphone stream, sample for sample, and each frame in plays one frame out.
 
 Response latency (the user's last sample to the client playing the first reply audio),
-and its overhead as ``bench`` defines it (less the endpoint silence and the model's
-compute, which the protocol does not show a client), made of:
+and its overhead as ``bench`` defines it (less the silence the turn detection waited and
+the model's compute, which the protocol does not show a client), made of:
 
-- endpoint: to the server ending the turn (the endpoint silence, plus VAD);
+- turn end: to the server calling the turn over (the wait, plus VAD);
 - server: turn end to the reply's first audio on the server's timeline (model compute
   left after the turn ended, of which the session's own account is printed beside it, plus
   waiting for the next frame; a reply started ahead did the rest in the user's silence);
@@ -33,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ class TracedAgent(Agent):
         session = super().open_session(*args, **kwargs)
         trace: list[dict[str, Any]] = []
         self.traces.append(trace)
-        session.subscribe(lambda ev: trace.append(ev.to_dict() | {"wall": time.monotonic()}))
+        session.subscribe(lambda ev: trace.append(ev.to_dict()))
         return session
 
 
@@ -72,16 +72,14 @@ def stages(record: RunRecord, server: list[dict[str, Any]]) -> dict[str, list[fl
     """The stage figures (ms) of one scenario run."""
     out: dict[str, list[float]] = {}
     add = lambda key, value: out.setdefault(key, []).append(value)  # noqa: E731
-    # A turn-end event names where the speech ended, not when the turn was called: that
-    # is placed back from the reply's first audio by the wall time between the two (the
-    # server's timeline runs at real time).
-    turn_walls = [e["wall"] for e in server if e["type"] == "user_turn_ended"]
+    # The server's timeline is the client's microphone stream, so where the session called
+    # each turn over (and how long the turn detection waited) is a client sample too.
+    turn_ends = [
+        (e["decided_sample"], e["decided_sample"] - e["input_sample"])
+        for e in server
+        if e["type"] == "user_turn_ended"
+    ]
     firsts = [e for e in server if e["type"] == "first_audio"]
-    turn_ends = []
-    for wall in turn_walls:
-        first = next((f for f in firsts if f["wall"] >= wall), None)
-        if first is not None:
-            turn_ends.append(first["output_sample"] - round((first["wall"] - wall) * SR))
     client_firsts = sorted(e["output_sample"] for e in record.events if e["type"] == "first_audio")
     segs = record.segments
     for i, seg in enumerate(segs):
@@ -89,7 +87,7 @@ def stages(record: RunRecord, server: list[dict[str, Any]]) -> dict[str, list[fl
             continue
         if i + 1 < len(segs) and segs[i + 1].role == "continuation":
             continue
-        end = next((t for t in turn_ends if t >= seg.offset_sample), None)
+        end, waited = next(((t, w) for t, w in turn_ends if t >= seg.offset_sample), (None, 0))
         first = next((f for f in firsts if end is not None and f["output_sample"] >= end), None)
         played = next((c for c in client_firsts if c >= seg.offset_sample), None)
         if end is None or first is None or played is None:
@@ -98,10 +96,10 @@ def stages(record: RunRecord, server: list[dict[str, Any]]) -> dict[str, list[fl
         compute = max(0.0, first["compute_ms"] - first.get("ahead_ms", 0.0))
         add("response latency", _ms(played - seg.offset_sample))
         add(
-            "  overhead: less silence and compute",
-            _ms(played - seg.offset_sample) - record.endpoint_silence_ms - compute,
+            "  overhead: less the turn's wait and compute",
+            _ms(played - seg.offset_sample - waited) - compute,
         )
-        add("  endpoint (silence + VAD)", _ms(end - seg.offset_sample))
+        add("  turn end (the wait + VAD)", _ms(end - seg.offset_sample))
         add("  server: turn end to first audio", _ms(first["output_sample"] - end))
         add("    of it, model compute after the turn (session)", compute)
         add("  wire: server to client playing", _ms(played - first["output_sample"]))
@@ -133,7 +131,10 @@ async def run(args: argparse.Namespace) -> None:
     model = AgentModel.load(args.checkpoint or default_checkpoint(print), cfg)
     # The shipped scenarios' reply bounds, which the protocol cannot carry (see
     # docs/protocol.md: the same as serving with PARLEY_AGENT__REPLY_MIN_S=4 ..._MAX_S=8).
-    agent_cfg = model.config.agent.model_copy(update={"reply_min_s": 4.0, "reply_max_s": 8.0})
+    bounds = {"reply_min_s": 4.0, "reply_max_s": 8.0}
+    if args.turn_detection:
+        bounds["turn_detection"] = args.turn_detection
+    agent_cfg = model.config.agent.model_copy(update=bounds)
     agent = TracedAgent(model, model.config.model_copy(update={"agent": agent_cfg}))
     server = RealtimeServer(agent, ServiceLimits(max_sessions=2))
     scenarios = [
@@ -164,8 +165,8 @@ async def run(args: argparse.Namespace) -> None:
 
 STAGE_ORDER = (
     "response latency",
-    "  overhead: less silence and compute",
-    "  endpoint (silence + VAD)",
+    "  overhead: less the turn's wait and compute",
+    "  turn end (the wait + VAD)",
     "  server: turn end to first audio",
     "    of it, model compute after the turn (session)",
     "  wire: server to client playing",
@@ -182,6 +183,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--scenario", nargs="*", default=None, help="shipped scenario names")
+    parser.add_argument(
+        "--turn-detection",
+        choices=("server_vad", "semantic_vad"),
+        default=None,
+        help="the server's turn detection (default: the model's config, semantic_vad)",
+    )
     asyncio.run(run(parser.parse_args()))
 
 

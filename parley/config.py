@@ -103,13 +103,13 @@ class AgentConfig(_Section):
         description="server_vad: silence after user speech that ends the user's turn.",
     )
     turn_detection: Literal["server_vad", "semantic_vad"] = Field(
-        "server_vad",
+        "semantic_vad",
         description=(
             "server_vad: the turn ends after endpoint_silence_ms of silence. semantic_vad: "
             "the checkpoint's end-of-turn detector judges the words once a short silence "
-            "has begun: a finished question is answered at once, a pause inside one waited "
-            "out (a checkpoint without a detector falls back to server_vad). It knows the "
-            "model's domain only: see docs/turn-taking.md before making it the default."
+            "has begun (how readily: eagerness); a checkpoint without a detector falls back "
+            "to server_vad. The detector knows the model's domain only, so the default "
+            "eagerness, auto, only ever shortens the silence timer: docs/turn-taking.md."
         ),
     )
     eagerness: Literal["low", "medium", "high", "auto"] = Field(

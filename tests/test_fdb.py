@@ -108,20 +108,28 @@ def test_bench_reports_the_figures_of_the_shipped_model(tmp_path, capsys):
 
     scenario = shipped_scenarios_dir() / "fdb" / "smooth-turns.yaml"
     argv = ["bench", "--scenario", str(scenario), "--fdb", "--report-only", "--threads", "1"]
-    semantic = tmp_path / "semantic.yaml"
-    semantic.write_text("agent:\n  turn_detection: semantic_vad\n  eagerness: medium\n")
+    timer, medium = tmp_path / "timer.yaml", tmp_path / "medium.yaml"
+    timer.write_text("agent:\n  turn_detection: server_vad\n")
+    medium.write_text("agent:\n  turn_detection: semantic_vad\n  eagerness: medium\n")
     latency = {}
-    for name, extra in (("timer", []), ("semantic", ["--config", str(semantic)])):
+    runs = (("timer", [timer]), ("default", []), ("medium", [medium]))
+    for name, config in runs:
         out = tmp_path / name
+        extra = [a for c in config for a in ("--config", str(c))]
         assert main([*argv, *extra, "--out", str(out)]) == 0
         smooth = json.loads((out / "fdb.json").read_text())["aggregate"]["smooth_turn_taking"]
         assert (smooth["n"], smooth["taken"]) == (3, 3), name
-        latency[name] = sorted(smooth["latency_s"])
-    # The timer (the default) answers each 500 ms after the speech and a little more; the
-    # detector most of them right after its first question, 200 ms in (one may wait for a
+        latency[name] = smooth["latency_s"]
+    # The timer answers each 500 ms after the speech and a little more. The default
+    # (semantic_vad, eagerness auto) asks the detector once the VAD calls the stop, 320 ms
+    # in, and a sure yes ends the turn there: never later than the timer, and sooner for
+    # at least one of these questions. Medium asks from 200 ms in (one may wait for a
     # second look).
     assert all(0.45 <= v <= 0.7 for v in latency["timer"]), latency
-    assert latency["semantic"][1] < 0.3 and latency["semantic"][-1] <= 2.1, latency
+    pairs = zip(latency["default"], latency["timer"], strict=True)
+    assert all(d <= t + 0.02 for d, t in pairs), latency
+    assert min(latency["default"]) < 0.45, latency
+    assert sorted(latency["medium"])[1] < 0.3 and max(latency["medium"]) <= 2.1, latency
     assert "| pause TOR" in (tmp_path / "timer" / "fdb.md").read_text()
     assert "Full-Duplex-Bench v1 figures" in capsys.readouterr().out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from parley.agent.core.events import (
     PlaybackResumed,
     ReplyStarted,
     StateChanged,
+    UserTurnEnded,
 )
 from parley.agent.harness.metrics import aggregate, check_targets, score
 from parley.agent.harness.record import RunRecord, UserSegment
@@ -101,6 +103,30 @@ def test_response_latency_and_overhead() -> None:
     assert m["response_overhead_ms"]["values"] == [100.0]
     noise_only = score(_record(events=events, segments=[UserSegment(0, "noise", 0, 16000)]))
     assert noise_only["response_latency_ms"]["values"] == []
+
+
+def test_overhead_is_counted_beyond_the_wait_the_turn_detection_chose() -> None:
+    # Two turns, speech ending at 1.0 s and 3.0 s: the first called over after 320 ms (a
+    # sure end-of-turn detector), the second after the full 500 ms; each answered 30 ms
+    # after its call.
+    events = [
+        UserTurnEnded(t=1.32, epoch=0, input_sample=16000, audio_s=1.0, decided_sample=21120),
+        FirstAudio(t=1.35, epoch=0, reply_id=0, output_sample=21600),
+        UserTurnEnded(t=3.5, epoch=0, input_sample=48000, audio_s=1.0, decided_sample=56000),
+        FirstAudio(t=3.53, epoch=0, reply_id=1, output_sample=56480),
+    ]
+    segs = [UserSegment(0, "turn", 0, 16000), UserSegment(1, "turn", 40000, 48000)]
+    m = score(_record(events=events, segments=segs, endpoint_ms=500.0))
+    assert m["response_latency_ms"]["values"] == [350.0, 530.0]
+    assert m["turn_wait_ms"]["values"] == [320.0, 500.0]
+    assert m["response_overhead_ms"]["values"] == pytest.approx([30.0, 30.0])
+    # Without the call's sample (a client that cannot see it) the session's endpoint is
+    # taken as the wait: the sooner answer then shows a negative overhead.
+    unknown = [
+        replace(e, decided_sample=None) if isinstance(e, UserTurnEnded) else e for e in events
+    ]
+    m = score(_record(events=unknown, segments=segs, endpoint_ms=500.0))
+    assert m["response_overhead_ms"]["values"] == pytest.approx([-150.0, 30.0])
 
 
 @pytest.mark.parametrize(("reply_t", "takeover"), [(1.1, 1), (2.5, 0)])

@@ -9,12 +9,15 @@ import pytest
 
 from parley.agent import runtime
 from parley.agent.cli import main as cli_main
+from parley.agent.core.model import AgentModel
 from parley.agent.harness.metrics import score
 from parley.agent.harness.runner import agent_config_for
 from parley.agent.harness.scenario import load_scenario, shipped_scenarios_dir
 from parley.agent.harness.wire import WireError, realtime_url, run_scenario_wire
+from parley.agent.runtime import shipped_checkpoint
 from parley.agent.service.api import Agent
 from parley.agent.service.server import RealtimeServer
+from parley.config import load_config
 
 pytestmark = pytest.mark.slow
 
@@ -58,6 +61,52 @@ async def test_interrupt_mid_reply_over_the_wire(tiny_model):
     paused = next(e for e in record.events if e["type"] == "playback_paused")
     cut = next(e for e in record.events if e["type"] == "interrupted")
     assert cut["reply_id"] == paused["reply_id"] == 1 and cut["played"] == paused["position"]
+
+
+async def test_semantic_turns_over_the_wire(tmp_path):
+    # The shipped model has an end-of-turn detector, so its sessions run semantic_vad by
+    # default; the harness used to refuse any server without server_vad.
+    path = shipped_checkpoint()
+    assert path is not None, "configs/model/ must hold the trained default model"
+    model = AgentModel.load(path, load_config("tiny"))
+    (tmp_path / "ask.yaml").write_text(
+        "name: ask\nduration: 5.0\ntimeline:\n  - {at: 0.3, say: what is seven times eight}\n"
+    )
+    scenario = load_scenario(tmp_path / "ask.yaml")
+    try:
+        async with serving(model, scenario) as url:
+            record = await run_scenario_wire(url, scenario)
+    finally:
+        await model.aclose()
+    turns = [e for e in record.events if e["type"] == "user_turn_ended"]
+    assert len(turns) == 1 and turns[0]["decided_sample"] is not None
+    s = score(record)
+    (latency,), (wait,) = s["response_latency_ms"]["values"], s["turn_wait_ms"]["values"]
+    # No sooner than the VAD's stop (320 ms into the silence), no later than the timer's
+    # 500 ms and the lag of the commit's message on a loaded machine.
+    assert 300 <= wait <= 800, wait
+    assert latency > wait and s["response_overhead_ms"]["values"] == [latency - wait]
+
+
+def test_scenario_turn_detection_goes_over_the_wire(tmp_path):
+    from parley.agent.harness.wire import _WireRun
+
+    (tmp_path / "a.yaml").write_text(
+        "name: a\nsettings: {turn_detection: semantic_vad, eagerness: medium}\n"
+        "timeline:\n  - {at: 0.3, silence: 1.0}\n"
+    )
+    (tmp_path / "b.yaml").write_text(
+        "name: b\nsettings: {preroll_ms: 200}\ntimeline:\n  - {at: 0.3, silence: 1.0}\n"
+    )
+    running = {"audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}}
+
+    def sent(name: str) -> dict:
+        run = _WireRun(load_scenario(tmp_path / f"{name}.yaml"), 0, True, lambda _m: None)
+        return run.session_update(running)["audio"]["input"]["turn_detection"]
+
+    assert sent("a") == {"type": "semantic_vad", "eagerness": "medium"}
+    # Another setting alone keeps the detection the server runs.
+    assert sent("b") == {"type": "semantic_vad", "prefix_padding_ms": 200}
 
 
 async def test_wrong_token_is_one_clear_error(tiny_model):

@@ -1,6 +1,7 @@
 """Semantic turn detection: the detector, its streaming peek, the policy, the session."""
 
 import dataclasses
+import json
 import random
 
 import pytest
@@ -71,10 +72,12 @@ def test_a_leaning_answer_ends_the_turn_after_the_unsure_wait():
 
 def test_eagerness_orders_the_waits():
     waits = {e: semantic_policy(e, SR, 500) for e in ("high", "medium", "low", "auto")}
-    # auto only ever shortens the timer: a sure yes early, else the 500 ms endpoint.
+    # auto asks at the stop: a sure yes ends the turn then, a sure no waits up to 2 s, and
+    # anything between the 500 ms endpoint.
     auto = waits["auto"]
-    assert (auto.threshold, auto.longest, auto.after_stop) == (0.9, 500 * 16, True)
-    assert auto.unsure_threshold > 1.0
+    assert (auto.threshold, auto.longest, auto.after_stop) == (0.9, 2000 * 16, True)
+    assert (auto.unsure_threshold, auto.unsure_wait) == (0.15, 500 * 16)
+    assert semantic_policy("auto", SR, 3000).longest == 3000 * 16  # never under the endpoint
     turn = Endpointer(endpoint=8000, preroll=0)
     turn.policy = auto
     turn.speech_started(0, oldest=0)
@@ -82,6 +85,18 @@ def test_eagerness_orders_the_waits():
     assert not turn.ask_due(16000 + 4800) and not turn.ended(16000 + 4800, finished=0.99)
     turn.speech_stopped(16000)  # the stop, 320 ms in
     assert turn.ask_due(16000 + 5120) and turn.ended(16000 + 5120, finished=0.95)
+    # A sure no waits out the pause, unless the turn began over a reply: the endpoint.
+    for over_reply, ends_at in ((False, 32000), (True, 8000)):
+        turn.drop()
+        turn.speech_started(0, oldest=0, over_reply=over_reply)
+        turn.speech_stopped(16000)
+        assert turn.ask_due(16000 + 5120) and not turn.ended(16000 + 5120, finished=0.05)
+        assert not turn.ended(16000 + ends_at - 1) and turn.ended(16000 + ends_at)
+    # Never asked (a VAD tuned to call its stop past the asking window): the endpoint.
+    turn.drop()
+    turn.speech_started(20000, oldest=0)
+    turn.speech_stopped(30000)
+    assert not turn.ended(30000 + 7999) and turn.ended(30000 + 8000)
     assert waits["high"].first_ask < waits["medium"].first_ask < waits["low"].first_ask
     assert waits["high"].threshold < waits["medium"].threshold < waits["low"].threshold
     assert waits["high"].longest < waits["medium"].longest < waits["low"].longest
@@ -107,6 +122,7 @@ class _Says:
     [
         (0.95, "auto", 0.2),  # sure: when the (scripted) VAD calls its stop, 200 ms in
         (0.6, "auto", 0.5),  # not sure enough for auto: the timer
+        (0.05, "auto", 2.0),  # sure it is unfinished: auto waits for the rest too
         (0.6, "medium", 0.2),
         (0.2, "medium", 0.7),  # leaning: the middle wait
         (0.05, "medium", 2.0),  # unfinished: the longest wait
@@ -174,8 +190,6 @@ def tiny_slice(tiny_checkpoint, tmp_path, dialogues: int):
 
 
 def test_train_turns_on_a_tiny_slice_adds_a_traceable_detector(tiny_checkpoint, tmp_path):
-    import json
-
     from parley.agent.cli import main
     from parley.agent.core.model import AgentModel
     from parley.agent.core.session import DuplexSession
@@ -193,9 +207,9 @@ def test_train_turns_on_a_tiny_slice_adds_a_traceable_detector(tiny_checkpoint, 
         assert prov["files_sha256"][name] == sha256_of(ckpt / name)
     model = AgentModel.load(ckpt, load_config("tiny"))
     assert model.turn_detector is not None
-    assert DuplexSession(model).turn_detection == "server_vad"  # the default
-    semantic = model.config.agent.model_copy(update={"turn_detection": "semantic_vad"})
-    assert DuplexSession(model, semantic).turn_detection == "semantic_vad"  # now possible
+    assert DuplexSession(model).turn_detection == "semantic_vad"  # the default, now possible
+    timer = model.config.agent.model_copy(update={"turn_detection": "server_vad"})
+    assert DuplexSession(model, timer).turn_detection == "server_vad"
 
 
 def test_commands_are_finished_however_short(tiny_checkpoint):
@@ -210,10 +224,38 @@ def test_commands_are_finished_however_short(tiny_checkpoint):
     items = [("stop please", speaker), ("i need a taxi to the train station", speaker)]
     echo = np.sin(np.arange(16000) / 7).astype(np.float32)
     window = TurnDetector(TurnDetectorConfig(d_model=ckpt.manifest.model.encoder.d_model)).window
+    beyond = {"i need a taxi to the train station"}
     examples = make_examples(
-        items, ckpt.manifest.model.features, ckpt.encoder, window, 0, echo=echo
+        items, ckpt.manifest.model.features, ckpt.encoder, window, 0, echo=echo, beyond=beyond
     )
     command = [e for e in examples if e.text == "stop please"]
     assert len(command) == 3 and all(e.finished for e in command)  # whole only, 3 silences
+    assert {e.kind for e in command} == {"command"}
     request = [e for e in examples if e.text != "stop please"]
     assert {e.finished for e in request} == {True, False} and len(request) == 6
+    assert {e.kind for e in request} == {"beyond"}  # its cut too
+
+
+def test_beyond_share_adds_requests_beyond_the_domain(tmp_path):
+    from parley.train.domain import ood_sentences
+    from parley.train.spoken_refusals import more_ood_sentences
+    from parley.train.turn_data import BEYOND_DOMAIN, COMMANDS, HELDOUT_BEYOND
+    from parley.train.turn_train import _questions
+
+    records = [
+        {
+            "split": split,
+            "condition": "voice",
+            "voice": voice,
+            "turns": [{"question": f"what is {i} plus one"} for i in range(20)],
+        }
+        for split, voice in (("train", "espeak-en-us"), ("heldout", "flite-rms"))
+    ]
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    plain = [q for q, _ in _questions(tmp_path, "train", 16, seed=0)]
+    assert len(plain) == 16 + 3 * len(BEYOND_DOMAIN) + 3 * len(COMMANDS)  # the shipped recipe
+    train = [q for q, _ in _questions(tmp_path, "train", 16, seed=0, share=0.25)]
+    assert train[:-4] == plain and train[-4:] == list(more_ood_sentences()[:4])  # in turn
+    held = [q for q, _ in _questions(tmp_path, "heldout", 16, seed=0, share=0.25)]
+    assert held[-4:] == ood_sentences(heldout=True)[:4]
+    assert set(held) & set(HELDOUT_BEYOND) and not set(held) & set(more_ood_sentences())

@@ -19,7 +19,7 @@ are finished however short, only whole.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +74,7 @@ class TurnExample:
     voice: str
     silence_s: float
     text: str
+    kind: str = "domain"  # or "beyond" (a request of another kind) or "command"
 
 
 def cut_mid_phrase(question: str, rng: random.Random) -> str | None:
@@ -147,13 +148,17 @@ def make_examples(
     seed: int,
     progress: Callable[[Iterable], Iterable] = lambda it: it,
     echo: np.ndarray | None = None,
+    beyond: Collection[str] = (),
 ) -> list[TurnExample]:
     """Each (question, voice) whole and cut (commands whole only), at every silence of
-    ``SILENCES_S``; a fifth of them over ``echo``, the agent's voice, where given."""
+    ``SILENCES_S``; a fifth of them over ``echo``, the agent's voice, where given. Those in
+    ``beyond`` are marked as requests beyond the domain."""
     rng = random.Random(f"turns:{seed}")
     out: list[TurnExample] = []
     for i, (question, voice) in enumerate(progress(questions)):
-        cut = None if question in COMMANDS else cut_mid_phrase(question, rng)
+        command = question in COMMANDS
+        kind = "command" if command else "beyond" if question in beyond else "domain"
+        cut = None if command else cut_mid_phrase(question, rng)
         params = voice.sample_params(rng)
         for text, finished in ((question, True), (cut, False)):
             if text is None:
@@ -165,5 +170,5 @@ def make_examples(
                 if echo is not None and rng.random() < 0.2:
                     audio = with_echo(audio, echo, noise_rng)
                 frames = window(encode_utterance(audio, features, encoder))
-                out.append(TurnExample(frames.half(), finished, voice.name, silence, text))
+                out.append(TurnExample(frames.half(), finished, voice.name, silence, text, kind))
     return out

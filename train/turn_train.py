@@ -2,8 +2,8 @@
 questions in their own voices, the checkpoint's frozen encoder, a few minutes of CPU.
 
 Validation is on the corpus's held-out voices, which training never hears; the figures
-(accuracy on finished and on cut questions, by silence) go to the log and into the
-detector's folder as ``metrics.json``.
+(accuracy on finished and on cut questions, by silence, and on requests beyond the domain
+and commands apart) go to the log and into the detector's folder as ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import torch
 
 from parley.errors import ConfigError
 from parley.llm.turn_detector import TURN_DIR, TurnDetector, TurnDetectorConfig
+from parley.train.domain import ood_sentences
+from parley.train.spoken_refusals import more_ood_sentences
 from parley.train.turn_data import (
     BEYOND_DOMAIN,
     COMMANDS,
@@ -42,6 +44,7 @@ class TurnTrainOptions:
     work: Path
     questions: int = 3000
     heldout_questions: int = 300
+    beyond_share: float = 0.0  # more requests beyond the domain, as a share of the questions
     epochs: int = 5
     frames: int = 50  # encoder frames the detector reads (50 Hz)
     seed: int = 0
@@ -51,7 +54,9 @@ class TurnTrainOptions:
     voices: tuple[str, ...] = ()  # cut-in: training voices (empty: every installed one)
 
 
-def _questions(corpus: Path, split: str, n: int, seed: int) -> list[tuple[str, Voice]]:
+def _questions(
+    corpus: Path, split: str, n: int, seed: int, share: float = 0.0
+) -> list[tuple[str, Voice]]:
     from parley.train.corpus import read_manifest
     from parley.train.voices import voice
 
@@ -65,12 +70,24 @@ def _questions(corpus: Path, split: str, n: int, seed: int) -> list[tuple[str, V
     rng.shuffle(pairs)
     pairs = pairs[:n]
     # Beyond the domain, in the split's voices: each sentence in three of them, and each
-    # command (held out: every command in every held-out voice).
+    # command in three.
     voices = sorted({v for _, v in pairs}, key=lambda v: v.name)
     beyond = BEYOND_DOMAIN if split == "train" else HELDOUT_BEYOND
     extra = [(text, rng.choice(voices)) for text in beyond for _ in range(3)]
     extra += [(text, rng.choice(voices)) for text in COMMANDS for _ in range(3)]
+    # And ``share`` as many again of the requests the spoken refusals teach (training) or
+    # the refusal probe asks (held out), dealt in turn: with 30 requests beyond the domain
+    # the detector calls many requests of other kinds unfinished where they end (tried at
+    # 0.25 in session 18, docs/turn-taking.md).
+    more = more_ood_sentences() if split == "train" else tuple(ood_sentences(heldout=True))
+    extra += [(more[k % len(more)], rng.choice(voices)) for k in range(int(len(pairs) * share))]
     return pairs + extra
+
+
+def beyond_domain() -> frozenset[str]:
+    """Every sentence beyond the domain the examples may speak, training or held out."""
+    lists = (BEYOND_DOMAIN, HELDOUT_BEYOND, more_ood_sentences(), ood_sentences(heldout=True))
+    return frozenset(s for sentences in lists for s in sentences)
 
 
 def _examples(opts: TurnTrainOptions, encoder, features, window, log: Log) -> dict:
@@ -80,7 +97,8 @@ def _examples(opts: TurnTrainOptions, encoder, features, window, log: Log) -> di
         "heldout": opts.heldout_questions,
         "seed": opts.seed,
         "frames": opts.frames,
-        "version": 2,  # with sentences beyond the domain, commands and echo
+        "beyond_share": opts.beyond_share,
+        "version": 3,  # each example's kind
     }
 
     def make() -> dict[str, Any]:
@@ -92,9 +110,11 @@ def _examples(opts: TurnTrainOptions, encoder, features, window, log: Log) -> di
         out: dict[str, Any] = {}
         echo = agent_echo()
         for split, n in (("train", opts.questions), ("heldout", opts.heldout_questions)):
-            pairs = _questions(opts.corpus, split, n, opts.seed)
+            pairs = _questions(opts.corpus, split, n, opts.seed, opts.beyond_share)
             progress = bar(f"turn examples ({split})")
-            out[split] = make_examples(pairs, features, encoder, window, opts.seed, progress, echo)
+            out[split] = make_examples(
+                pairs, features, encoder, window, opts.seed, progress, echo, beyond_domain()
+            )
         return out
 
     return cached_examples(cache, key, make, log)
@@ -125,9 +145,11 @@ def _batch(examples: list[TurnExample]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def evaluate(model: TurnDetector, examples: list[TurnExample]) -> dict[str, float]:
-    """Accuracy at P = 0.5 on finished and on cut questions, overall and by silence."""
+    """Accuracy at P = 0.5 on finished and on cut questions, overall, by silence, and on
+    requests beyond the domain and commands apart."""
     groups = [("all", [True] * len(examples))]
     groups += [(f"{int(s * 1000)}ms", [e.silence_s == s for e in examples]) for s in SILENCES_S]
+    groups += [(kind, [e.kind == kind for e in examples]) for kind in ("beyond", "command")]
     return right_calls(model, *_batch(examples), groups, ("finished", "cut"))
 
 
@@ -195,6 +217,7 @@ def train_turn_detector(opts: TurnTrainOptions, log: Log = print) -> dict[str, f
         f"python run_agent.py train-turns --checkpoint {opts.checkpoint} --corpus "
         f"{opts.corpus} --questions {opts.questions} --frames {opts.frames} "
         f"--epochs {opts.epochs} --seed {opts.seed}"
+        + (f" --beyond-share {opts.beyond_share:g}" if opts.beyond_share else "")
     )
     save_head(opts, model, TURN_DIR, figures, reproduce, data, started, log)
     return figures

@@ -36,7 +36,7 @@ class ChatSettings:
     min_interruption_ms: int = 600
     endpoint_silence_ms: int = 500
     echo_cancellation: bool = True
-    turn_detection: TurnDetection = "server_vad"
+    turn_detection: TurnDetection = "semantic_vad"
     eagerness: Eagerness = "auto"
 
     @classmethod

@@ -43,13 +43,14 @@ class SemanticPolicy:
 
 # eagerness -> (first ask ms, P(finished) that ends the turn, then after how many ms a
 # smaller P does, and which, the longest wait ms). The detector learnt silences of 150-400
-# ms; it is asked from the first ask up to 400 ms. "auto" only ever shortens the silence
-# timer: once the VAD has called a stop (320 ms into the silence: no shorter pause ever
-# ends a turn, as with server_vad) a sure yes ends the turn, anything else waits the
-# endpoint as server_vad does. The detector knows the domain's questions; on other speech
-# it can be sure and wrong ("i would like to book a table for ..." reaches 0.99 finished),
-# or unsure of a finished command ("stop please", 0.1), so only "auto" is safe for speech
-# of any kind.
+# ms; it is asked from the first ask up to 400 ms. "auto" waits for the VAD's stop (320 ms
+# into the silence: no shorter pause ever ends a turn, as with server_vad) and asks then:
+# a sure yes ends the turn at once, a sure no waits up to AUTO_LONGEST_MS for the rest,
+# anything between waits the endpoint as server_vad does. The detector knows the domain's
+# questions; on other speech it can be sure and wrong ("i would like to book a table for
+# ..." reaches 0.99 finished, so medium answers into its 300 ms pause), or unsure of a
+# finished command ("stop please", 0.1, then answered late: docs/turn-taking.md has how
+# often). Only "auto" keeps every pause shorter than the stop.
 EAGERNESS = {
     "high": (150, 0.35, 500, 0.1, 1200),
     "medium": (200, 0.5, 700, 0.15, 2000),
@@ -58,14 +59,27 @@ EAGERNESS = {
 
 
 AUTO_THRESHOLD = 0.9
+# Below this at the stop the words are surely unfinished ("what is seven ..."): every
+# mid-question pause of the Full-Duplex-Bench scenarios (configs/scenarios/fdb) asks 0.13
+# or less there, every finished question of their smooth turns 0.53 or more.
+AUTO_UNFINISHED = 0.15
+AUTO_LONGEST_MS = 2000
 
 
 def semantic_policy(eagerness: str, sample_rate: int, endpoint_ms: int) -> SemanticPolicy:
     ms = sample_rate // 1000
     if eagerness == "auto":
-        # No leaning yes; asked from the stop on (it comes 320 ms into the silence).
+        # Asked from the stop on (it comes 320 ms into the silence).
+        longest = max(endpoint_ms, AUTO_LONGEST_MS)
         return SemanticPolicy(
-            0, 50 * ms, 400 * ms, AUTO_THRESHOLD, endpoint_ms * ms, 2.0, endpoint_ms * ms, True
+            0,
+            50 * ms,
+            400 * ms,
+            AUTO_THRESHOLD,
+            endpoint_ms * ms,
+            AUTO_UNFINISHED,
+            longest * ms,
+            True,
         )
     first, threshold, unsure, unsure_p, longest = EAGERNESS[eagerness]
     return SemanticPolicy(
@@ -99,6 +113,7 @@ class Endpointer:
         # "wait what"). Neither the timer nor the end-of-turn detector, which learnt the
         # domain's questions and doubts a bare command, is waited for then.
         self.said_all = False
+        self.over_reply = False  # the turn began as speech over the agent's reply
 
     def retune(self, endpoint: int, preroll: int) -> None:
         """New settings, from the next frame on (an open turn keeps its start)."""
@@ -113,14 +128,16 @@ class Endpointer:
         """A turn is open and not in a silence that may end it."""
         return self.start is not None and self.silence_from is None
 
-    def speech_started(self, sample: int, oldest: int) -> bool:
-        """Speech confirmed from ``sample``; ``oldest`` is the first input sample still held.
-        True when this opens a new turn (the model's front end starts afresh)."""
+    def speech_started(self, sample: int, oldest: int, over_reply: bool = False) -> bool:
+        """Speech confirmed from ``sample``; ``oldest`` is the first input sample still held;
+        ``over_reply``: the agent was replying. True when this opens a new turn (the model's
+        front end starts afresh)."""
         self.silence_from = self.closing_from = self.last_p = None
         self.said_all = False  # the user goes on: the turn is what follows too
         if self.start is not None:
             return False
         self.start = self.fed = max(0, sample - self.preroll, oldest)
+        self.over_reply = over_reply
         return True
 
     def speech_stopped(self, sample: int, said_all: bool = False) -> None:
@@ -191,7 +208,13 @@ class Endpointer:
             return self.silence_from is not None and now - quiet >= self.endpoint
         if finished is not None:
             self.last_p = finished
-        leaning = self.last_p is not None and self.last_p >= p.unsure_threshold
+        if p.after_stop and (self.last_p is None or self.over_reply):
+            # "auto" goes past the endpoint only on the detector's word, and never after
+            # the user cut into a reply: that is a command or a new question, which the
+            # detector doubts more often ("hold on, stop": 0.1) and a late answer hurts.
+            leaning = True
+        else:
+            leaning = self.last_p is not None and self.last_p >= p.unsure_threshold
         return (
             now - quiet >= p.longest
             or (finished is not None and finished >= p.threshold)
@@ -209,4 +232,4 @@ class Endpointer:
     def drop(self) -> None:
         """Forget the open turn (a short sound that was no turn at all)."""
         self.start = self.silence_from = self.closing_from = self.last_p = None
-        self.said_all = False
+        self.said_all = self.over_reply = False

@@ -66,11 +66,16 @@ class UserSpeechEnded(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class UserTurnEnded(Event):
-    """The user's turn is over (silence lasted ``endpoint_silence``)."""
+    """The user's turn is over: its silence lasted ``endpoint_silence`` (server_vad), or
+    the end-of-turn detector or the words said so sooner or later (semantic_vad)."""
 
     type: ClassVar[str] = "user_turn_ended"
     input_sample: int  # where the user's speech ended
     audio_s: float  # length of the user's turn that goes to the model
+    # The input sample at which the turn was called over: what the turn detection chose to
+    # wait is ``decided_sample - input_sample``, so a reply's latency beyond it is the
+    # pipeline's. None where it is not known (a record rebuilt from a wire client's view).
+    decided_sample: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

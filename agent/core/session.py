@@ -315,8 +315,9 @@ class DuplexSession:
 
     def _on_speech_start(self, sample: int) -> None:
         self._emit(UserSpeechStarted(t=self.clock.now(), epoch=self.epoch, input_sample=sample))
+        over_reply = self.state is not AgentState.LISTENING
         self._make(self._barge.speech_started(self.state, sample))
-        if self._turn.speech_started(sample, self.input.oldest):
+        if self._turn.speech_started(sample, self.input.oldest, over_reply):
             self.frontend.reset()
         self._feed_utterance()
 
@@ -381,7 +382,11 @@ class DuplexSession:
         self.history.append(HistoryItem(role="user", audio_s=audio_s))
         self._emit(
             UserTurnEnded(
-                t=self.clock.now(), epoch=self.epoch, input_sample=span.end, audio_s=audio_s
+                t=self.clock.now(),
+                epoch=self.epoch,
+                input_sample=span.end,
+                audio_s=audio_s,
+                decided_sample=self.input_sample,
             )
         )
         if embeddings is not None:

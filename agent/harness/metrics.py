@@ -36,6 +36,7 @@ DIST_KEYS = (
     "barge_in_stop_ms",
     "response_latency_ms",
     "response_overhead_ms",
+    "turn_wait_ms",
     "response_compute_ms",
     "response_compute_after_turn_ms",
 )
@@ -81,11 +82,12 @@ def score(record: RunRecord) -> dict[str, Any]:
     events = record.events
     segments = sorted(record.segments, key=lambda s: (s.onset_sample, s.step))
     stops, unstopped = _barge_in(record.output, segments, sr)
-    latency, compute, after_turn = _latency(segments, events, sr)
+    latency, compute, after_turn, waits = _latency(segments, events, sr)
     # In virtual time the clock stands still while the model computes, so latency holds
     # none of it; through real devices it holds what ran after the turn ended, and the
-    # pipeline's share is what is left.
+    # pipeline's share is what is left once the turn detection's own wait is out too.
     hidden = after_turn if record.realtime else [0.0] * len(latency)
+    waited = [record.endpoint_silence_ms if w is None else w for w in waits]
     pause_n, pause_hits = _pause_takeovers(segments, events, sr)
     bc_n, bc_hits = _backchannel_takeovers(segments, events, sr)
     lost, repeated = _resume_exactness(events)
@@ -96,8 +98,9 @@ def score(record: RunRecord) -> dict[str, Any]:
         "barge_in_unstopped": unstopped,
         "response_latency_ms": _dist(latency),
         "response_overhead_ms": _dist(
-            [v - record.endpoint_silence_ms - c for v, c in zip(latency, hidden, strict=True)]
+            [v - w - c for v, w, c in zip(latency, waited, hidden, strict=True)]
         ),
+        "turn_wait_ms": _dist(waited),
         "response_compute_ms": _dist(compute),
         "response_compute_after_turn_ms": _dist(after_turn),
         "pause_takeover_rate": _rate(pause_hits, pause_n),
@@ -195,20 +198,24 @@ def _barge_in(output: np.ndarray, segments: list[UserSegment], sr: int) -> tuple
 
 def _latency(
     segments: list[UserSegment], events: list[dict[str, Any]], sr: int
-) -> tuple[list[float], list[float], list[float]]:
-    """Response latencies (ms, turn end to first audio), each reply's compute to it, and
-    the share of that compute left after the turn ended (a reply started ahead did the
-    rest in the user's silence)."""
-    firsts = sorted(
-        (
-            int(e["output_sample"]),
-            float(e.get("compute_ms", 0.0)),
-            float(e.get("ahead_ms", 0.0)),
-        )
-        for e in events
-        if e["type"] == "first_audio"
-    )
-    out, compute, after_turn = [], [], []
+) -> tuple[list[float], list[float], list[float], list[float | None]]:
+    """Response latencies (ms, turn end to first audio), each reply's compute to it, the
+    share of that compute left after the turn ended (a reply started ahead did the rest in
+    the user's silence), and the silence the turn detection waited before it called the
+    turn over (None where the events do not say)."""
+    firsts = []
+    wait: float | None = None
+    for e in events:
+        # Events come in the order they happened: a reply's first audio follows the end of
+        # the turn it answers.
+        if e["type"] == "user_turn_ended":
+            decided = e.get("decided_sample")
+            wait = None if decided is None else (decided - e["input_sample"]) * 1000.0 / sr
+        elif e["type"] == "first_audio":
+            ms, ahead = float(e.get("compute_ms", 0.0)), float(e.get("ahead_ms", 0.0))
+            firsts.append((int(e["output_sample"]), ms, ahead, wait))
+    firsts.sort(key=lambda f: f[0])
+    out, compute, after_turn, waits = [], [], [], []
     for i, seg in enumerate(segments):
         if seg.role not in ("turn", "interrupt", "continuation"):
             continue
@@ -216,11 +223,12 @@ def _latency(
             continue  # the user's turn goes on after this pause; it ends with the continuation
         after = [f for f in firsts if f[0] >= seg.offset_sample]
         if after:
-            first, ms, ahead = after[0]
+            first, ms, ahead, waited = after[0]
             out.append((first - seg.offset_sample) * 1000.0 / sr)
             compute.append(ms)
             after_turn.append(max(0.0, ms - ahead))
-    return out, compute, after_turn
+            waits.append(waited)
+    return out, compute, after_turn, waits
 
 
 def _pause_takeovers(

@@ -117,6 +117,7 @@ def _table(s: dict[str, Any]) -> str:
         ("barge-in: onset to silent (ms)", _dist_cell(s["barge_in_stop_ms"]), "barge_in_stop_ms"),
         ("barge-ins never silenced", _fmt(s["barge_in_unstopped"]), "barge_in_unstopped"),
         ("response latency (ms)", _dist_cell(s["response_latency_ms"]), ""),
+        ("of it the turn detection's wait (ms)", _dist_cell(s["turn_wait_ms"]), ""),
         ("model compute to first audio (ms)", _dist_cell(s["response_compute_ms"]), ""),
         (
             "of it after the user's turn ended (ms)",
@@ -124,9 +125,9 @@ def _table(s: dict[str, Any]) -> str:
             "",
         ),
         (
-            "response overhead beyond endpoint and compute (ms)"
+            "response overhead beyond that wait and compute (ms)"
             if s.get("realtime")
-            else "response overhead beyond endpoint (ms)",
+            else "response overhead beyond that wait (ms)",
             _dist_cell(s["response_overhead_ms"]),
             "response_overhead_ms",
         ),

@@ -21,8 +21,12 @@ What is measured, then:
 - response latency: the end of the user's speech to the first reply audio played.
 
 What the protocol does not show: the model's compute (``response_compute_ms`` is 0, so
-``response_overhead_ms`` holds compute too), and resume exactness (positions are counted
-from the audio received, so lost/repeated samples are 0 by construction). Steps placed
+``response_overhead_ms`` holds compute too); with ``semantic_vad``, the sample at which the
+server called the turn over (the harness takes all it had sent when the commit arrived, so
+the overhead it reports leaves out the lag of that message: a frame or two and the
+network; ``benchmarks/bench_wire_stages.py`` times it from the server's own events); and
+resume exactness (positions are counted from the audio received, so lost/repeated samples
+are 0 by construction). Steps placed
 ``after_reply_start`` are placed when a reply's first audio plays. A scenario's echo path
 feeds the modelled speaker back into the microphone.
 """
@@ -57,7 +61,12 @@ CHUNK = SR // 50  # 20 ms of microphone per append
 CLIENT_QUALITY = "QQ"
 HANDSHAKE_S = 10.0
 # Scenario settings the protocol can carry (AgentConfig name -> turn_detection field).
-WIRE_SETTINGS = {"endpoint_silence_ms": "silence_duration_ms", "preroll_ms": "prefix_padding_ms"}
+WIRE_SETTINGS = {
+    "turn_detection": "type",
+    "eagerness": "eagerness",
+    "endpoint_silence_ms": "silence_duration_ms",
+    "preroll_ms": "prefix_padding_ms",
+}
 
 Log = Callable[[str], None]
 
@@ -148,6 +157,7 @@ class _WireRun:
         self.state = "listening"
         self.last_speech_end = 0
         self.endpoint_silence_ms = 500.0
+        self.semantic = False  # the server's turn detection is semantic_vad
         self.ws: ClientConnection | None = None
 
     # ------------------------------------------------------------------ time
@@ -207,7 +217,7 @@ class _WireRun:
             self.last_speech_end = int(ev["audio_end_ms"]) * SR // 1000
             self.emit("user_speech_ended", input_sample=self.last_speech_end)
         elif kind == "input_audio_buffer.committed":
-            self.emit("user_turn_ended", input_sample=self.last_speech_end, audio_s=0.0)
+            self._committed()
         elif kind == "response.created":
             self._created(ev["response"])
         elif kind == "response.output_audio_transcript.delta":
@@ -224,6 +234,20 @@ class _WireRun:
             err = ev.get("error", {})
             self.emit("wire_error", code=err.get("code"), message=err.get("message"))
             self.log(f"server error {err.get('code')}: {err.get('message')}")
+
+    def _committed(self) -> None:
+        # With semantic_vad the turn was called over at some sample the server had heard:
+        # at most all the client has sent. That bound makes the wait the longest it can
+        # have been, so the overhead left (latency less the wait) leaves out the server's
+        # lag before the commit reached the client: a loopback and a frame or two. With
+        # server_vad the wait is the session's silence_duration_ms, all lag counted.
+        decided = self.sent if self.semantic else None
+        self.emit(
+            "user_turn_ended",
+            input_sample=self.last_speech_end,
+            audio_s=0.0,
+            decided_sample=decided,
+        )
 
     def _created(self, response: dict[str, Any]) -> None:
         reply = _Reply(len(self.replies) + 1, self.epoch, Resampler(WIRE_RATE, SR, CLIENT_QUALITY))
@@ -336,7 +360,11 @@ class _WireRun:
         overrides = scenario.agent_overrides()
         detection = {WIRE_SETTINGS[k]: v for k, v in overrides.items() if k in WIRE_SETTINGS}
         if detection:
-            update.setdefault("input", {})["turn_detection"] = {"type": "server_vad", **detection}
+            # A turn_detection object replaces the server's whole: unless the scenario names
+            # a type, keep the one the server runs.
+            running = (audio.get("input", {}).get("turn_detection") or {}).get("type")
+            td = {"type": running or "server_vad", **detection}
+            update.setdefault("input", {})["turn_detection"] = td
         elsewhere = {k: v for k, v in overrides.items() if k not in WIRE_SETTINGS}
         if elsewhere:
             # The protocol carries no reply bounds or barge-in settings: the server's own
@@ -356,9 +384,17 @@ class _WireRun:
             await ws.send(json.dumps({"type": "session.update", "session": update}))
             session = (await self._expect(ws, "session.updated"))["session"]
         detection = session["audio"]["input"].get("turn_detection") or {}
-        if detection.get("type") != "server_vad":
-            raise WireError("the server's session has no server_vad turn detection")
-        self.endpoint_silence_ms = float(detection["silence_duration_ms"])
+        kind = detection.get("type")
+        if kind not in ("server_vad", "semantic_vad"):
+            raise WireError(
+                "the server's session ends no turns by itself (turn_detection: "
+                f"{kind or 'null'}); the harness needs server_vad or semantic_vad"
+            )
+        # The timer's wait is the session's; the detector's is chosen turn by turn, and
+        # the protocol does not say which, so it is read off the commit (see _committed).
+        self.semantic = kind == "semantic_vad"
+        if not self.semantic:
+            self.endpoint_silence_ms = float(detection["silence_duration_ms"])
 
     @staticmethod
     async def _expect(ws: ClientConnection, kind: str) -> dict[str, Any]:

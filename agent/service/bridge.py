@@ -90,6 +90,10 @@ class RealtimeBridge:
             duplex.turn_detection,
         )
 
+    @property
+    def _detection(self) -> str:
+        return self.session.session.turn_detection
+
     # ------------------------------------------------------------------ client events
 
     def backoff(self) -> float:
@@ -155,7 +159,7 @@ class RealtimeBridge:
         if self.wire.turn_detection is not None:
             raise P.ProtocolError(
                 "commit_not_supported",
-                "with server_vad the server ends turns itself; set "
+                f"with {self._detection} the server ends turns itself; set "
                 "audio.input.turn_detection to null to commit by hand",
                 event_id=eid,
             )
@@ -193,7 +197,7 @@ class RealtimeBridge:
         if self.wire.turn_detection is not None:
             raise P.ProtocolError(
                 "response_create_not_supported",
-                "with server_vad a response starts when the user's turn ends; set "
+                f"with {self._detection} a response starts when the user's turn ends; set "
                 "audio.input.turn_detection to null to ask for one by hand",
                 event_id=eid,
             )
