@@ -211,7 +211,8 @@ class Endpointer:
         if p.after_stop and (self.last_p is None or self.over_reply):
             # "auto" goes past the endpoint only on the detector's word, and never after
             # the user cut into a reply: that is a command or a new question, which the
-            # detector doubts more often ("hold on, stop": 0.1) and a late answer hurts.
+            # detector doubts more often ("hold on, stop" waited 2 s) and a late answer
+            # hurts.
             leaning = True
         else:
             leaning = self.last_p is not None and self.last_p >= p.unsure_threshold
