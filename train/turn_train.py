@@ -85,9 +85,11 @@ def _questions(
 
 
 def beyond_domain() -> frozenset[str]:
-    """Every sentence beyond the domain the examples may speak, training or held out."""
-    lists = (BEYOND_DOMAIN, HELDOUT_BEYOND, more_ood_sentences(), ood_sentences(heldout=True))
-    return frozenset(s for sentences in lists for s in sentences)
+    """Every sentence beyond the domain the examples may speak, training or held out (the
+    corpus's refusals among them)."""
+    lists = (BEYOND_DOMAIN, HELDOUT_BEYOND, more_ood_sentences())
+    refusals = (*ood_sentences(heldout=False), *ood_sentences(heldout=True))
+    return frozenset(s for sentences in (*lists, refusals) for s in sentences)
 
 
 def _examples(opts: TurnTrainOptions, encoder, features, window, log: Log) -> dict:
