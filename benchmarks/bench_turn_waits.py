@@ -16,21 +16,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from parley.agent.core.clock import VirtualClock
 from parley.agent.core.model import AgentModel
-from parley.agent.core.session import DuplexSession
-from parley.agent.harness.drive import drive
+from parley.agent.harness.metrics import _dist, turn_wait_ms
+from parley.agent.harness.runner import run_scenario
+from parley.agent.harness.scenario import ReplyBounds, Scenario, Step
 from parley.agent.runtime import default_checkpoint
 from parley.config import load_config
 from parley.speech_io.audio import SAMPLE_RATE as SR
-from parley.speech_io.audio import load_audio
-from parley.speech_io.sources import VirtualRoom
 
 # Finished on their own, and not questions of the domain: what a user says to stop or
 # answer the agent.
@@ -49,7 +45,7 @@ SETTINGS = {
     "semantic_vad auto": {"turn_detection": "semantic_vad", "eagerness": "auto"},
     "semantic_vad medium": {"turn_detection": "semantic_vad", "eagerness": "medium"},
 }
-LEAD_S, TAIL_S = 0.3, 3.0
+LEAD_S = 0.3
 
 
 def utterances(out: Path) -> list[tuple[str, Path]]:
@@ -71,29 +67,17 @@ def utterances(out: Path) -> list[tuple[str, Path]]:
     return found
 
 
-async def waits(model: AgentModel, audio: np.ndarray, settings: dict) -> list[float]:
+async def waits(model: AgentModel, wav: Path, settings: dict) -> list[float]:
     """The silence (ms) each turn of one utterance waited before it was called over."""
-    pad = np.zeros(int(LEAD_S * SR), np.float32)
-    user = np.concatenate([pad, audio, np.zeros(int(TAIL_S * SR), np.float32)])
-    config = model.config.agent.model_copy(update={**settings, "reply_max_s": 0.5})
-    clock = VirtualClock()
-    session = DuplexSession(model, config, clock=clock)
-    events: list[dict] = []
-    session.subscribe(lambda e: events.append(e.to_dict()))
-    room = VirtualRoom(user)
-    try:
-        await drive(session, clock, room, room, len(user))
-    finally:
-        await session.aclose()
-    return [
-        (e["decided_sample"] - e["input_sample"]) * 1000.0 / SR
-        for e in events
-        if e["type"] == "user_turn_ended"
-    ]
-
-
-def _p95(values: list[float]) -> float:
-    return sorted(values)[max(0, round(0.95 * len(values)) - 1)]
+    scenario = Scenario(
+        name="turn-wait",
+        timeline=[Step(at=LEAD_S, wav=str(wav))],  # then the harness's 3 s of silence
+        reply=ReplyBounds(max_s=0.5),
+    )
+    base = model.config.agent.model_copy(update=settings)
+    record = await run_scenario(model, scenario, base)
+    ended = [turn_wait_ms(e, SR) for e in record.events if e["type"] == "user_turn_ended"]
+    return [w for w in ended if w is not None]  # the session always says
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -106,7 +90,7 @@ async def run(args: argparse.Namespace) -> None:
     for name, settings in SETTINGS.items():
         firsts, split, unanswered, slow = [], 0, 0, []
         for label, path in found:
-            got = await waits(model, load_audio(path, SR), settings)
+            got = await waits(model, path, settings)
             if not got:
                 unanswered += 1
                 continue
@@ -116,10 +100,11 @@ async def run(args: argparse.Namespace) -> None:
                 slow.append(f"{got[-1]:.0f} ms  {label}")
         stop = sum(w <= 330 for w in firsts)
         endpoint = sum(330 < w <= 520 for w in firsts)
+        d = _dist(firsts)
         print(
             f"{name:<20} at the stop {stop:3d}  by the endpoint {endpoint:3d}  later "
-            f"{len(firsts) - stop - endpoint:3d}  | median {statistics.median(firsts):5.0f}  "
-            f"p95 {_p95(firsts):5.0f}  max {max(firsts):5.0f}  | split {split}  "
+            f"{len(firsts) - stop - endpoint:3d}  | median {d['p50']:5.0f}  "
+            f"p95 {d['p95']:5.0f}  max {d['max']:5.0f}  | split {split}  "
             f"no turn {unanswered}"
         )
         for line in slow:

@@ -25,6 +25,7 @@ __all__ = [
     "check_targets",
     "score",
     "targets_for",
+    "turn_wait_ms",
 ]
 
 SILENT = 1e-4  # |x| at or below this is silence
@@ -196,6 +197,13 @@ def _barge_in(output: np.ndarray, segments: list[UserSegment], sr: int) -> tuple
     return stops, unstopped
 
 
+def turn_wait_ms(event: dict[str, Any], sr: int) -> float | None:
+    """The silence (ms) the turn detection waited before a ``user_turn_ended`` event's
+    turn was called over; None where the event does not say."""
+    decided = event.get("decided_sample")
+    return None if decided is None else (decided - event["input_sample"]) * 1000.0 / sr
+
+
 def _latency(
     segments: list[UserSegment], events: list[dict[str, Any]], sr: int
 ) -> tuple[list[float], list[float], list[float], list[float | None]]:
@@ -209,8 +217,7 @@ def _latency(
         # Events come in the order they happened: a reply's first audio follows the end of
         # the turn it answers.
         if e["type"] == "user_turn_ended":
-            decided = e.get("decided_sample")
-            wait = None if decided is None else (decided - e["input_sample"]) * 1000.0 / sr
+            wait = turn_wait_ms(e, sr)
         elif e["type"] == "first_audio":
             ms, ahead = float(e.get("compute_ms", 0.0)), float(e.get("ahead_ms", 0.0))
             firsts.append((int(e["output_sample"]), ms, ahead, wait))
