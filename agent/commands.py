@@ -217,15 +217,10 @@ def _turn_rule(detection: str, agent) -> str:
     if detection == "semantic_vad":
         from parley.agent.core.endpoint import semantic_policy
         from parley.speech_io.audio import SAMPLE_RATE
-        from parley.speech_io.vad import VADOptions
 
         policy = semantic_policy(agent.eagerness, SAMPLE_RATE, agent.endpoint_silence_ms)
         ms = SAMPLE_RATE // 1000
-        first = (
-            f"{VADOptions.stop_frames * VADOptions.frame_ms} ms (the VAD's stop)"
-            if policy.after_stop
-            else f"{policy.first_ask // ms} ms"
-        )
+        first = f"{policy.first_ask // ms} ms"
         return (
             f"a turn ends {first} into the silence after a question the end-of-turn "
             f"detector is sure is finished, else after up to {policy.longest // ms} ms of "

@@ -74,24 +74,34 @@ class StreamingFrontEnd(Streaming):
         if frames.shape[0]:
             self._recent = torch.cat([self._recent, frames])[-RECENT_FRAMES:]
 
-    def finish(self) -> torch.Tensor:
-        """End the utterance; its LM embeddings ``(positions, hidden)``, and reset."""
-        out = self._ended(self.mel, self.encoder, self.adapter)
+    def finish(self, pcm: np.ndarray | None = None) -> torch.Tensor:
+        """End the utterance after ``pcm`` if given; its LM embeddings ``(positions,
+        hidden)``, and reset."""
+        out = self._ended(self.mel, self.encoder, self.adapter, pcm)
         self.reset()
         return out
 
-    def peek_utterance(self) -> torch.Tensor:
-        """What :meth:`finish` would return now, the stream untouched: it may go on (a reply
-        started ahead of the turn's end hears this, and is thrown away if it does)."""
-        return self._ended(_fork(self.mel), _fork(self.encoder), _fork(self.adapter))
+    def peek_utterance(self, pcm: np.ndarray | None = None) -> torch.Tensor:
+        """What :meth:`finish` would return now, after ``pcm`` if given (it is not added):
+        the stream untouched, as it may go on (a reply started ahead of the turn's end hears
+        this, and is thrown away if it does)."""
+        return self._ended(_fork(self.mel), _fork(self.encoder), _fork(self.adapter), pcm)
 
     def _ended(
-        self, mel: StreamingLogMel, encoder: StreamingEncoder, adapter: StreamingAdapter
+        self,
+        mel: StreamingLogMel,
+        encoder: StreamingEncoder,
+        adapter: StreamingAdapter,
+        pcm: np.ndarray | None = None,
     ) -> torch.Tensor:
-        """The utterance's embeddings once ``mel``, ``encoder`` and ``adapter`` (this
-        stream's stages or forks of them) are flushed."""
+        """The utterance's embeddings once ``pcm`` is pushed through ``mel``, ``encoder``
+        and ``adapter`` (this stream's stages or forks of them) and they are flushed."""
         tail: list[torch.Tensor] = []
         with torch.inference_mode():
+            if pcm is not None and pcm.size:
+                m = mel.push(pcm)
+                if m.shape[1]:
+                    tail.append(adapter.push(encoder.push_both(torch.from_numpy(m))[1]))
             m = mel.flush()
             if m.shape[1]:
                 tail.append(adapter.push(encoder.push_both(torch.from_numpy(m))[1]))

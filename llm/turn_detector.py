@@ -38,6 +38,11 @@ class TurnDetectorConfig:
     d_model: int = 384  # encoder width
     hidden: int = 128
     frames: int = 50  # encoder frames read (50 Hz: the last second)
+    # The model's reply to words beyond the domain the detector learnt (its refusal): where
+    # a reply started ahead says it, the detector's sure yes is not trusted before the VAD
+    # calls its stop ("i would like to book a table for ..." reaches 0.95-0.97 in a 300
+    # ms pause). None: unknown, and no yes is trusted before the stop.
+    beyond_reply: str | None = None
 
 
 class TurnDetector(nn.Module):

@@ -108,29 +108,33 @@ class AgentConfig(_Section):
             "server_vad: the turn ends after endpoint_silence_ms of silence. semantic_vad: "
             "the checkpoint's end-of-turn detector judges the words once a short silence "
             "has begun (how readily: eagerness); a checkpoint without a detector falls back "
-            "to server_vad. The detector knows the model's domain only, so the default "
-            "eagerness, auto, only ever shortens the silence timer: docs/turn-taking.md."
+            "to server_vad. The detector knows the model's domain only: docs/turn-taking.md "
+            "has what each eagerness does beyond it."
         ),
     )
     eagerness: Literal["low", "medium", "high", "auto"] = Field(
         "auto",
         description=(
-            "semantic_vad: how readily a silence ends the turn. auto only shortens the "
-            "endpoint when the detector is sure; low, medium and high also wait out pauses "
-            "it judges unfinished (up to 3, 2 and 1.2 s), high answering soonest."
+            "semantic_vad: how readily a silence ends the turn. auto ends it 200 ms in when "
+            "the detector is sure and the reply started ahead answers (rather than refuses), "
+            "at the VAD's stop (320 ms) when it leans to finished, "
+            "waits up to 2 s when it is sure the words are unfinished and otherwise keeps "
+            "the endpoint; low, medium and high also wait out pauses it judges unfinished "
+            "(up to 3, 2 and 1.2 s), high answering soonest."
         ),
     )
     preemptive_reply_ms: int | None = Field(
-        320,
+        100,
         ge=0,
         le=10_000,
         description=(
             "Silence inside the user's turn after which the reply is started ahead, its "
             "audio held until the turn ends and thrown away, with nothing of it kept, if "
-            "the user goes on: its compute runs in the silence instead of after it. The "
-            "reply hears the user's words up to that point; at 320 ms, where the VAD calls "
-            "the speech over, the same words as a reply started at the turn's end. None: "
-            "replies start when the turn ends."
+            "the user goes on: its compute runs in the silence instead of after it. It "
+            "hears the same as a reply started at the turn's end (the silence is topped up "
+            "to 500 ms either way), and with semantic_vad auto whether it answers or "
+            "refuses tells if the detector's yes can end the turn before the VAD's stop. "
+            "None: replies start when the turn ends."
         ),
     )
     min_interruption_ms: int = Field(

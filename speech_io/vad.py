@@ -78,10 +78,13 @@ class VADOptions:
     it undoes exactly if the run is not confirmed, never enough to start a turn. Fricative
     onsets ("s", "h") hold silero at 0.15-0.3 for up to 90 ms before the vowel confirms
     them; noise stays under 0.1."""
-    silero_phases: Literal[1, 2, 4] = 2
+    silero_phases: Literal[1, 2, 4] = 4
     """Interleaved silero streams: a new probability every ``32 / phases`` ms, at about
     ``phases`` × 0.2 ms of CPU per 32 ms of audio. 2 cuts median onset latency from
-    ~42 to ~30 ms on espeak speech; 4 buys only ~4 ms more."""
+    ~42 to ~30 ms on espeak speech, 4 only ~4 ms more; but with 2 a fricative onset can
+    fall between windows that each hear too little of it: the "s" of "stop please" over
+    a reply was confirmed 70 ms late at one phase (a 118 ms barge-in, `interrupt-mid-reply`
+    with the reply 180 ms sooner), 10 ms late with 4 (28 ms)."""
 
     def __post_init__(self) -> None:
         if self.frame_ms not in (10, 20, 30):

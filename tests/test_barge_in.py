@@ -183,6 +183,34 @@ async def test_the_session_lets_the_words_decide(tiny_model):
     assert 10 <= words.asked <= 18
 
 
+async def _words_with_a_slow_stop(tiny_model, p: float, cut_in: tuple[float, float]):
+    """Words over the reply, with a VAD that calls its stop 320 ms into the silence (the
+    shipped one's): what ends them sooner is the session, not the VAD."""
+    import dataclasses
+
+    from tests.test_session import run
+
+    words = _Words(p)
+    model = dataclasses.replace(tiny_model, cut_in_detector=words)
+    _, events, _ = await run(model, [(0.2, 1.4), cut_in], 12.0, stop_delay=5120)
+    return events, words
+
+
+@pytest.mark.parametrize("length", [0.25, 0.4])
+async def test_words_that_take_the_turn_end_it_200_ms_into_their_silence(tiny_model, length):
+    # "stop" (250 ms: judged once, in its silence) or "no stop" (400 ms: cut while it is
+    # said): the new turn ends 200 ms after the words, not at the VAD's stop at 320 ms.
+    events, words = await _words_with_a_slow_stop(tiny_model, 0.95, (3.0, 3.0 + length))
+    assert next(e for e in events if e.type == "interrupted")
+    ended = [e for e in events if e.type == "user_turn_ended"]
+    assert ended[1].t == pytest.approx(3.0 + length + 0.2, abs=0.011)
+    # Words it does not take for a turn: the reply resumes at the VAD's stop, as before.
+    events, words = await _words_with_a_slow_stop(tiny_model, 0.05, (3.0, 3.25))
+    assert not [e for e in events if e.type == "interrupted"]
+    resumed = next(e for e in events if e.type == "playback_resumed")
+    assert resumed.t == pytest.approx(3.25 + 0.32, abs=0.011) and words.asked == 2
+
+
 async def test_without_words_it_goes_by_length(tiny_model):
     events, words = await _over_a_reply(tiny_model, 0.05, (3.0, 4.0), cut_in_by_words=False)
     cut = next(e for e in events if e.type == "interrupted")

@@ -65,7 +65,7 @@ def screen_text(app: ChatApp) -> str:
 def speech(tmp_path_factory) -> tuple[np.ndarray, np.ndarray]:
     cache = tmp_path_factory.mktemp("tts")
     return (
-        say("tell me a long story about the sea", DEFAULT_VOICE, cache),
+        say("tell me a story about the sea", DEFAULT_VOICE, cache),
         say("no wait, stop please", DEFAULT_VOICE, cache),
     )
 

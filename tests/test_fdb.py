@@ -95,7 +95,7 @@ def test_the_shipped_scenario_set_loads():
     from parley.agent.harness.scenario import load_scenarios, shipped_scenarios_dir
 
     names = [s.name for s in load_scenarios(shipped_scenarios_dir() / "fdb")]
-    assert len(names) == 24 and all(n.startswith("fdb-") for n in names)
+    assert len(names) == 30 and all(n.startswith("fdb-") for n in names)
 
 
 def test_bench_reports_the_figures_of_the_shipped_model(tmp_path, capsys):
@@ -121,9 +121,9 @@ def test_bench_reports_the_figures_of_the_shipped_model(tmp_path, capsys):
         assert (smooth["n"], smooth["taken"]) == (3, 3), name
         latency[name] = smooth["latency_s"]
     # The timer answers each 500 ms after the speech and a little more. The default
-    # (semantic_vad, eagerness auto) asks the detector once the VAD calls the stop, 320 ms
-    # in, and a sure yes ends the turn there: never later than the timer, and sooner for
-    # at least one of these questions. Medium asks from 200 ms in (one may wait for a
+    # (semantic_vad, eagerness auto) asks the detector from 200 ms into the silence, and a
+    # sure yes ends the turn there (at the VAD's stop, 320 ms in, a likely one): never
+    # later than the timer, and sooner for at least one of these questions. Medium asks from 200 ms in (one may wait for a
     # second look).
     assert all(0.45 <= v <= 0.7 for v in latency["timer"]), latency
     pairs = zip(latency["default"], latency["timer"], strict=True)

@@ -27,15 +27,11 @@ async def play(session, clock, user, n):
     return sink.samples
 
 
-async def run(model, spans, seconds, cfg=None, **kw):
+async def run(model, spans, seconds, cfg=None, stop_delay=3200, **kw):
     cfg = cfg or AgentConfig(echo_cancellation=False, **kw)
     clock = VirtualClock()
-    session = DuplexSession(
-        model,
-        cfg,
-        clock=clock,
-        detector=ScriptedDetector([(int(a * SR), int(b * SR)) for a, b in spans]),
-    )
+    vad = ScriptedDetector([(int(a * SR), int(b * SR)) for a, b in spans], stop_delay=stop_delay)
+    session = DuplexSession(model, cfg, clock=clock, detector=vad)
     events = []
     session.subscribe(events.append)
     n = int(seconds * SR)

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -35,6 +36,28 @@ def test_peek_is_the_offline_encoding_and_leaves_the_stream_alone(tiny_checkpoin
     twin = StreamingFrontEnd(features, ckpt.encoder, ckpt.adapter)
     twin.push(audio)
     torch.testing.assert_close(front.finish(), twin.finish())
+
+
+def test_an_utterance_ends_with_added_samples_as_if_they_had_been_pushed(tiny_checkpoint):
+    # The reply hears the turn's silence topped up: finish(pcm) and peek_utterance(pcm)
+    # are the utterance with pcm pushed, and the peek leaves the stream as it was.
+    from parley.llm.checkpoint import load_checkpoint
+    from parley.llm.frontend import StreamingFrontEnd
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    features = ckpt.manifest.model.features
+
+    def front(audio):
+        f = StreamingFrontEnd(features, ckpt.encoder, ckpt.adapter)
+        f.push(audio)
+        return f
+
+    said, more = speechlike(int(1.3 * SR), seed=4), speechlike(int(0.12 * SR), seed=5)
+    whole = front(np.concatenate([said, more])).finish()
+    stream = front(said)
+    torch.testing.assert_close(stream.peek_utterance(more), whole)
+    torch.testing.assert_close(stream.peek_utterance(), front(said).finish())
+    torch.testing.assert_close(stream.finish(more), whole)
 
 
 def test_semantic_policy_asks_then_decides_and_waits_out_a_pause():
@@ -72,26 +95,53 @@ def test_a_leaning_answer_ends_the_turn_after_the_unsure_wait():
 
 def test_eagerness_orders_the_waits():
     waits = {e: semantic_policy(e, SR, 500) for e in ("high", "medium", "low", "auto")}
-    # auto asks at the stop: a sure yes ends the turn then, a sure no waits up to 2 s, and
-    # anything between the 500 ms endpoint.
+    # auto asks from 200 ms into the silence: a sure yes ends the turn then; at the VAD's
+    # stop a yes more likely than not does; a sure no waits up to 2 s, anything between
+    # the 500 ms endpoint.
     auto = waits["auto"]
-    assert (auto.threshold, auto.longest, auto.after_stop) == (0.9, 2000 * 16, True)
-    assert (auto.unsure_threshold, auto.unsure_wait) == (0.15, 500 * 16)
+    assert (auto.first_ask, auto.threshold, auto.stop_threshold) == (200 * 16, 0.9, 0.5)
+    assert (auto.unsure_threshold, auto.unsure_wait, auto.longest) == (0.15, 8000, 32000)
     assert semantic_policy("auto", SR, 3000).longest == 3000 * 16  # never under the endpoint
     turn = Endpointer(endpoint=8000, preroll=0)
     turn.policy = auto
     turn.speech_started(0, oldest=0)
-    turn.closing(16000)  # silence the VAD has not called a stop: too soon to ask
-    assert not turn.ask_due(16000 + 4800) and not turn.ended(16000 + 4800, finished=0.99)
-    turn.speech_stopped(16000)  # the stop, 320 ms in
-    assert turn.ask_due(16000 + 5120) and turn.ended(16000 + 5120, finished=0.95)
-    # A sure no waits out the pause, unless the turn began over a reply: the endpoint.
+    turn.closing(16000)  # silence the VAD has not called a stop
+    assert not turn.ask_due(16000 + 3199)
+    assert turn.ask_due(16000 + 3200) and not turn.ended(16000 + 3200, finished=0.8)
+    assert turn.ask_due(16000 + 4000)
+    assert not turn.ended(16000 + 4000, finished=0.99, within_domain=False)  # the refusal
+    assert turn.ended(16000 + 4000, finished=0.95)
+    turn.speech_stopped(16000)  # the stop, 320 ms in: asked at once, more likely than not
+    assert turn.ask_due(16000 + 5120) and turn.ended(16000 + 5120, finished=0.6)
+    assert not turn.ended(16000 + 5120, finished=0.4)  # between: the endpoint
+    assert not turn.ended(16000 + 7999) and turn.ended(16000 + 8000)
+    # A sure no waits out the pause, unless the turn began over a reply: the endpoint (and
+    # over a reply, where the user has taken the turn, the stop's P ends it sooner).
     for over_reply, ends_at in ((False, 32000), (True, 8000)):
         turn.drop()
         turn.speech_started(0, oldest=0, over_reply=over_reply)
+        turn.closing(16000)
+        assert turn.ask_due(16000 + 3200)
+        assert turn.ended(16000 + 3200, finished=0.6) is over_reply
         turn.speech_stopped(16000)
         assert turn.ask_due(16000 + 5120) and not turn.ended(16000 + 5120, finished=0.05)
         assert not turn.ended(16000 + ends_at - 1) and turn.ended(16000 + ends_at)
+    # Once a pause has outlasted the endpoint and the user went on, the rest ("... four")
+    # ends at the VAD's stop, whatever the detector, which hears mostly the pause, says.
+    turn.drop()
+    turn.speech_started(0, oldest=0)
+    turn.speech_stopped(16000)
+    assert turn.ask_due(16000 + 3200) and not turn.ended(16000 + 3200, finished=0.05)
+    assert not turn.ended(16000 + 16000)  # waiting out the pause, 1 s in
+    turn.speech_started(16000 + 19200, oldest=0)  # the rest, after 1.2 s
+    assert turn.waited_out
+    turn.closing(48000)
+    assert turn.ask_due(48000 + 3200) and not turn.ended(48000 + 3200, finished=0.05)
+    turn.speech_stopped(48000)
+    assert turn.ended(48000 + 5120)
+    turn.drop()  # a new turn may wait again
+    turn.speech_started(60000, oldest=0)
+    assert not turn.waited_out
     # Never asked (a VAD tuned to call its stop past the asking window): the endpoint.
     turn.drop()
     turn.speech_started(20000, oldest=0)
@@ -106,9 +156,9 @@ def test_eagerness_orders_the_waits():
 class _Says:
     """A detector that gives one answer, and counts the questions."""
 
-    def __init__(self, p: float) -> None:
+    def __init__(self, p: float, beyond_reply: str | None = None) -> None:
         self.p, self.asked = p, 0
-        self.cfg = TurnDetectorConfig(d_model=0, frames=60)
+        self.cfg = TurnDetectorConfig(d_model=0, frames=60, beyond_reply=beyond_reply)
 
     def probability(self, frames: torch.Tensor) -> float:
         # As many frames as it reads (the turn, with its pre-roll, is longer than 1.2 s).
@@ -121,7 +171,8 @@ class _Says:
     ("p", "eagerness", "after_s"),
     [
         (0.95, "auto", 0.2),  # sure: when the (scripted) VAD calls its stop, 200 ms in
-        (0.6, "auto", 0.5),  # not sure enough for auto: the timer
+        (0.6, "auto", 0.2),  # more likely than not at the stop: ends there too
+        (0.3, "auto", 0.5),  # between: the timer
         (0.05, "auto", 2.0),  # sure it is unfinished: auto waits for the rest too
         (0.6, "medium", 0.2),
         (0.2, "medium", 0.7),  # leaning: the middle wait
@@ -139,6 +190,43 @@ async def test_the_session_ends_a_finished_turn_early_and_waits_out_an_unfinishe
     turn_end = next(e for e in events if e.type == "user_turn_ended")
     assert turn_end.t == pytest.approx(1.4 + after_s, abs=0.011)
     assert detector.asked >= 1
+
+
+@pytest.mark.parametrize(
+    ("beyond_reply", "after_s"),
+    [
+        ("the words the tiny model never says", 0.2),  # it answers: sure at 200 ms ends
+        (None, 0.32),  # no refusal known: only the VAD's stop, 320 ms in
+    ],
+)
+async def test_auto_trusts_a_sure_yes_before_the_stop_only_where_the_reply_answers(
+    tiny_model, beyond_reply, after_s
+):
+    detector = _Says(0.95, beyond_reply)
+    model = dataclasses.replace(tiny_model, turn_detector=detector)
+    _, events, _ = await run(model, [(0.2, 1.4)], 6.0, stop_delay=5120)
+    turn_end = next(e for e in events if e.type == "user_turn_ended")
+    assert turn_end.t == pytest.approx(1.4 + after_s, abs=0.011)
+
+
+def test_a_reply_started_ahead_says_whether_the_words_are_of_the_domain():
+    from types import SimpleNamespace
+
+    from parley.agent.core.preemptive import Preemption
+
+    refusal = "sorry i can only help with sums numbers days and months"
+    ahead = Preemption(None, None, None, None, None, None)  # type: ignore[arg-type]
+    assert not ahead.within_domain(refusal)  # no reply ahead
+    for pieces, within in (
+        ([], False),  # nothing said yet
+        (["sor"], False),  # may yet be the refusal
+        (["sorry i can", " only help"], False),
+        (["Sorry, I can only help with sums numbers days and months."], False),
+        (["seven", " times eight"], True),
+    ):
+        ahead.held = SimpleNamespace(text=pieces)  # type: ignore[assignment]
+        assert ahead.within_domain(refusal) is within, pieces
+        assert not ahead.within_domain(None)  # no refusal to tell it by
 
 
 async def test_server_vad_keeps_the_timer_even_with_a_detector(tiny_model):
@@ -259,3 +347,36 @@ def test_beyond_share_adds_requests_beyond_the_domain(tmp_path):
     held = [q for q, _ in _questions(tmp_path, "heldout", 16, seed=0, share=0.25)]
     assert held[-4:] == ood_sentences(heldout=True)[:4]
     assert set(held) & set(HELDOUT_BEYOND) and not set(held) & set(more_ood_sentences())
+
+
+@pytest.mark.parametrize(
+    ("p", "ahead_ms", "topped_up"),
+    [
+        (0.95, 100, ("peek_utterance", 400)),  # the reply started 100 ms in, then taken
+        (0.3, None, ("finish", 180)),  # the timer's turn, fed up to the stop
+    ],
+)
+async def test_every_turn_hears_its_silence_topped_up(
+    tiny_model, monkeypatch, p, ahead_ms, topped_up
+):
+    # The model hears 500 ms of the silence, what it heard repeated: a reply started 100
+    # ms in gets 400 ms more; a turn that waits the endpoint was fed up to the VAD's stop
+    # (here, as the shipped VAD's, 320 ms in), and gets 180 ms more.
+    from parley.llm.frontend import StreamingFrontEnd
+
+    added = []
+
+    def spying(name):
+        real = getattr(StreamingFrontEnd, name)
+
+        def spy(self, pcm=None):
+            added.append((name, 0 if pcm is None else pcm.size // 16))
+            return real(self, pcm)
+
+        return spy
+
+    for name in ("finish", "peek_utterance"):
+        monkeypatch.setattr(StreamingFrontEnd, name, spying(name))
+    model = dataclasses.replace(tiny_model, turn_detector=_Says(p, "never said"))
+    await run(model, [(0.2, 1.4)], 4.0, stop_delay=5120, preemptive_reply_ms=ahead_ms)
+    assert added == [topped_up]

@@ -20,7 +20,7 @@ import torch
 
 from parley.errors import ConfigError
 from parley.llm.turn_detector import TURN_DIR, TurnDetector, TurnDetectorConfig
-from parley.train.domain import ood_sentences
+from parley.train.domain import REFUSAL, ood_sentences
 from parley.train.spoken_refusals import more_ood_sentences
 from parley.train.turn_data import (
     BEYOND_DOMAIN,
@@ -236,7 +236,9 @@ def new_head(
         torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
     ckpt = load_checkpoint(opts.checkpoint)
-    cfg = TurnDetectorConfig(d_model=ckpt.manifest.model.encoder.d_model, frames=opts.frames)
+    cfg = TurnDetectorConfig(
+        d_model=ckpt.manifest.model.encoder.d_model, frames=opts.frames, beyond_reply=REFUSAL
+    )
     model = TurnDetector(cfg)
     return model, examples(opts, ckpt.encoder, ckpt.manifest.model.features, model.window, log)
 

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from parley.agent.core.endpoint import Endpointer
 from parley.agent.core.reply import Reply
@@ -37,6 +40,10 @@ class HeldReply:
     silence: int  # input sample where the silence it was started in began
     started: int  # input sample when it was started
     text: list[str] = field(default_factory=list)  # pieces kept back until the turn ends
+
+
+def _words(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z' ]", " ", text.lower()).split())
 
 
 class Preemption:
@@ -81,15 +88,24 @@ class Preemption:
         self._tried = since  # one try per silence, whatever comes of it
         return since
 
-    def start(self, silence: int, now: int) -> None:
-        """Start a reply on the utterance heard up to ``now``, held."""
+    def start(self, silence: int, now: int, top_up: np.ndarray | None = None) -> None:
+        """Start a reply on the utterance heard up to ``now`` (then ``top_up``), held."""
         try:
-            embeddings = self.frontend.peek_utterance()
+            embeddings = self.frontend.peek_utterance(top_up)
         except UtteranceTooShortError:
             return  # nothing to answer yet; the turn's end will say
         point = self.context.save_point()
         self.context.add_user_audio(embeddings)
         self.held = HeldReply(self._new_reply(), point, silence, now)
+
+    def within_domain(self, beyond_reply: str | None) -> bool:
+        """The reply started ahead has begun to answer, and not with ``beyond_reply`` (the
+        model's refusal): the words are of its domain as the LM reads them. False with no
+        reply ahead, no text of it yet, or no refusal to tell it by."""
+        if self.held is None or beyond_reply is None:
+            return False
+        said, refusal = _words("".join(self.held.text)), _words(beyond_reply)
+        return bool(said) and not (refusal.startswith(said) or said.startswith(refusal))
 
     def keep_text(self, reply: Reply, piece: str) -> bool:
         """Keep ``piece`` back if ``reply`` is held (it is said only if the turn ends)."""

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from parley.agent.core.barge_in import Action, BargeIn, Move
+from parley.agent.core.barge_in import TAKES, WORDS_OVER_MS, Action, BargeIn, Move
 from parley.agent.core.bus import EventBus
 from parley.agent.core.clock import Clock, MonotonicClock
 from parley.agent.core.endpoint import semantic_policy
@@ -56,6 +56,14 @@ from parley.speech_io.audio import SAMPLE_RATE
 from parley.tokenizers.vocoder import StreamingVocoder
 
 TENTATIVE_HOLD_MS = 100
+# The LM learnt questions followed by 0.25-0.9 s of silence (``train/lm_data.py``), but a
+# turn hands it only the silence up to where it ended, or the VAD's stop (320 ms) if that
+# came first: 200 ms where the end-of-turn detector is sure at its first ask. With 500 ms
+# the model answers more of the held-out questions, 256 of 272 against 249 with 320 ms
+# and 250 with 200 ms (benchmarks/bench_turn_end_silence.py), so every turn's silence is
+# topped up to that: the reply starts as soon as the turn is over, and hears what it would
+# have heard 500 ms into the silence.
+HEARD_SILENCE_MS = 500
 T = TypeVar("T")
 
 
@@ -89,6 +97,7 @@ class DuplexSession:
         # Silero confirms an onset well within the hold of a tentative pause.
         ms = SAMPLE_RATE // 1000
         self._barge = BargeIn(TENTATIVE_HOLD_MS * ms, 0, words_from=CUT_IN_FROM_MS * ms)
+        self._words_judged: int | None = None  # the silence the words were last judged in
         self.input = InputStage(self.config, detector, self._frame)
         self.playout = Playout(self, self.input, self.clock, self._emit, max_ahead=0)
         cfg = model.checkpoint.manifest.model
@@ -343,6 +352,7 @@ class DuplexSession:
         if self._barge.asks(self.state, now, speaking):
             self.heads.judge_words(now, self._barge)
         self._make(self._barge.due(self.state, now, speaking))
+        self._end_words_early(now)
         if self.state is not AgentState.LISTENING or self.preemption.rolling_back:
             return
         if self._turn_over(now):
@@ -357,22 +367,62 @@ class DuplexSession:
         elif self.preemption.held is None and self.replies.current is None:
             silence = self.preemption.due(self._turn, now)
             if silence is not None:
-                self.preemption.start(silence, now)
+                self.preemption.start(silence, now, self._silence_top_up(silence))
+
+    def _end_words_early(self, now: int) -> None:
+        """Short words over a reply whose silence has lasted ``WORDS_OVER_MS``: when they
+        took the turn, or the cut-in detector is now sure they do, the VAD's stop is
+        called at once, so they are a whole turn and answered sooner."""
+        closing = self._turn.closing_from
+        if (
+            closing is None
+            or closing == self._words_judged
+            or now - closing < WORDS_OVER_MS * SAMPLE_RATE // 1000
+        ):
+            return
+        if self.state is AgentState.PAUSED and self._barge.onset is not None:
+            self._words_judged = closing  # once per silence
+            takes = self.heads.takes_turn(closing)
+            if takes is None or takes < TAKES:
+                return  # the VAD's stop decides, as for any short sound
+        elif not self._barge.words_were_a_turn(closing):
+            return
+        stop = self.input.end_speech()
+        if stop is not None:
+            self._on_speech_stop(stop.sample)
 
     def _turn_over(self, now: int) -> bool:
-        return self._turn.ended(now, self.heads.finished(now))
+        detector = self.model.turn_detector
+        beyond = detector.cfg.beyond_reply if detector is not None else None
+        return self._turn.ended(
+            now, self.heads.finished(now), self.preemption.within_domain(beyond)
+        )
 
     def _drop_utterance(self) -> None:
         self._turn.drop()
         self.frontend.reset()
 
+    def _silence_top_up(self, silence: int) -> np.ndarray:
+        """What to add after the utterance fed so far, whose silence began at ``silence``,
+        so the model hears ``HEARD_SILENCE_MS`` of it: the silence heard, repeated (empty
+        when it heard that much)."""
+        fed = self._turn.fed
+        need = HEARD_SILENCE_MS * SAMPLE_RATE // 1000 - (fed - silence)
+        if need <= 0:
+            return np.zeros(0, np.float32)
+        heard = self.input.recent(silence, fed)
+        if heard.size == 0:  # a faint floor, as a microphone gives
+            return np.random.default_rng(need).standard_normal(need).astype(np.float32) * 3e-4
+        return np.resize(heard, need)
+
     def _end_user_turn(self) -> None:
         span = self._turn.close()
+        top_up = self._silence_top_up(span.end)
         held = self.preemption.take()
         embeddings = None
         if held is None:
             try:
-                embeddings = self.frontend.finish()
+                embeddings = self.frontend.finish(top_up)
             except UtteranceTooShortError:
                 self.frontend.reset()
                 return  # too short to encode: nothing to answer
