@@ -240,11 +240,11 @@ class Endpointer:
             # Over a reply the user has already taken the turn: no need to be surer
             # before the stop than at it.
             sure = p.stop_threshold
-        if p.guarded and self.silence_from is None and not within_domain:
-            sure = 2.0  # beyond the domain the detector can be sure and wrong in a pause
+        # Beyond the domain the detector can be sure and wrong in a pause.
+        doubted = p.guarded and self.silence_from is None and not within_domain
         return (
             now - quiet >= p.longest
-            or (finished is not None and finished >= sure)
+            or (finished is not None and finished >= sure and not doubted)
             or (leaning and now - quiet >= p.unsure_wait)
         )
 

@@ -392,11 +392,12 @@ class DuplexSession:
             self._on_speech_stop(stop.sample)
 
     def _turn_over(self, now: int) -> bool:
+        finished = self.heads.finished(now)
+        if finished is None:  # most frames: no answer, so the reply ahead need not be read
+            return self._turn.ended(now)
         detector = self.model.turn_detector
         beyond = detector.cfg.beyond_reply if detector is not None else None
-        return self._turn.ended(
-            now, self.heads.finished(now), self.preemption.within_domain(beyond)
-        )
+        return self._turn.ended(now, finished, self.preemption.within_domain(beyond))
 
     def _drop_utterance(self) -> None:
         self._turn.drop()
